@@ -1,0 +1,3 @@
+from bcbridge.cli import main
+
+main()

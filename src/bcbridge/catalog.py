@@ -1,0 +1,726 @@
+"""The entity catalog: every API v2.0 entity set bcbridge knows, in one place.
+
+The client, the CLI and the emulator all read this module; nothing else lists entity sets,
+keys, routes, allowed operations, bound actions or property types.
+
+Facts come from ``shared/bc-api.md`` §3 (itself from Microsoft's docs and AL source). Property
+lists are written in a compact form, one token per property: ``name[:type][:ro]`` where the type
+is one of ``guid string int decimal bool date datetime`` or ``enum=A|B|C`` (``_`` stands for BC's
+blank option ``" "`` and ``~`` for a space inside an option name, e.g. ``In~Review``). A missing
+type means ``string``. The exact spelling of option names holding spaces is UNCONFIRMED in BC's
+docs (bc-api.md §1.6); we use the caption with its space.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from types import MappingProxyType
+
+from bcbridge.errors import ConfigError
+
+__all__ = [
+    "CATALOG",
+    "EntitySet",
+    "Field",
+    "FieldType",
+    "Navigation",
+    "Operation",
+    "Scope",
+    "children",
+    "get",
+    "names",
+]
+
+
+class FieldType(StrEnum):
+    GUID = "guid"
+    STRING = "string"
+    INT = "int"
+    DECIMAL = "decimal"
+    BOOL = "bool"
+    DATE = "date"
+    DATETIME = "datetime"
+    ENUM = "enum"
+
+
+class Operation(StrEnum):
+    GET = "GET"
+    POST = "POST"
+    PATCH = "PATCH"
+    DELETE = "DELETE"
+
+
+class Scope(StrEnum):
+    COMPANY = "company"  # companies({id})/set, or set?company={id}
+    ROOT = "root"  # at the API root: companies, subscriptions
+
+
+CRUD = frozenset(Operation)
+READ_ONLY = frozenset({Operation.GET})
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: FieldType = FieldType.STRING
+    read_only: bool = False
+    options: tuple[str, ...] = ()  # enum values, as BC serialises them
+
+    @property
+    def is_key_like(self) -> bool:
+        return self.type is FieldType.GUID and self.name.endswith("Id")
+
+
+@dataclass(frozen=True)
+class Navigation:
+    """A navigation property. `many` for line collections; otherwise a single-valued link.
+
+    For a single-valued link `via` is the foreign-key field on this entity (``customerId``).
+    For a collection `via` is the field on the target that points back (``documentId``).
+    """
+
+    name: str
+    target: str  # entity set name
+    via: str
+    many: bool = False
+
+
+@dataclass(frozen=True)
+class EntitySet:
+    name: str  # the entity set, e.g. "customers"
+    entity: str  # the entity type, e.g. "customer"
+    operations: frozenset[Operation] = CRUD
+    actions: tuple[str, ...] = ()  # bound actions, called as Microsoft.NAV.<action>
+    fields: tuple[Field, ...] = ()
+    navigations: tuple[Navigation, ...] = ()
+    scope: Scope = Scope.COMPANY
+    key: str = "id"
+    key_is_string: bool = False  # string keys are single-quoted in URLs (subscriptions('x'))
+    parent: str | None = None  # set this one is nested under, e.g. salesOrders
+    parent_field: str | None = None  # field holding the parent's id, e.g. documentId
+    natural_key: str | None = None  # the field people match on: number, code, ...
+    number_series: str | None = None  # first number handed out on create, e.g. "C00010"
+    lines: str | None = None  # the line set of a document, for deep insert and totals
+    required_one_of: tuple[str, ...] = ()  # on create, at least one of these must be given
+    notes: str = ""  # what is unsure about this set, shown in docs and metadata
+
+    @property
+    def described(self) -> bool:
+        """True when the catalog knows this set's properties (writes need it)."""
+        return bool(self.fields)
+
+    @property
+    def read_only(self) -> bool:
+        return self.operations == READ_ONLY
+
+    def allows(self, operation: Operation | str) -> bool:
+        return Operation(operation) in self.operations
+
+    def field(self, name: str) -> Field:
+        """The property `name`, or ConfigError listing the valid ones."""
+        for candidate in self.fields:
+            if candidate.name == name:
+                return candidate
+        raise ConfigError(
+            f"unknown property {name!r} of {self.entity}; expected one of: "
+            + ", ".join(f.name for f in self.fields),
+            field=name,
+        )
+
+    @property
+    def field_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.fields)
+
+    @property
+    def writable_fields(self) -> tuple[Field, ...]:
+        return tuple(f for f in self.fields if not f.read_only)
+
+    def navigation(self, name: str) -> Navigation | None:
+        return next((nav for nav in self.navigations if nav.name == name), None)
+
+
+# --- the compact property notation -------------------------------------------------------
+
+
+def _parse_field(token: str) -> Field:
+    name, *parts = token.split(":")
+    kind, read_only = FieldType.STRING, False
+    options: tuple[str, ...] = ()
+    for part in parts:
+        if part == "ro":
+            read_only = True
+        elif part.startswith("enum="):
+            kind = FieldType.ENUM
+            options = tuple(
+                " " if option == "_" else option.replace("~", " ")
+                for option in part[len("enum=") :].split("|")
+            )
+        else:
+            kind = FieldType(part)
+    return Field(name, kind, read_only, options)
+
+
+def _fields(*specs: str) -> tuple[Field, ...]:
+    fields = tuple(_parse_field(token) for spec in specs for token in spec.split())
+    seen = [f.name for f in fields]
+    duplicates = {name for name in seen if seen.count(name) > 1}
+    assert not duplicates, f"duplicate properties in catalog: {duplicates}"
+    return fields
+
+
+ID = "id:guid:ro"
+MODIFIED = "lastModifiedDateTime:datetime:ro"
+ADDRESS = "addressLine1 addressLine2 city state country postalCode"
+CONTACT = "phoneNumber email website"
+
+
+def _address(prefix: str, *, read_only: bool = False) -> str:
+    suffix = ":ro" if read_only else ""
+    parts = ("AddressLine1", "AddressLine2", "City", "Country", "State", "PostCode")
+    return " ".join(f"{prefix}{part}{suffix}" for part in parts)
+
+
+SALES_PARTY = " ".join(
+    [
+        "customerId:guid customerNumber customerName:ro billToName:ro",
+        "billToCustomerId:guid billToCustomerNumber shipToName shipToContact",
+        _address("sellTo"),
+        _address("billTo", read_only=True),
+        _address("shipTo"),
+    ]
+)
+PURCHASE_PARTY = " ".join(
+    [
+        "vendorId:guid vendorNumber vendorName:ro payToName:ro payToContact:ro",
+        "payToVendorId:guid payToVendorNumber shipToName shipToContact",
+        _address("buyFrom"),
+        _address("payTo", read_only=True),
+        _address("shipTo"),
+    ]
+)
+TOTALS = (
+    "discountAmount:decimal discountAppliedBeforeTax:bool:ro "
+    "totalAmountExcludingTax:decimal:ro totalTaxAmount:decimal:ro "
+    "totalAmountIncludingTax:decimal:ro"
+)
+DOCUMENT_COMMON = (
+    "shortcutDimension1Code shortcutDimension2Code currencyId:guid currencyCode "
+    "pricesIncludeTax:bool paymentTermsId:guid shipmentMethodId:guid"
+)
+LINE_TYPES = "enum=Comment|Account|Item|Resource|Fixed~Asset|Charge"
+LINE_COMMON = (
+    f"{ID} documentId:guid sequence:int itemId:guid accountId:guid lineType:{LINE_TYPES} "
+    "lineObjectNumber description description2 unitOfMeasureId:guid unitOfMeasureCode "
+    "quantity:decimal discountAmount:decimal discountPercent:decimal "
+    "discountAppliedBeforeTax:bool:ro amountExcludingTax:decimal:ro taxCode "
+    "taxPercent:decimal:ro totalTaxAmount:decimal:ro amountIncludingTax:decimal:ro "
+    "invoiceDiscountAllocation:decimal:ro netAmount:decimal:ro netTaxAmount:decimal:ro "
+    "netAmountIncludingTax:decimal:ro itemVariantId:guid locationId:guid"
+)
+DOC_STATUS = "enum=Draft|In~Review|Open"
+INVOICE_STATUS = "enum=_|Draft|In~Review|Open|Paid|Canceled|Corrective"
+
+
+def _line_navigations(document_set: str, document_nav: str) -> tuple[Navigation, ...]:
+    return (
+        Navigation(document_nav, document_set, "documentId"),
+        Navigation("item", "items", "itemId"),
+        Navigation("account", "accounts", "accountId"),
+    )
+
+
+def _document(
+    name: str,
+    entity: str,
+    lines: str,
+    line_entity: str,
+    *,
+    party: str,
+    header_fields: str,
+    line_fields: str,
+    actions: tuple[str, ...],
+    number_series: str,
+) -> tuple[EntitySet, EntitySet]:
+    """A document header set and its line set (nested under it and reachable flat)."""
+    party_nav = (
+        Navigation("customer", "customers", "customerId")
+        if party == "sales"
+        else Navigation("vendor", "vendors", "vendorId")
+    )
+    header = EntitySet(
+        name,
+        entity,
+        actions=actions,
+        fields=_fields(
+            ID,
+            "number:ro",
+            header_fields,
+            SALES_PARTY if party == "sales" else PURCHASE_PARTY,
+            DOCUMENT_COMMON,
+            TOTALS,
+            MODIFIED,
+        ),
+        navigations=(
+            party_nav,
+            Navigation("currency", "currencies", "currencyId"),
+            Navigation("paymentTerm", "paymentTerms", "paymentTermsId"),
+            Navigation(lines, lines, "documentId", many=True),
+        ),
+        natural_key="number",
+        number_series=number_series,
+        lines=lines,
+        required_one_of=(
+            ("customerNumber", "customerId") if party == "sales" else ("vendorNumber", "vendorId")
+        ),
+    )
+    line = EntitySet(
+        lines,
+        line_entity,
+        fields=_fields(LINE_COMMON, line_fields),
+        navigations=_line_navigations(name, entity),
+        parent=name,
+        parent_field="documentId",
+    )
+    return header, line
+
+
+SALES_LINE_PRICE = "unitPrice:decimal shipmentDate:date"
+PURCHASE_LINE_PRICE = "directUnitCost:decimal expectedReceiptDate:date"
+
+_SALES_ORDERS = _document(
+    "salesOrders",
+    "salesOrder",
+    "salesOrderLines",
+    "salesOrderLine",
+    party="sales",
+    header_fields=(
+        "externalDocumentNumber orderDate:date postingDate:date salesperson "
+        "partialShipping:bool requestedDeliveryDate:date fullyShipped:bool:ro "
+        f"status:{DOC_STATUS}:ro phoneNumber email"
+    ),
+    line_fields=(
+        f"{SALES_LINE_PRICE} shippedQuantity:decimal:ro invoicedQuantity:decimal:ro "
+        "invoiceQuantity:decimal shipQuantity:decimal"
+    ),
+    actions=("shipAndInvoice",),
+    number_series="S-ORD101001",
+)
+_SALES_INVOICES = _document(
+    "salesInvoices",
+    "salesInvoice",
+    "salesInvoiceLines",
+    "salesInvoiceLine",
+    party="sales",
+    header_fields=(
+        "externalDocumentNumber invoiceDate:date postingDate:date dueDate:date "
+        "promisedPayDate:date customerPurchaseOrderReference orderId:guid:ro orderNumber:ro "
+        "salesperson disputeStatusId:guid disputeStatus remainingAmount:decimal:ro "
+        f"status:{INVOICE_STATUS}:ro phoneNumber email"
+    ),
+    line_fields=SALES_LINE_PRICE,
+    actions=("post", "postAndSend", "send", "cancel", "cancelAndSend", "makeCorrectiveCreditMemo"),
+    number_series="S-INV102001",
+)
+_SALES_QUOTES = _document(
+    "salesQuotes",
+    "salesQuote",
+    "salesQuoteLines",
+    "salesQuoteLine",
+    party="sales",
+    header_fields=(
+        "externalDocumentNumber documentDate:date postingDate:date dueDate:date "
+        "validUntilDate:date sentDate:datetime:ro acceptedDate:date salesperson "
+        "status:enum=Draft|Sent|Accepted|Expired|Open:ro phoneNumber email"
+    ),
+    line_fields=SALES_LINE_PRICE,
+    actions=("makeInvoice", "makeOrder", "send"),
+    number_series="S-QUO1001",
+)
+_PURCHASE_ORDERS = _document(
+    "purchaseOrders",
+    "purchaseOrder",
+    "purchaseOrderLines",
+    "purchaseOrderLine",
+    party="purchase",
+    header_fields=(
+        "orderDate:date postingDate:date purchaser requestedReceiptDate:date "
+        f"fullyReceived:bool:ro status:{DOC_STATUS}:ro"
+    ),
+    line_fields=(
+        f"{PURCHASE_LINE_PRICE} receivedQuantity:decimal:ro invoicedQuantity:decimal:ro "
+        "invoiceQuantity:decimal receiveQuantity:decimal"
+    ),
+    actions=("receiveAndInvoice",),
+    number_series="P-ORD106001",
+)
+_PURCHASE_INVOICES = _document(
+    "purchaseInvoices",
+    "purchaseInvoice",
+    "purchaseInvoiceLines",
+    "purchaseInvoiceLine",
+    party="purchase",
+    header_fields=(
+        "invoiceDate:date postingDate:date dueDate:date vendorInvoiceNumber "
+        f"orderId:guid:ro orderNumber:ro purchaser status:{INVOICE_STATUS}:ro"
+    ),
+    line_fields=PURCHASE_LINE_PRICE,
+    actions=("post",),
+    number_series="P-INV107001",
+)
+
+_MASTER_DATA = (
+    EntitySet(
+        "customers",
+        "customer",
+        fields=_fields(
+            ID,
+            "number displayName type:enum=Company|Person",
+            ADDRESS,
+            CONTACT,
+            "salespersonCode balanceDue:decimal:ro creditLimit:decimal taxLiable:bool",
+            "taxAreaId:guid taxAreaDisplayName:ro taxRegistrationNumber currencyId:guid",
+            "currencyCode paymentTermsId:guid shipmentMethodId:guid paymentMethodId:guid",
+            "blocked:enum=_|Ship|Invoice|All",
+            MODIFIED,
+        ),
+        navigations=(
+            Navigation("currency", "currencies", "currencyId"),
+            Navigation("paymentTerm", "paymentTerms", "paymentTermsId"),
+        ),
+        natural_key="number",
+        number_series="C00010",
+    ),
+    EntitySet(
+        "vendors",
+        "vendor",
+        fields=_fields(
+            ID,
+            "number displayName",
+            ADDRESS,
+            CONTACT,
+            "taxRegistrationNumber currencyId:guid currencyCode irs1099Code",
+            "paymentTermsId:guid paymentMethodId:guid taxLiable:bool",
+            "blocked:enum=_|Payment|All balance:decimal:ro",
+            MODIFIED,
+        ),
+        navigations=(
+            Navigation("currency", "currencies", "currencyId"),
+            Navigation("paymentTerm", "paymentTerms", "paymentTermsId"),
+        ),
+        natural_key="number",
+        number_series="V00010",
+    ),
+    EntitySet(
+        "items",
+        "item",
+        fields=_fields(
+            ID,
+            "number displayName displayName2 type:enum=Inventory|Service|Non-Inventory",
+            "itemCategoryId:guid itemCategoryCode blocked:bool gtin inventory:decimal:ro",
+            "unitPrice:decimal priceIncludesTax:bool unitCost:decimal taxGroupId:guid",
+            "taxGroupCode baseUnitOfMeasureId:guid baseUnitOfMeasureCode",
+            "generalProductPostingGroupId:guid generalProductPostingGroupCode",
+            "inventoryPostingGroupId:guid inventoryPostingGroupCode",
+            MODIFIED,
+        ),
+        navigations=(Navigation("itemCategory", "itemCategories", "itemCategoryId"),),
+        natural_key="number",
+        number_series="I00010",
+    ),
+    EntitySet(
+        "contacts",
+        "contact",
+        fields=_fields(
+            ID,
+            "number type:enum=Company|Person displayName jobTitle companyNumber companyName",
+            "contactBusinessRelation:ro",
+            ADDRESS,
+            "phoneNumber mobilePhoneNumber email website searchName privacyBlocked:bool",
+            "taxRegistrationNumber lastInteractionDate:date:ro",
+            MODIFIED,
+        ),
+        natural_key="number",
+        number_series="CT00010",
+    ),
+    EntitySet(
+        "employees",
+        "employee",
+        fields=_fields(
+            ID,
+            "number displayName:ro givenName middleName surname jobTitle",
+            ADDRESS,
+            "phoneNumber mobilePhone email personalEmail employmentDate:date",
+            "terminationDate:date status:enum=Active|Inactive birthDate:date",
+            "statisticsGroupCode bankBranchNumber bankAccountNumber iban",
+            MODIFIED,
+        ),
+        natural_key="number",
+        number_series="E00010",
+    ),
+    EntitySet(
+        "itemCategories",
+        "itemCategory",
+        fields=_fields(ID, "code displayName", MODIFIED),
+        natural_key="code",
+    ),
+    EntitySet(
+        "currencies",
+        "currency",
+        fields=_fields(
+            ID,
+            "code displayName symbol amountDecimalPlaces amountRoundingPrecision:decimal",
+            MODIFIED,
+        ),
+        natural_key="code",
+    ),
+    EntitySet(
+        "paymentTerms",
+        "paymentTerm",
+        fields=_fields(
+            ID,
+            "code displayName dueDateCalculation discountDateCalculation",
+            "discountPercent:decimal calculateDiscountOnCreditMemos:bool",
+            MODIFIED,
+        ),
+        natural_key="code",
+    ),
+)
+
+_FINANCE = (
+    EntitySet(
+        "accounts",
+        "account",
+        operations=READ_ONLY,
+        fields=_fields(
+            ID,
+            "number displayName",
+            "category:enum=_|Assets|Liabilities|Equity|Income|CostOfGoodsSold|Expense",
+            "subCategory blocked:bool",
+            "accountType:enum=Posting|Heading|Total|Begin-Total|End-Total",
+            "directPosting:bool netChange:decimal consolidationTranslationMethod",
+            "consolidationDebitAccount consolidationCreditAccount excludeFromConsolidation:bool",
+            MODIFIED,
+        ),
+        natural_key="number",
+    ),
+    EntitySet(
+        "generalLedgerEntries",
+        "generalLedgerEntry",
+        operations=READ_ONLY,
+        fields=_fields(
+            ID,
+            "entryNumber:int postingDate:date documentNumber",
+            "documentType:enum=_|Payment|Invoice|Credit~Memo|Finance~Charge~Memo|Reminder|Refund",
+            "accountId:guid accountNumber description debitAmount:decimal creditAmount:decimal",
+            "additionalCurrencyDebitAmount:decimal additionalCurrencyCreditAmount:decimal",
+            MODIFIED,
+        ),
+        navigations=(Navigation("account", "accounts", "accountId"),),
+        natural_key="entryNumber",
+    ),
+    EntitySet(
+        "journals",
+        "journal",
+        actions=("post",),
+        fields=_fields(
+            ID,
+            "code displayName templateDisplayName:ro",
+            MODIFIED,
+            "balancingAccountId:guid balancingAccountNumber:ro",
+        ),
+        navigations=(Navigation("journalLines", "journalLines", "journalId", many=True),),
+        natural_key="code",
+        lines="journalLines",
+    ),
+    EntitySet(
+        "journalLines",
+        "journalLine",
+        fields=_fields(
+            ID,
+            "journalId:guid journalDisplayName:ro lineNumber:int",
+            "accountType:enum=G/L~Account|Customer|Vendor|Bank~Account|Fixed~Asset|Employee",
+            "accountId:guid accountNumber postingDate:date documentNumber externalDocumentNumber",
+            "amount:decimal description comment taxCode",
+            "balanceAccountType:enum=G/L~Account|Customer|Vendor|Bank~Account|Fixed~Asset|Employee",
+            "balancingAccountId:guid balancingAccountNumber",
+            MODIFIED,
+        ),
+        navigations=(
+            Navigation("journal", "journals", "journalId"),
+            Navigation("account", "accounts", "accountId"),
+        ),
+        parent="journals",
+        parent_field="journalId",
+    ),
+    EntitySet(
+        "dimensions",
+        "dimension",
+        operations=READ_ONLY,
+        fields=_fields(ID, "code displayName consolidationCode", MODIFIED),
+        navigations=(Navigation("dimensionValues", "dimensionValues", "dimensionId", many=True),),
+        natural_key="code",
+    ),
+    EntitySet(
+        "dimensionValues",
+        "dimensionValue",
+        operations=READ_ONLY,
+        fields=_fields(ID, "code dimensionId:guid displayName consolidationCode", MODIFIED),
+        navigations=(Navigation("dimension", "dimensions", "dimensionId"),),
+        parent="dimensions",
+        parent_field="dimensionId",
+        natural_key="code",
+    ),
+)
+
+_ROOT = (
+    EntitySet(
+        "companies",
+        "company",
+        operations=READ_ONLY,
+        scope=Scope.ROOT,
+        fields=_fields(
+            ID,
+            "systemVersion:ro timestamp:int:ro name:ro displayName:ro businessProfileId:ro",
+            "systemCreatedAt:datetime:ro systemCreatedBy:guid:ro",
+            "systemModifiedAt:datetime:ro systemModifiedBy:guid:ro",
+        ),
+        natural_key="name",
+    ),
+    EntitySet(
+        "subscriptions",
+        "subscription",
+        scope=Scope.ROOT,
+        key="subscriptionId",
+        key_is_string=True,
+        fields=_fields(
+            "subscriptionId:ro notificationUrl resource timestamp:int:ro userId:guid:ro",
+            "lastModifiedDateTime:datetime:ro clientState expirationDateTime:datetime:ro",
+        ),
+        notes="Webhooks need a validation handshake with the notification URL (bc-api.md §9).",
+    ),
+)
+
+# Sets that BC serves but whose property lists the catalog does not carry (bc-api.md §3.1).
+# The client and CLI can still address them; the emulator serves them read-only and empty and
+# answers writes with 501 because it cannot validate a payload it has no schema for.
+_UNDESCRIBED: tuple[tuple[str, str, frozenset[Operation], tuple[str, ...]], ...] = (
+    ("accountingPeriods", "accountingPeriod", READ_ONLY, ()),
+    ("agedAccountsPayables", "agedAccountsPayable", READ_ONLY, ()),
+    ("agedAccountsReceivables", "agedAccountsReceivable", READ_ONLY, ()),
+    ("applyVendorEntries", "applyVendorEntry", frozenset({Operation.GET, Operation.PATCH}), ()),
+    ("approvalEntries", "approvalEntry", READ_ONLY, ()),
+    ("approvalUserSetups", "approvalUserSetup", READ_ONLY, ()),
+    ("postedApprovalEntries", "postedApprovalEntry", READ_ONLY, ()),
+    ("workflowApprovers", "workflowApprover", READ_ONLY, ()),
+    ("attachments", "attachment", CRUD, ()),
+    ("documentAttachments", "documentAttachment", CRUD, ()),
+    ("balanceSheets", "balanceSheet", READ_ONLY, ()),
+    ("cashFlowStatements", "cashFlowStatement", READ_ONLY, ()),
+    ("incomeStatements", "incomeStatement", READ_ONLY, ()),
+    ("retainedEarningsStatements", "retainedEarningsStatement", READ_ONLY, ()),
+    ("trialBalances", "trialBalance", READ_ONLY, ()),
+    ("bankAccounts", "bankAccount", CRUD, ()),
+    ("companyInformation", "companyInformation", frozenset({Operation.GET, Operation.PATCH}), ()),
+    ("contactsInformation", "contactInformation", READ_ONLY, ()),
+    ("countriesRegions", "countryRegion", CRUD, ()),
+    ("paymentMethods", "paymentMethod", CRUD, ()),
+    ("shipmentMethods", "shipmentMethod", CRUD, ()),
+    ("unitsOfMeasure", "unitOfMeasure", CRUD, ()),
+    ("taxGroups", "taxGroup", CRUD, ()),
+    ("taxAreas", "taxArea", CRUD, ()),
+    ("locations", "location", CRUD, ()),
+    ("customerReturnReasons", "customerReturnReason", CRUD, ()),
+    ("disputeStatus", "disputeStatus", CRUD, ()),
+    ("currencyExchangeRates", "currencyExchangeRate", READ_ONLY, ()),
+    ("customerFinancialDetails", "customerFinancialDetail", READ_ONLY, ()),
+    (
+        "customerContacts",
+        "customerContact",
+        frozenset({Operation.GET, Operation.PATCH, Operation.DELETE}),
+        (),
+    ),
+    ("customerPaymentJournals", "customerPaymentJournal", CRUD, ()),
+    ("customerPayments", "customerPayment", CRUD, ()),
+    ("customerSales", "customerSale", READ_ONLY, ()),
+    ("vendorPurchases", "vendorPurchase", READ_ONLY, ()),
+    ("defaultDimensions", "defaultDimension", CRUD, ()),
+    ("dimensionSetLines", "dimensionSetLine", CRUD, ()),
+    ("fixedAssets", "fixedAsset", CRUD, ()),
+    ("fixedAssetLocations", "fixedAssetLocation", CRUD, ()),
+    ("generalLedgerSetup", "generalLedgerSetup", READ_ONLY, ()),
+    ("generalProductPostingGroups", "generalProductPostingGroup", READ_ONLY, ()),
+    ("inventoryPostingGroups", "inventoryPostingGroup", READ_ONLY, ()),
+    ("itemVariants", "itemVariant", CRUD, ()),
+    ("itemLedgerEntries", "itemLedgerEntry", READ_ONLY, ()),
+    ("jobQueueEntries", "jobQueueEntry", READ_ONLY, ("restart",)),
+    ("jobQueueLogEntries", "jobQueueLogEntry", READ_ONLY, ()),
+    ("opportunities", "opportunity", CRUD, ()),
+    ("projects", "project", CRUD, ()),
+    ("timeRegistrationEntries", "timeRegistrationEntry", CRUD, ()),
+    ("pdfDocument", "pdfDocument", READ_ONLY, ()),
+    ("picture", "picture", frozenset({Operation.GET, Operation.PATCH, Operation.DELETE}), ()),
+    ("purchaseCreditMemos", "purchaseCreditMemo", CRUD, ("cancel", "post")),
+    ("purchaseCreditMemoLines", "purchaseCreditMemoLine", CRUD, ()),
+    ("purchaseReceipts", "purchaseReceipt", READ_ONLY, ()),
+    ("purchaseReceiptLines", "purchaseReceiptLine", READ_ONLY, ()),
+    ("salesShipments", "salesShipment", READ_ONLY, ()),
+    ("salesShipmentLines", "salesShipmentLine", READ_ONLY, ()),
+    (
+        "salesCreditMemos",
+        "salesCreditMemo",
+        CRUD,
+        ("cancel", "cancelAndSend", "post", "postAndSend", "send"),
+    ),
+    ("salesCreditMemoLines", "salesCreditMemoLine", CRUD, ()),
+    ("salespeoplePurchasers", "salespersonPurchaser", CRUD, ()),
+    ("vendorPayments", "vendorPayment", CRUD, ()),
+    ("vendorPaymentJournals", "vendorPaymentJournal", CRUD, ()),
+)
+
+
+def _build() -> Mapping[str, EntitySet]:
+    sets: list[EntitySet] = [
+        *_ROOT,
+        *_MASTER_DATA,
+        *_SALES_ORDERS,
+        *_SALES_INVOICES,
+        *_SALES_QUOTES,
+        *_PURCHASE_ORDERS,
+        *_PURCHASE_INVOICES,
+        *_FINANCE,
+    ]
+    sets += [
+        EntitySet(name, entity, operations=ops, actions=actions)
+        for name, entity, ops, actions in _UNDESCRIBED
+    ]
+    by_name = {entity_set.name: entity_set for entity_set in sets}
+    assert len(by_name) == len(sets), "an entity set is listed twice"
+    return MappingProxyType(dict(sorted(by_name.items())))
+
+
+CATALOG: Mapping[str, EntitySet] = _build()
+
+
+def names() -> tuple[str, ...]:
+    return tuple(CATALOG)
+
+
+def get(name: str) -> EntitySet:
+    """The entity set `name`, or a ConfigError that lists the closest valid names."""
+    try:
+        return CATALOG[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, CATALOG, n=3)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise ConfigError(
+            f"unknown entity set {name!r}; {hint}valid names: {', '.join(CATALOG)}",
+            field="entity",
+        ) from None
+
+
+def children(name: str) -> Iterator[EntitySet]:
+    """Sets nested under `name` (its line sets)."""
+    return (entity_set for entity_set in CATALOG.values() if entity_set.parent == name)
