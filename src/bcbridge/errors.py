@@ -3,6 +3,7 @@
 ```
 BCBridgeError
 ├── ConfigError              fix the configuration (names the field and what was expected)
+├── TransformError           a transformer step failed on one record (names step, record, field)
 ├── AuthError                fix credentials / app registration (carries the AADSTS code and a hint)
 ├── TransportError           network trouble; retriable (timeouts, dropped connections)
 └── BCAPIError               Business Central answered with an error
@@ -35,6 +36,7 @@ __all__ = [
     "PreconditionFailed",
     "RetriableAPIError",
     "Throttled",
+    "TransformError",
     "TransportError",
     "Unauthorized",
     "ValidationFailed",
@@ -54,6 +56,28 @@ class ConfigError(BCBridgeError, ValueError):
         self.source = source
         where = ": ".join(part for part in (source, field) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class TransformError(BCBridgeError):
+    """A transformer step failed on a record. Names the step, the record and the field."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str,
+        record: str | None = None,
+        field: str | None = None,
+    ):
+        self.step = step
+        self.record = record
+        self.field = field
+        where = [f"step {step!r}"]
+        if record is not None:
+            where.append(f"record {record}")
+        if field is not None:
+            where.append(f"field {field!r}")
+        super().__init__(f"{', '.join(where)}: {message}")
 
 
 class AuthError(BCBridgeError):

@@ -12,10 +12,11 @@ import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from bcbridge.catalog import EntitySet
+from bcbridge.catalog import CATALOG, EntitySet, Scope
 from bcbridge.errors import ConfigError
 
 __all__ = [
+    "entity_path",
     "format_datetime",
     "is_guid",
     "key_segment",
@@ -90,3 +91,42 @@ def parse_key(text: str) -> str:
     if text.lower().startswith("id="):
         return parse_key(text[3:])
     return text
+
+
+def entity_path(
+    entity_set: EntitySet,
+    *,
+    company_id: str | None = None,
+    key: object | None = None,
+    parent_key: object | None = None,
+    action: str | None = None,
+) -> str:
+    """The path below the API root for a set, one record, a nested line set, or a bound action.
+
+    ``companies(c)/customers``, ``companies(c)/customers(k)``,
+    ``companies(c)/salesOrders(p)/salesOrderLines``, ``.../salesInvoices(k)/Microsoft.NAV.post``.
+    Root-scoped sets (``companies``, ``subscriptions``) take no company.
+    """
+    parts: list[str] = []
+    if entity_set.scope is Scope.COMPANY:
+        if company_id is None:
+            raise ConfigError(
+                f"{entity_set.name} lives under a company; none given", field="company"
+            )
+        parts.append(key_segment(CATALOG["companies"], company_id))
+    if parent_key is not None:
+        if entity_set.parent is None:
+            raise ConfigError(f"{entity_set.name} is not nested under another set", field="key")
+        parts.append(key_segment(CATALOG[entity_set.parent], parent_key))
+    parts.append(entity_set.name if key is None else key_segment(entity_set, key))
+    if action is not None:
+        if action not in entity_set.actions:
+            valid = ", ".join(entity_set.actions) or "none"
+            raise ConfigError(
+                f"{entity_set.name} has no bound action {action!r}; valid: {valid}",
+                field="action",
+            )
+        if key is None:
+            raise ConfigError("a bound action needs the record's key", field="key")
+        parts.append(f"Microsoft.NAV.{action}")
+    return "/".join(parts)
