@@ -12,6 +12,11 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _root() -> None:
+    """Business Central API v2.0 connector: pull, push, flows, and a local emulator."""
+
+
 def _register() -> None:
     """Attach the command groups. Imported lazily so `bcbridge --help` stays fast."""
     from importlib import import_module

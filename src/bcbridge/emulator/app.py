@@ -1,0 +1,210 @@
+"""The emulator as one ASGI app: identity endpoints, control endpoints, and the BC API.
+
+An API request goes: auth -> limits -> faults -> latency -> `DataService.handle`. Every answer
+carries a ``request-id``; every error is made by `bcbridge.emulator.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import anyio
+from pydantic import ValidationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from bcbridge.emulator.config import EmulatorConfig, parse_rate
+from bcbridge.emulator.errors import BCError, error_response, from_exception, new_correlation_id
+from bcbridge.emulator.faults import Faults, FaultSpec, status_error
+from bcbridge.emulator.identity import Identity
+from bcbridge.emulator.limits import Limits
+from bcbridge.emulator.service import DataService
+
+log = logging.getLogger("bcbridge.emulator")
+_DROP = object()
+
+
+class EmulatorApp:
+    def __init__(self, config: EmulatorConfig, service: DataService, identity: Identity):
+        self.config = config
+        self.service = service
+        self.identity = identity
+        rate, per = config.rate
+        self.limits = Limits(
+            rate, per, config.max_concurrent, config.max_queue, config.queue_timeout_s
+        )
+        self.faults = Faults()
+        self.info: dict[str, Any] = {}
+        self.control = Starlette(routes=self._routes())
+
+    def _routes(self) -> list[Route]:
+        idn = self.identity
+        return [
+            Route("/{tenant}/oauth2/v2.0/token", idn.token, methods=["POST"]),
+            Route("/{tenant}/v2.0/.well-known/openid-configuration", idn.discovery),
+            Route("/{tenant}/.well-known/openid-configuration", idn.discovery),
+            Route("/{tenant}/discovery/v2.0/keys", idn.jwks),
+            Route("/_emulator/faults", self._add_fault, methods=["POST"]),
+            Route("/_emulator/faults", self._clear_faults, methods=["DELETE"]),
+            Route("/_emulator/reset", self._reset, methods=["POST"]),
+            Route("/_emulator/seed", self._seed, methods=["POST"]),
+            Route("/_emulator/config", self._configure, methods=["POST"]),
+            Route("/_emulator/stats", self._stats),
+            Route("/_emulator/info", self._info),
+            Route("/_emulator/entities", self._register_entity, methods=["POST"]),
+        ]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v2.0/"):
+            await self._api(scope, receive, send)
+        else:
+            await self.control(scope, receive, send)
+
+    # --- the API --------------------------------------------------------------------------------
+
+    async def _api(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive)
+        correlation_id = new_correlation_id()
+        request.state.correlation_id = correlation_id
+        outcome: Response | object
+        try:
+            outcome = await self._handle(request)
+        except BCError as error:
+            outcome = from_exception(error, correlation_id)
+        except Exception:
+            log.exception("unexpected error in %s %s", request.method, request.url.path)
+            outcome = error_response(
+                500,
+                "Internal_ServerError",
+                "The emulator failed unexpectedly.",
+                correlation_id=correlation_id,
+            )
+        self.limits.stats.requests += 1
+        if outcome is _DROP:
+            self.limits.stats.by_status["dropped"] += 1
+            await _drop_connection(send)
+            return
+        assert isinstance(outcome, Response)
+        outcome.headers.setdefault("request-id", correlation_id)
+        self.limits.stats.by_status[str(outcome.status_code)] += 1
+        await outcome(scope, receive, send)
+
+    async def _handle(self, request: Request) -> Response | object:
+        tenant, environment, api_path = _split_api_path(request.url.path)
+        principal = self.identity.authenticate(request.headers.get("authorization"))
+        if tenant is not None and tenant.lower() != principal.tenant_id:
+            raise BCError(
+                401,
+                "Authentication_InvalidCredentials",
+                "The server has rejected the client credentials.",
+            )
+        if environment != self.config.environment:
+            raise BCError(
+                404,
+                "BadRequest_ResourceNotFound",
+                f"The environment '{environment}' does not exist.",
+            )
+        request.state.principal = principal
+        async with self.limits.slot(f"{principal.key}/{environment}"):
+            fault = self.faults.take(request.method, request.url.path)
+            if fault is not None:
+                if fault.kind == "status":
+                    raise status_error(fault)
+                if fault.kind == "drop":
+                    return _DROP
+                await asyncio.sleep(fault.seconds)
+            if self.config.latency_ms:
+                await asyncio.sleep(self.config.latency_ms / 1000)
+            return await self.service.handle(request, api_path)
+
+    # --- control endpoints ----------------------------------------------------------------------
+
+    async def _add_fault(self, request: Request) -> Response:
+        try:
+            self.faults.add(FaultSpec.model_validate(await request.json()))
+        except ValidationError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"pending": len(self.faults.pending)})
+
+    async def _clear_faults(self, request: Request) -> Response:
+        self.faults.clear()
+        return JSONResponse({"pending": 0})
+
+    async def _reseed(self) -> None:
+        await anyio.to_thread.run_sync(self.service.seed, self.config.seed, self.config.scale)
+        self.limits.reset()
+        self.faults.clear()
+
+    async def _reset(self, request: Request) -> Response:
+        await self._reseed()
+        return JSONResponse({"companies": self.service.companies()})
+
+    async def _seed(self, request: Request) -> Response:
+        body = await request.json()
+        if "seed" in body:
+            self.config.seed = int(body["seed"])
+        if "scale" in body:
+            self.config.scale = {str(k): int(v) for k, v in dict(body["scale"]).items()}
+        await self._reseed()
+        return JSONResponse({"companies": self.service.companies()})
+
+    async def _configure(self, request: Request) -> Response:
+        body = await request.json()
+        if "token_lifetime" in body:
+            self.identity.token_lifetime = int(body["token_lifetime"])
+        if "latency_ms" in body:
+            self.config.latency_ms = int(body["latency_ms"])
+        for name in ("rate_limit", "max_concurrent", "max_queue", "queue_timeout_s"):
+            if name in body:
+                setattr(self.config, name, body[name])
+        rate, per = parse_rate(self.config.rate_limit)
+        self.limits.configure(
+            rate,
+            per,
+            self.config.max_concurrent,
+            self.config.max_queue,
+            self.config.queue_timeout_s,
+        )
+        return JSONResponse(self.config.model_dump(mode="json", exclude={"state_dir", "data"}))
+
+    async def _stats(self, request: Request) -> Response:
+        return JSONResponse(self.limits.stats.as_json())
+
+    async def _info(self, request: Request) -> Response:
+        return JSONResponse(self.info)
+
+    async def _register_entity(self, request: Request) -> Response:
+        try:
+            self.service.register_custom_entity(await request.json())
+        except (BCError, KeyError, ValueError) as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"registered": True}, status_code=201)
+
+
+def _split_api_path(path: str) -> tuple[str | None, str, str]:
+    """``/v2.0/{tenant}/{env}/api/{rest}`` or ``/v2.0/{env}/api/{rest}`` (bc-api.md §1.1)."""
+    head, marker, rest = path[len("/v2.0/") :].partition("/api/")
+    parts = [p for p in head.split("/") if p]
+    if not marker or len(parts) not in (1, 2):
+        raise BCError(404, "BadRequest_InvalidRequestUrl", f"'{path}' is not an API URL.")
+    if len(parts) == 2:
+        return parts[0], parts[1], rest
+    return None, parts[0], rest
+
+
+async def _drop_connection(send: Send) -> None:
+    """Start an answer, then abort: uvicorn closes the socket when an app fails mid-response."""
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", b"65536")],
+        }
+    )
+    await send({"type": "http.response.body", "body": b'{"value": [', "more_body": True})
+    raise ConnectionAbortedError("injected fault: connection dropped")

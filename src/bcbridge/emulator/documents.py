@@ -1,0 +1,407 @@
+"""Business rules the emulator applies on writes: lookups, document lines, totals, bound actions.
+
+A deliberately small model of BC's AL logic, enough for connectors to see plausible behaviour:
+- a number field fills its id field and the copied names (customerNumber -> customerId, customerName);
+- an item line takes its price and description from the item;
+- every priced line is taxed at a flat TAX_PERCENT (BC computes tax from tax groups and areas;
+  the emulator does not model those);
+- document totals are the sums of their lines, less the header's discountAmount.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from bcbridge import catalog
+from bcbridge.emulator.errors import BCError
+from bcbridge.emulator.records import Place, Records
+from bcbridge.emulator.store import BLANK_GUID
+
+TAX_PERCENT = 10.0
+
+
+@dataclass(frozen=True)
+class Reference:
+    id_field: str
+    number_field: str | None
+    target: str
+    target_field: str
+    copies: Mapping[str, str] = field(default_factory=dict)
+
+
+REFERENCES = (
+    Reference(
+        "customerId",
+        "customerNumber",
+        "customers",
+        "number",
+        {
+            "customerName": "displayName",
+            "sellToAddressLine1": "addressLine1",
+            "sellToCity": "city",
+            "sellToCountry": "country",
+            "sellToPostCode": "postalCode",
+            "sellToState": "state",
+        },
+    ),
+    Reference(
+        "billToCustomerId",
+        "billToCustomerNumber",
+        "customers",
+        "number",
+        {
+            "billToName": "displayName",
+            "billToAddressLine1": "addressLine1",
+            "billToCity": "city",
+            "billToCountry": "country",
+            "billToPostCode": "postalCode",
+        },
+    ),
+    Reference(
+        "vendorId",
+        "vendorNumber",
+        "vendors",
+        "number",
+        {
+            "vendorName": "displayName",
+            "buyFromAddressLine1": "addressLine1",
+            "buyFromCity": "city",
+            "buyFromCountry": "country",
+        },
+    ),
+    Reference(
+        "payToVendorId", "payToVendorNumber", "vendors", "number", {"payToName": "displayName"}
+    ),
+    Reference("currencyId", "currencyCode", "currencies", "code"),
+    Reference("itemCategoryId", "itemCategoryCode", "itemCategories", "code"),
+    Reference("accountId", "accountNumber", "accounts", "number"),
+    Reference("journalId", None, "journals", "code", {"journalDisplayName": "code"}),
+    Reference("dimensionId", None, "dimensions", "code"),
+)
+
+
+def _place(place: Place, target: str) -> Place:
+    return Place(place.route, catalog.get(target), place.company_id)
+
+
+def resolve_references(records: Records, place: Place, values: dict[str, Any]) -> None:
+    """Fill id/number pairs and copied names for the references this write touches."""
+    names = set(place.entity_set.field_names)
+    for ref in REFERENCES:
+        if ref.id_field not in names:
+            continue
+        given_id = values.get(ref.id_field)
+        given_number = values.get(ref.number_field) if ref.number_field else None
+        if given_id in (None, BLANK_GUID) and not given_number:
+            continue
+        target = _place(place, ref.target)
+        if given_id not in (None, BLANK_GUID):
+            row = records.find(target, str(given_id))
+            what = f"Id='{given_id}'"
+        else:
+            row = records.find_by(target, ref.target_field, given_number)
+            what = f"{ref.target_field}='{given_number}'"
+        if row is None:
+            raise BCError(
+                400,  # BC uses Internal_RecordNotFound here too; the status is UNCONFIRMED
+                "Internal_RecordNotFound",
+                f"The {target.entity_set.entity} does not exist. Identification fields and "
+                f"values: {what}",
+            )
+        if given_number and ref.number_field and row[ref.target_field] != given_number:
+            raise BCError(
+                400,
+                "Application_DialogException",
+                f'The "{ref.number_field}" and "{ref.id_field}" do not refer to the same '
+                f"{target.entity_set.entity}.",
+            )
+        values[ref.id_field] = row["id"]
+        if ref.number_field and ref.number_field in names:
+            values[ref.number_field] = row[ref.target_field]
+        for ours, theirs in ref.copies.items():
+            if ours in names:
+                values[ours] = row[theirs]
+        if ref.id_field == "customerId" and "billToCustomerId" in names:
+            values.setdefault("billToCustomerId", row["id"])
+            values.setdefault("billToCustomerNumber", row["number"])
+            values.setdefault("billToName", row["displayName"])
+
+
+def require_party(entity_set: catalog.EntitySet, record: Mapping[str, Any]) -> None:
+    fields = entity_set.required_one_of
+    if fields and not any(record.get(name) not in (None, "", BLANK_GUID) for name in fields):
+        raise BCError(
+            400,
+            "Application_DialogException",
+            f'A "{fields[0]}" or a "{fields[1]}" must be provided.',
+        )
+
+
+def apply_create_defaults(entity_set: catalog.EntitySet, values: dict[str, Any]) -> None:
+    """New documents start as drafts dated today, as BC's pages do."""
+    from datetime import date
+
+    names = entity_set.field_names
+    if entity_set.lines and "status" in names:
+        values.setdefault("status", "Draft")
+    for date_field in ("orderDate", "invoiceDate", "documentDate", "postingDate"):
+        if entity_set.lines and date_field in names:
+            values.setdefault(date_field, date.today().isoformat())
+
+
+# --- lines -------------------------------------------------------------------------------------
+
+
+def price_field(line_set: catalog.EntitySet) -> str:
+    return "unitPrice" if "unitPrice" in line_set.field_names else "directUnitCost"
+
+
+def prepare_line(
+    records: Records, place: Place, values: dict[str, Any], existing: Mapping[str, Any] | None
+) -> None:
+    """Item lookups, default price/description/sequence, and the line's amounts."""
+    merged = {**(existing or {}), **values}
+    line_type = merged.get("lineType") or ""
+    if not line_type and (
+        merged.get("itemId") not in (None, "", BLANK_GUID) or merged.get("lineObjectNumber")
+    ):
+        line_type = values["lineType"] = "Item"
+    if line_type in ("Item", "Account") and (
+        "itemId" in values or "accountId" in values or "lineObjectNumber" in values
+    ):
+        target = "items" if line_type == "Item" else "accounts"
+        id_field = "itemId" if line_type == "Item" else "accountId"
+        target_place = _place(place, target)
+        if values.get(id_field) not in (None, BLANK_GUID):
+            row = records.find(target_place, str(values[id_field]))
+        else:
+            row = records.find_by(target_place, "number", merged.get("lineObjectNumber"))
+        if row is None:
+            raise BCError(
+                400,
+                "Internal_RecordNotFound",
+                f"The {target_place.entity_set.entity} does not exist. Identification fields and "
+                f"values: No.='{merged.get('lineObjectNumber') or values.get(id_field)}'",
+            )
+        values[id_field] = row["id"]
+        values["lineObjectNumber"] = row["number"]
+        if not merged.get("description"):
+            values["description"] = row["displayName"]
+        price = price_field(place.entity_set)
+        if line_type == "Item" and price not in values and not (existing or {}).get(price):
+            values[price] = row["unitPrice"] if price == "unitPrice" else row["unitCost"]
+    merged = {**(existing or {}), **values}
+    quantity = float(merged.get("quantity") or 0)
+    unit = float(merged.get(price_field(place.entity_set)) or 0)
+    discount = float(merged.get("discountAmount") or 0)
+    if merged.get("discountPercent") and "discountAmount" not in values:
+        discount = round(quantity * unit * float(merged["discountPercent"]) / 100, 2)
+        values["discountAmount"] = discount
+    amount = round(quantity * unit - discount, 2)
+    tax_percent = TAX_PERCENT if merged.get("lineType") in ("Item", "Account", "Resource") else 0.0
+    tax = round(amount * tax_percent / 100, 2)
+    values.update(
+        amountExcludingTax=amount,
+        taxPercent=tax_percent,
+        totalTaxAmount=tax,
+        amountIncludingTax=round(amount + tax, 2),
+        netAmount=amount,
+        netTaxAmount=tax,
+        netAmountIncludingTax=round(amount + tax, 2),
+    )
+
+
+def next_sequence(records: Records, place: Place, parent_id: str) -> int:
+    lines = records.children(place, "documentId", parent_id)
+    return max((int(line["sequence"]) for line in lines), default=0) + 10000
+
+
+def recompute_totals(records: Records, header_place: Place, header: Mapping[str, Any]) -> None:
+    lines_set = header_place.entity_set.lines
+    if not lines_set or "totalAmountExcludingTax" not in header_place.entity_set.field_names:
+        return
+    line_place = _place(header_place, lines_set)
+    lines = records.children(line_place, "documentId", header["id"])
+    excluding = round(
+        sum(line["amountExcludingTax"] for line in lines) - header["discountAmount"], 2
+    )
+    tax = round(sum(line["totalTaxAmount"] for line in lines), 2)
+    totals = {
+        "totalAmountExcludingTax": excluding,
+        "totalTaxAmount": tax,
+        "totalAmountIncludingTax": round(excluding + tax, 2),
+    }
+    if "remainingAmount" in header_place.entity_set.field_names and header.get("status") in (
+        "Open",
+    ):
+        totals["remainingAmount"] = totals["totalAmountIncludingTax"]
+    records.update(header_place, header, totals)
+
+
+# --- bound actions -----------------------------------------------------------------------------
+
+ActionHandler = Callable[[Records, Place, Mapping[str, Any]], None]
+
+
+def _copy_document(
+    records: Records,
+    source: Place,
+    row: Mapping[str, Any],
+    target_name: str,
+    overrides: dict[str, Any],
+) -> Mapping[str, Any]:
+    """A new document in `target_name` with the header fields and lines both sets share."""
+    target = _place(source, target_name)
+    shared = set(source.entity_set.field_names) & set(target.entity_set.field_names)
+    skip = {"id", "number", "lastModifiedDateTime", "status"}
+    header = {name: row[name] for name in shared - skip}
+    if target.entity_set.number_series:
+        header["number"] = records.next_number(target)
+    header.update(overrides)
+    new_header = records.insert(target, header)
+    if source.entity_set.lines and target.entity_set.lines:
+        source_lines = _place(source, source.entity_set.lines)
+        target_lines = _place(source, target.entity_set.lines)
+        line_fields = set(source_lines.entity_set.field_names) & set(
+            target_lines.entity_set.field_names
+        )
+        for line in records.children(source_lines, "documentId", row["id"]):
+            copied = {name: line[name] for name in line_fields - {"id", "documentId"}}
+            copied["documentId"] = new_header["id"]
+            records.insert(target_lines, copied)
+        recompute_totals(records, target, records.get(target, new_header["id"]))
+    return new_header
+
+
+def _delete_document(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+    if place.entity_set.lines:
+        line_place = _place(place, place.entity_set.lines)
+        for line in records.children(line_place, "documentId", row["id"]):
+            records.delete(line_place, line)
+    records.delete(place, row)
+
+
+def _require_status(
+    place: Place, row: Mapping[str, Any], allowed: tuple[str, ...], action: str
+) -> None:
+    if row.get("status") not in allowed:
+        raise BCError(
+            400,
+            "Application_DialogException",
+            f"The {place.entity_set.entity} {row.get('number')} has status "
+            f"'{row.get('status')}'; {action} needs status {' or '.join(allowed)}.",
+        )
+
+
+def post_invoice(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+    """Posting keeps the id (UNCONFIRMED in BC, bc-api.md §5.5) and makes the invoice Open."""
+    _require_status(place, row, ("Draft", "In Review"), "posting")
+    records.update(place, row, {"status": "Open"})
+    recompute_totals(records, place, records.get(place, row["id"]))
+
+
+def cancel_invoice(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+    _require_status(place, row, ("Open",), "cancelling")
+    records.update(place, row, {"status": "Canceled", "remainingAmount": 0.0})
+
+
+def ship_and_invoice(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+    """Posts the order as a posted invoice; BC then deletes the fully shipped and invoiced order."""
+    lines = records.children(_place(place, "salesOrderLines"), "documentId", row["id"])
+    if not lines:
+        raise BCError(400, "Application_DialogException", "There is nothing to post.")
+    invoice = _copy_document(
+        records,
+        place,
+        row,
+        "salesInvoices",
+        {
+            "status": "Open",
+            "orderId": row["id"],
+            "orderNumber": row["number"],
+            "invoiceDate": row["orderDate"],
+            "postingDate": row["postingDate"],
+        },
+    )
+    recompute_totals(
+        records,
+        _place(place, "salesInvoices"),
+        records.get(_place(place, "salesInvoices"), invoice["id"]),
+    )
+    _delete_document(records, place, row)
+
+
+def receive_and_invoice(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+    lines = records.children(_place(place, "purchaseOrderLines"), "documentId", row["id"])
+    if not lines:
+        raise BCError(400, "Application_DialogException", "There is nothing to post.")
+    _copy_document(
+        records,
+        place,
+        row,
+        "purchaseInvoices",
+        {"status": "Open", "orderId": row["id"], "orderNumber": row["number"]},
+    )
+    _delete_document(records, place, row)
+
+
+def make_document(target: str) -> ActionHandler:
+    def action(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+        _copy_document(records, place, row, target, {"status": "Draft"})
+        if target == "salesOrders":
+            _delete_document(records, place, row)  # BC converts the quote into the order
+        else:
+            records.update(place, row, {"status": "Accepted"})
+
+    return action
+
+
+def send_quote(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+    from bcbridge.emulator.store import now_text
+
+    records.update(place, row, {"status": "Sent", "sentDate": now_text()})
+
+
+def post_journal(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+    """Each journal line becomes a general ledger entry; the journal is emptied."""
+    line_place = _place(place, "journalLines")
+    entries = _place(place, "generalLedgerEntries")
+    table = records.table(entries)
+    import sqlalchemy as sa
+
+    last = records.conn.execute(
+        sa.select(sa.func.max(table.c.entryNumber)).where(table.c._company == place.company_id)
+    ).scalar()
+    number = int(last or 0)
+    for line in records.children(line_place, "journalId", row["id"]):
+        number += 1
+        amount = float(line["amount"])
+        records.insert(
+            entries,
+            {
+                "entryNumber": number,
+                "postingDate": line["postingDate"],
+                "documentNumber": line["documentNumber"],
+                "accountId": line["accountId"],
+                "accountNumber": line["accountNumber"],
+                "description": line["description"],
+                "debitAmount": max(amount, 0.0),
+                "creditAmount": max(-amount, 0.0),
+            },
+        )
+        records.delete(line_place, line)
+
+
+ACTIONS: Mapping[tuple[str, str], ActionHandler] = {
+    ("salesInvoices", "post"): post_invoice,
+    ("purchaseInvoices", "post"): post_invoice,
+    ("salesInvoices", "cancel"): cancel_invoice,
+    ("salesOrders", "shipAndInvoice"): ship_and_invoice,
+    ("purchaseOrders", "receiveAndInvoice"): receive_and_invoice,
+    ("salesQuotes", "makeInvoice"): make_document("salesInvoices"),
+    ("salesQuotes", "makeOrder"): make_document("salesOrders"),
+    ("salesQuotes", "send"): send_quote,
+    ("journals", "post"): post_journal,
+}

@@ -1,0 +1,76 @@
+"""Injected faults: the next N matching API requests fail in a chosen way.
+
+- ``status``: answer that HTTP status with BC's error JSON (and Retry-After when given);
+- ``drop``: start the answer, then close the connection mid-body, as a broken proxy does;
+- ``stall``: wait `seconds` before handling, so that client timeouts fire.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from bcbridge.emulator.errors import BCError
+
+_CODES = {
+    500: "Internal_ServerError",
+    502: "BadGateway",
+    503: "ServiceUnavailable",
+    504: "GatewayTimeout",
+    408: "RequestTimeout",
+    429: "Application_TooManyRequests",
+}
+
+
+class FaultSpec(BaseModel):
+    kind: Literal["status", "drop", "stall"] = "status"
+    count: int = Field(1, ge=1)
+    status: int = Field(503, ge=400, le=599)
+    retry_after: float | None = None
+    seconds: float = Field(5.0, ge=0)
+    path_contains: str | None = None
+    method: str | None = None
+
+
+@dataclass
+class _Pending:
+    spec: FaultSpec
+    left: int
+
+
+class Faults:
+    def __init__(self) -> None:
+        self.pending: list[_Pending] = []
+
+    def add(self, spec: FaultSpec) -> None:
+        self.pending.append(_Pending(spec, spec.count))
+
+    def clear(self) -> None:
+        self.pending.clear()
+
+    def take(self, method: str, path: str) -> FaultSpec | None:
+        for pending in self.pending:
+            spec = pending.spec
+            if spec.path_contains and spec.path_contains not in path:
+                continue
+            if spec.method and spec.method.upper() != method:
+                continue
+            pending.left -= 1
+            if pending.left <= 0:
+                self.pending.remove(pending)
+            return spec
+        return None
+
+
+def status_error(spec: FaultSpec) -> BCError:
+    headers: dict[str, Any] = {}
+    if spec.retry_after is not None:
+        headers["Retry-After"] = str(max(0, round(spec.retry_after)))
+    return BCError(
+        spec.status,
+        _CODES.get(spec.status, "Internal_ServerError"),
+        f"Injected fault: HTTP {spec.status}.",
+        headers=headers,
+    )

@@ -1,0 +1,239 @@
+"""OData query options for one entity set: $filter, $orderby, $select, $top/$skip, keyset paging.
+
+`$filter` is parsed by the odata-query library; before its SQLAlchemy visitor runs, the tree is
+checked for what BC refuses (``or`` across distinct fields, bc-api.md §4.1) and literals are put
+in the stored spelling (lower-case GUIDs, ``...Z`` datetimes).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from odata_query import ast as odata_ast
+from odata_query import exceptions as odata_errors
+from odata_query.grammar import ODataLexer, ODataParser
+from odata_query.sqlalchemy import AstToSqlAlchemyCoreVisitor
+
+from bcbridge.catalog import EntitySet
+from bcbridge.emulator.errors import BCError
+from bcbridge.emulator.store import fields_of
+
+MAX_PAGE_SIZE = 20_000
+ALLOWED_FUNCTIONS = {"startswith", "endswith", "contains", "tolower", "toupper", "substring"}
+UNSUPPORTED_OPTIONS = ("$apply", "$search", "$compute", "$deltatoken")
+
+
+def bad_request(message: str, code: str = "BadRequest") -> BCError:
+    return BCError(400, code, message)
+
+
+# --- $filter --------------------------------------------------------------------------------
+
+
+def _fields_in(node: Any) -> set[str]:
+    if isinstance(node, odata_ast.Identifier):
+        return {node.name}
+    found: set[str] = set()
+    for key, value in getattr(node, "__dict__", {}).items():
+        if isinstance(node, odata_ast.Call) and key == "func":
+            continue  # the function's name is not a field
+        children = value if isinstance(value, list | tuple) else [value]
+        for child in children:
+            if isinstance(child, odata_ast._Node):
+                found |= _fields_in(child)
+    return found
+
+
+def _check_and_normalize(node: Any) -> Any:
+    """Refuse what BC refuses; rewrite literals to the stored text form."""
+    if isinstance(node, odata_ast.BoolOp) and isinstance(node.op, odata_ast.Or):
+        if len(_fields_in(node.left) | _fields_in(node.right)) > 1:
+            raise bad_request(
+                "The 'OR' operator is not supported on distinct fields on an OData filter."
+            )
+    if isinstance(node, odata_ast.Call):
+        name = node.func.name.lower()
+        if name not in ALLOWED_FUNCTIONS:
+            raise BCError(
+                501,
+                "BadRequest_MethodNotImplemented",
+                f"The function '{name}' is not supported in $filter by Business Central "
+                "(bc-api.md §4.1) or by the emulator.",
+            )
+    if isinstance(node, odata_ast.CollectionLambda):
+        raise BCError(501, "BadRequest_MethodNotImplemented", "Lambda operators are not emulated.")
+    if isinstance(node, odata_ast.GUID):
+        return odata_ast.String(node.val.lower())
+    if isinstance(node, odata_ast.DateTime):
+        from bcbridge.odata import format_datetime, parse_datetime
+
+        return odata_ast.String(format_datetime(parse_datetime(node.val)))
+    if isinstance(node, odata_ast.Date):
+        return odata_ast.String(node.val)
+    for key, value in list(getattr(node, "__dict__", {}).items()):
+        if isinstance(value, odata_ast._Node):
+            object.__setattr__(node, key, _check_and_normalize(value))
+        elif isinstance(value, list):
+            object.__setattr__(
+                node,
+                key,
+                [_check_and_normalize(v) if isinstance(v, odata_ast._Node) else v for v in value],
+            )
+    return node
+
+
+def filter_clause(table: sa.Table, entity_set: EntitySet, text: str) -> Any:
+    try:
+        tree = ODataParser().parse(ODataLexer().tokenize(text))
+    except odata_errors.ODataException as exc:
+        raise bad_request(
+            f"Bad Request - Error in query syntax. {exc}", "BadRequest_NotFound"
+        ) from exc
+    tree = _check_and_normalize(tree)
+    try:
+        return AstToSqlAlchemyCoreVisitor(table).visit(tree)
+    except odata_errors.InvalidFieldException as exc:
+        raise bad_request(
+            f"Could not find a property named '{exc}' on type 'Microsoft.NAV.{entity_set.entity}'."
+        ) from exc
+    except (odata_errors.ODataException, NotImplementedError, TypeError) as exc:
+        raise bad_request(f"The filter '{text}' is not valid: {exc}") from exc
+
+
+# --- $orderby, $select ------------------------------------------------------------------------
+
+
+def order_keys(entity_set: EntitySet, text: str | None) -> list[tuple[str, bool]]:
+    """[(field, descending)] with `_seq` appended as the tie-breaker that makes paging stable."""
+    known = {f.name for f in fields_of(entity_set)}
+    keys: list[tuple[str, bool]] = []
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        name, _, direction = part.partition(" ")
+        direction = direction.strip().lower()
+        if name not in known:
+            raise bad_request(
+                f"Could not find a property named '{name}' on type "
+                f"'Microsoft.NAV.{entity_set.entity}'."
+            )
+        if direction not in ("", "asc", "desc"):
+            raise bad_request(f"Invalid $orderby direction {direction!r}; use asc or desc.")
+        keys.append((name, direction == "desc"))
+    keys.append(("_seq", False))
+    return keys
+
+
+def select_names(entity_set: EntitySet, text: str | None) -> list[str]:
+    names = [f.name for f in fields_of(entity_set)]
+    if not text:
+        return names
+    chosen = [p.strip() for p in text.split(",") if p.strip()]
+    unknown = [name for name in chosen if name not in names]
+    if unknown:
+        raise bad_request(
+            f"Could not find a property named '{unknown[0]}' on type "
+            f"'Microsoft.NAV.{entity_set.entity}'."
+        )
+    return chosen
+
+
+# --- $expand ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Expand:
+    name: str
+    options: dict[str, str] = field(default_factory=dict)
+
+
+def split_top_level(text: str, separator: str) -> list[str]:
+    parts, depth, current = [], 0, []
+    for char in text:
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        if char == separator and depth == 0:
+            parts.append("".join(current).strip())
+            current = []
+        else:
+            current.append(char)
+    if "".join(current).strip():
+        parts.append("".join(current).strip())
+    return parts
+
+
+def parse_expand(text: str | None) -> list[Expand]:
+    """``lines($select=a;$expand=item),customer`` -> [Expand(lines, {...}), Expand(customer)]."""
+    expands = []
+    for item in split_top_level(text or "", ","):
+        name, _, rest = item.partition("(")
+        options = {}
+        if rest:
+            for option in split_top_level(rest.rstrip(")"), ";"):
+                key, _, value = option.partition("=")
+                options[key.strip()] = value.strip()
+        expands.append(Expand(name.strip(), options))
+    return expands
+
+
+# --- paging ----------------------------------------------------------------------------------
+
+
+@dataclass
+class PagePosition:
+    """Where the next page starts: the last row's ordering values, and rows delivered so far."""
+
+    after: list[Any]
+    delivered: int
+    size: int = 0  # the page size of the first page, kept when Prefer is not sent again
+
+    def encode(self) -> str:
+        raw = orjson.dumps({"a": self.after, "d": self.delivered, "p": self.size})
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, token: str) -> PagePosition:
+        try:
+            data = orjson.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            return cls(list(data["a"]), int(data["d"]), int(data.get("p", 0)))
+        except (binascii.Error, orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            raise bad_request("The $skiptoken is not valid.") from None
+
+
+def keyset_clause(table: sa.Table, keys: list[tuple[str, bool]], after: list[Any]) -> Any:
+    """Rows strictly after `after` in the order given by `keys` (a chain of OR-ed prefixes)."""
+    if len(after) != len(keys):
+        raise bad_request("The $skiptoken does not match the query's $orderby.")
+    alternatives = []
+    for index, (name, descending) in enumerate(keys):
+        equal_prefix = [table.c[keys[i][0]] == after[i] for i in range(index)]
+        column = table.c[name]
+        beyond = column < after[index] if descending else column > after[index]
+        alternatives.append(sa.and_(*equal_prefix, beyond))
+    return sa.or_(*alternatives)
+
+
+def order_by(table: sa.Table, keys: list[tuple[str, bool]]) -> list[Any]:
+    return [table.c[name].desc() if desc else table.c[name].asc() for name, desc in keys]
+
+
+def page_size(prefer: str | None) -> tuple[int, bool]:
+    """min(Prefer: odata.maxpagesize, 20000), and whether the preference was honoured."""
+    for part in (prefer or "").split(","):
+        key, _, value = part.strip().partition("=")
+        if key.strip().lower() == "odata.maxpagesize" and value.strip().isdigit():
+            return max(1, min(int(value), MAX_PAGE_SIZE)), True
+    return MAX_PAGE_SIZE, False
+
+
+def whole_number(name: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.strip().isdigit():
+        raise bad_request(f"The query option {name} must be a non-negative integer, got {text!r}.")
+    return int(text)

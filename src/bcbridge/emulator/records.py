@@ -1,0 +1,152 @@
+"""Record-level operations on the emulator's tables: read, insert, update, delete, number series.
+
+Everything here runs inside one SQLAlchemy connection (one transaction) handed in by the caller.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from bcbridge.catalog import EntitySet
+from bcbridge.emulator.errors import BCError
+from bcbridge.emulator.store import BLANK_GUID, Schema, etag, new_id, now_text
+from bcbridge.emulator.writes import blank_record
+
+_SERIES = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)$")
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where records live: an API route, an entity set, a company, and maybe a parent record."""
+
+    route: str
+    entity_set: EntitySet
+    company_id: str
+    parent_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.entity_set.name
+
+
+class Records:
+    def __init__(self, schema: Schema, conn: sa.Connection):
+        self.schema = schema
+        self.conn = conn
+
+    def table(self, place: Place) -> sa.Table:
+        return self.schema.table(place.route, place.name)
+
+    def scope(self, place: Place) -> list[Any]:
+        table = self.table(place)
+        clauses = [table.c._company == place.company_id]
+        if place.parent_id is not None and place.entity_set.parent_field:
+            clauses.append(table.c[place.entity_set.parent_field] == place.parent_id)
+        return clauses
+
+    def find(self, place: Place, record_id: str) -> Mapping[str, Any] | None:
+        table = self.table(place)
+        stmt = sa.select(table).where(*self.scope(place), table.c.id == record_id.lower())
+        return self.conn.execute(stmt).mappings().first()
+
+    def get(self, place: Place, record_id: str) -> Mapping[str, Any]:
+        row = self.find(place, record_id)
+        if row is None:
+            raise BCError(
+                404,
+                "Internal_RecordNotFound",
+                f"The {place.entity_set.entity} does not exist. Identification fields and "
+                f"values: Id='{record_id}'",
+            )
+        return row
+
+    def find_by(self, place: Place, field: str, value: Any) -> Mapping[str, Any] | None:
+        table = self.table(place)
+        stmt = sa.select(table).where(*self.scope(place), table.c[field] == value).limit(1)
+        return self.conn.execute(stmt).mappings().first()
+
+    def children(self, place: Place, field: str, parent_id: str) -> list[Mapping[str, Any]]:
+        table = self.table(place)
+        stmt = (
+            sa.select(table)
+            .where(*self.scope(place), table.c[field] == parent_id)
+            .order_by(table.c._seq)
+        )
+        return list(self.conn.execute(stmt).mappings())
+
+    def next_number(self, place: Place) -> str:
+        series = place.entity_set.number_series
+        assert series, f"{place.name} has no number series"
+        match = _SERIES.match(series)
+        assert match, series
+        prefix, digits = match["prefix"], match["digits"]
+        ns = self.schema.number_series
+        key = (ns.c.company == place.company_id) & (ns.c.set_name == place.name)
+        last = self.conn.execute(sa.select(ns.c.last).where(key)).scalar()
+        number = int(digits) if last is None else last + 1
+        if last is None:
+            self.conn.execute(
+                ns.insert().values(company=place.company_id, set_name=place.name, last=number)
+            )
+        else:
+            self.conn.execute(ns.update().where(key).values(last=number))
+        return f"{prefix}{number:0{len(digits)}d}"
+
+    def insert(self, place: Place, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        record = blank_record(place.entity_set)
+        record.update(values)
+        if record["id"] == BLANK_GUID:
+            record["id"] = new_id()
+        if "lastModifiedDateTime" in record:
+            record["lastModifiedDateTime"] = now_text()
+        if place.entity_set.parent_field and place.parent_id:
+            record[place.entity_set.parent_field] = place.parent_id
+        self.conn.execute(
+            self.table(place).insert().values(_company=place.company_id, _version=1, **record)
+        )
+        return self.get(place, record["id"])
+
+    def update(
+        self, place: Place, row: Mapping[str, Any], values: Mapping[str, Any]
+    ) -> Mapping[str, Any]:
+        table = self.table(place)
+        changes = dict(values)
+        if "lastModifiedDateTime" in table.c:
+            changes["lastModifiedDateTime"] = now_text()
+        self.conn.execute(
+            table.update()
+            .where(table.c._seq == row["_seq"])
+            .values(_version=table.c._version + 1, **changes)
+        )
+        return self.get(place, row["id"])
+
+    def touch(self, place: Place, row: Mapping[str, Any]) -> None:
+        """A change to a line is a change to its document: new ETag, new lastModifiedDateTime."""
+        self.update(place, row, {})
+
+    def delete(self, place: Place, row: Mapping[str, Any]) -> None:
+        table = self.table(place)
+        self.conn.execute(table.delete().where(table.c._seq == row["_seq"]))
+
+
+def check_if_match(row: Mapping[str, Any], if_match: str | None, *, required: bool) -> None:
+    """PATCH needs If-Match (bc-api.md §5.2); DELETE checks it only when sent (§5.3)."""
+    if if_match is None:
+        if required:
+            raise BCError(
+                400,
+                "BadRequest_InvalidToken",
+                "Could not validate the client concurrency token required by the service. "
+                "Please provide a valid token in the client request.",
+            )
+        return
+    if if_match.strip() == "*":
+        return
+    current = etag(row["_seq"], row["_version"])
+    if current not in [tag.strip() for tag in if_match.split(",")]:
+        raise BCError(409, "Request_EntityChanged", "Another user has already changed the record.")

@@ -1,0 +1,441 @@
+"""Deterministic demo data: the same seed gives the same companies, ids, numbers and values.
+
+Two companies: "CRONUS USA, Inc." and one whose name holds ``&``, ``'`` and a comma, so that
+connectors meet the names that break naive URLs. `scale` sets row counts for the first company.
+Rows are built as plain dicts and inserted with executemany: 100,000 customers take seconds.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from bcbridge import catalog
+from bcbridge.emulator import documents
+from bcbridge.emulator.store import BLANK_GUID, STANDARD_ROUTE, Schema
+from bcbridge.emulator.writes import blank_record
+
+COMPANY_NAMES = ("CRONUS USA, Inc.", "Fabrikam & O'Brien, Ltd.")
+DEFAULT_COUNTS = {
+    "customers": 40,
+    "vendors": 15,
+    "items": 50,
+    "contacts": 15,
+    "employees": 8,
+    "salesOrders": 8,
+    "salesInvoices": 10,
+    "salesQuotes": 4,
+    "purchaseOrders": 4,
+    "purchaseInvoices": 4,
+    "generalLedgerEntries": 60,
+}
+CITIES = [
+    ("Atlanta", "GA", "31772"),
+    ("Chicago", "IL", "61236"),
+    ("Miami", "FL", "37125"),
+    ("Seattle", "WA", "98101"),
+    ("Boston", "MA", "02108"),
+    ("Denver", "CO", "80202"),
+]
+WORDS = [
+    "Adatum",
+    "Trey",
+    "Alpine",
+    "Coho",
+    "Relecloud",
+    "Wingtip",
+    "Contoso",
+    "Litware",
+    "Northwind",
+    "Proseware",
+    "Tailspin",
+    "Woodgrove",
+    "Fourth",
+    "Blue Yonder",
+    "Lucerne",
+]
+ITEMS = ["Desk", "Chair", "Lamp", "Bicycle", "Cabinet", "Table", "Monitor", "Speaker", "Tent"]
+BASE_TIME = datetime(2025, 1, 1, tzinfo=UTC)
+
+
+class _Seeder:
+    def __init__(self, schema: Schema, conn: sa.Connection, seed: int, company_index: int):
+        self.schema, self.conn = schema, conn
+        self.rng = random.Random(seed * 1000 + company_index)
+        self.seed = seed
+        self.company_index = company_index
+        self.company_id = str(
+            uuid.uuid5(uuid.NAMESPACE_URL, f"bcbridge/{seed}/company/{company_index}")
+        )
+        self.counter = 0
+        self.rows: dict[str, list[dict[str, Any]]] = {}
+
+    def uid(self) -> str:
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def stamp(self) -> str:
+        self.counter += 1
+        moment = BASE_TIME + timedelta(seconds=self.counter * 7 + self.company_index)
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+
+    def add(self, set_name: str, values: dict[str, Any]) -> dict[str, Any]:
+        row = blank_record(catalog.get(set_name))
+        row.update(values)
+        if row["id"] == BLANK_GUID:
+            row["id"] = self.uid()
+        if "lastModifiedDateTime" in row:
+            row["lastModifiedDateTime"] = self.stamp()
+        row["_company"], row["_version"] = self.company_id, 1
+        self.rows.setdefault(set_name, []).append(row)
+        return row
+
+    def flush(self) -> None:
+        for set_name, rows in self.rows.items():
+            table = self.schema.table(STANDARD_ROUTE, set_name)
+            for start in range(0, len(rows), 5000):
+                self.conn.execute(table.insert(), rows[start : start + 5000])
+        self.rows.clear()
+
+    def series(self, set_name: str, count: int) -> list[str]:
+        series = catalog.get(set_name).number_series or ""
+        digits = "".join(ch for ch in series if ch.isdigit())
+        prefix = series[: len(series) - len(digits)]
+        first = int(digits)
+        if count:
+            self.conn.execute(
+                self.schema.number_series.insert().values(
+                    company=self.company_id, set_name=set_name, last=first + count - 1
+                )
+            )
+        return [f"{prefix}{first + i:0{len(digits)}d}" for i in range(count)]
+
+
+def seed_data(schema: Schema, conn: sa.Connection, seed: int, scale: Mapping[str, int]) -> None:
+    for index, name in enumerate(COMPANY_NAMES):
+        counts = {**DEFAULT_COUNTS, **(scale if index == 0 else {})}
+        _seed_company(_Seeder(schema, conn, seed, index), name, counts)
+
+
+def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
+    now = BASE_TIME.strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    s.add(
+        "companies",
+        {
+            "id": s.company_id,
+            "name": name,
+            "displayName": name,
+            "systemVersion": "25.0",
+            "businessProfileId": "",
+            "systemCreatedAt": now,
+            "systemModifiedAt": now,
+        },
+    )
+    s.rows["companies"][0]["_company"] = s.company_id
+    currencies = [
+        s.add(
+            "currencies",
+            {
+                "code": code,
+                "displayName": label,
+                "symbol": sym,
+                "amountDecimalPlaces": "2:2",
+                "amountRoundingPrecision": 0.01,
+            },
+        )
+        for code, label, sym in (
+            ("EUR", "Euro", "€"),
+            ("GBP", "Pound", "£"),
+            ("CAD", "Canadian dollar", "$"),
+        )
+    ]
+    terms = [
+        s.add("paymentTerms", {"code": code, "displayName": label, "dueDateCalculation": calc})
+        for code, label, calc in (
+            ("COD", "Cash on delivery", "0D"),
+            ("14 DAYS", "Net 14 days", "14D"),
+            ("30 DAYS", "Net 30 days", "30D"),
+        )
+    ]
+    categories = [
+        s.add("itemCategories", {"code": code.upper(), "displayName": code})
+        for code in ("Furniture", "Misc", "Sports", "Electronics")
+    ]
+    customers = [
+        _customer(s, number, currencies, terms)
+        for number in s.series("customers", counts["customers"])
+    ]
+    vendors = [
+        s.add(
+            "vendors",
+            {
+                "number": number,
+                "displayName": f"{s.rng.choice(WORDS)} Supplies {number}",
+                "city": s.rng.choice(CITIES)[0],
+                "paymentTermsId": s.rng.choice(terms)["id"],
+            },
+        )
+        for number in s.series("vendors", counts["vendors"])
+    ]
+    items = []
+    for number in s.series("items", counts["items"]):
+        category = s.rng.choice(categories)
+        price = round(s.rng.uniform(5, 900), 2)
+        items.append(
+            s.add(
+                "items",
+                {
+                    "number": number,
+                    "displayName": f"{s.rng.choice(WORDS)} {s.rng.choice(ITEMS)}",
+                    "type": "Inventory",
+                    "itemCategoryId": category["id"],
+                    "itemCategoryCode": category["code"],
+                    "unitPrice": price,
+                    "unitCost": round(price * 0.6, 2),
+                    "inventory": float(s.rng.randint(0, 500)),
+                    "baseUnitOfMeasureCode": "PCS",
+                },
+            )
+        )
+    for number in s.series("contacts", counts["contacts"]):
+        s.add(
+            "contacts",
+            {
+                "number": number,
+                "type": "Person",
+                "displayName": f"{s.rng.choice(WORDS)} Contact {number}",
+            },
+        )
+    for number in s.series("employees", counts["employees"]):
+        given, surname = s.rng.choice(WORDS), s.rng.choice(ITEMS)
+        s.add(
+            "employees",
+            {
+                "number": number,
+                "givenName": given,
+                "surname": surname,
+                "displayName": f"{given} {surname}",
+                "status": "Active",
+                "employmentDate": "2020-01-01",
+            },
+        )
+    accounts = [
+        s.add(
+            "accounts",
+            {
+                "number": str(10000 + 10 * i),
+                "displayName": label,
+                "category": category,
+                "accountType": "Posting",
+                "directPosting": True,
+            },
+        )
+        for i, (label, category) in enumerate(
+            (
+                ("Cash", "Assets"),
+                ("Receivables", "Assets"),
+                ("Payables", "Liabilities"),
+                ("Sales", "Income"),
+                ("Cost of goods", "CostOfGoodsSold"),
+                ("Rent", "Expense"),
+            )
+        )
+    ]
+    for number in range(1, counts["generalLedgerEntries"] + 1):
+        account = s.rng.choice(accounts)
+        amount = round(s.rng.uniform(10, 5000), 2)
+        s.add(
+            "generalLedgerEntries",
+            {
+                "entryNumber": number,
+                "postingDate": "2025-01-15",
+                "documentNumber": f"G{number:05d}",
+                "documentType": "Invoice",
+                "accountId": account["id"],
+                "accountNumber": account["number"],
+                "description": "Seeded entry",
+                "debitAmount": amount if number % 2 else 0.0,
+                "creditAmount": 0.0 if number % 2 else amount,
+            },
+        )
+    journal = s.add(
+        "journals",
+        {"code": "DEFAULT", "displayName": "Default journal", "templateDisplayName": "GENERAL"},
+    )
+    for line_number in range(1, 4):
+        account = s.rng.choice(accounts)
+        s.add(
+            "journalLines",
+            {
+                "journalId": journal["id"],
+                "journalDisplayName": "DEFAULT",
+                "lineNumber": line_number * 10000,
+                "accountType": "G/L Account",
+                "accountId": account["id"],
+                "accountNumber": account["number"],
+                "postingDate": "2025-02-01",
+                "documentNumber": f"J{line_number:04d}",
+                "amount": 100.0 * line_number,
+                "description": "Seeded journal line",
+            },
+        )
+    for code, values in (("AREA", ("10", "20", "30")), ("DEPARTMENT", ("ADM", "PROD", "SALES"))):
+        dimension = s.add("dimensions", {"code": code, "displayName": code.title()})
+        for value in values:
+            s.add(
+                "dimensionValues",
+                {
+                    "code": value,
+                    "dimensionId": dimension["id"],
+                    "displayName": f"{code.title()} {value}",
+                },
+            )
+    _documents(s, "salesOrders", counts["salesOrders"], customers, items, {"status": "Draft"})
+    invoice_count = counts["salesInvoices"]
+    _documents(
+        s,
+        "salesInvoices",
+        invoice_count - invoice_count // 2,
+        customers,
+        items,
+        {"status": "Draft"},
+    )
+    _documents(
+        s,
+        "salesInvoices",
+        invoice_count // 2,
+        customers,
+        items,
+        {"status": "Open"},
+        numbers_from=invoice_count - invoice_count // 2,
+    )
+    _documents(s, "salesQuotes", counts["salesQuotes"], customers, items, {"status": "Draft"})
+    _documents(s, "purchaseOrders", counts["purchaseOrders"], vendors, items, {"status": "Draft"})
+    _documents(
+        s, "purchaseInvoices", counts["purchaseInvoices"], vendors, items, {"status": "Draft"}
+    )
+    s.flush()
+
+
+def _customer(
+    s: _Seeder, number: str, currencies: list[dict[str, Any]], terms: list[dict[str, Any]]
+) -> dict[str, Any]:
+    city, state, postcode = s.rng.choice(CITIES)
+    currency = s.rng.choice([None, *currencies])
+    word = s.rng.choice(WORDS)
+    return s.add(
+        "customers",
+        {
+            "number": number,
+            "displayName": f"{word} {s.rng.choice(('Inc.', 'Ltd.', 'Corp.', '& Sons'))} {number}",
+            "type": "Company",
+            "addressLine1": f"{s.rng.randint(1, 999)} Main Street",
+            "city": city,
+            "state": state,
+            "country": "US",
+            "postalCode": postcode,
+            "phoneNumber": f"555-{s.rng.randint(1000, 9999)}",
+            "email": f"{word.lower().replace(' ', '')}{number.lower()}@example.com",
+            "creditLimit": float(s.rng.choice((0, 5000, 10000))),
+            "taxLiable": s.rng.random() < 0.5,
+            "currencyId": currency["id"]
+            if currency
+            else None or "00000000-0000-0000-0000-000000000000",
+            "currencyCode": currency["code"] if currency else "",
+            "paymentTermsId": s.rng.choice(terms)["id"],
+            "blocked": " ",
+        },
+    )
+
+
+def _documents(
+    s: _Seeder,
+    set_name: str,
+    count: int,
+    parties: list[dict[str, Any]],
+    items: list[dict[str, Any]],
+    fixed: dict[str, Any],
+    numbers_from: int = 0,
+) -> None:
+    if not count or not parties or not items:
+        return
+    entity_set = catalog.get(set_name)
+    numbers = (
+        s.series(set_name, numbers_from + count)[numbers_from:]
+        if not numbers_from
+        else _continue_series(s, set_name, numbers_from, count)
+    )
+    line_set = catalog.get(str(entity_set.lines))
+    price_field = documents.price_field(line_set)
+    sales = "customerId" in entity_set.field_names
+    for number in numbers:
+        party = s.rng.choice(parties)
+        header = {"number": number, **fixed}
+        if sales:
+            header.update(
+                customerId=party["id"],
+                customerNumber=party["number"],
+                customerName=party["displayName"],
+                billToCustomerId=party["id"],
+                billToCustomerNumber=party["number"],
+                billToName=party["displayName"],
+                sellToCity=party["city"],
+            )
+        else:
+            header.update(
+                vendorId=party["id"], vendorNumber=party["number"], vendorName=party["displayName"]
+            )
+        for date_field in ("orderDate", "invoiceDate", "documentDate", "postingDate"):
+            if date_field in entity_set.field_names:
+                header[date_field] = "2025-03-01"
+        row = s.add(set_name, header)
+        total = tax_total = 0.0
+        for sequence in range(1, s.rng.randint(1, 4) + 1):
+            item = s.rng.choice(items)
+            quantity = float(s.rng.randint(1, 10))
+            price = item["unitPrice"] if price_field == "unitPrice" else item["unitCost"]
+            amount = round(quantity * price, 2)
+            tax = round(amount * documents.TAX_PERCENT / 100, 2)
+            s.add(
+                line_set.name,
+                {
+                    "documentId": row["id"],
+                    "sequence": sequence * 10000,
+                    "lineType": "Item",
+                    "itemId": item["id"],
+                    "lineObjectNumber": item["number"],
+                    "description": item["displayName"],
+                    "quantity": quantity,
+                    price_field: price,
+                    "amountExcludingTax": amount,
+                    "taxPercent": documents.TAX_PERCENT,
+                    "totalTaxAmount": tax,
+                    "amountIncludingTax": round(amount + tax, 2),
+                    "netAmount": amount,
+                    "netTaxAmount": tax,
+                    "netAmountIncludingTax": round(amount + tax, 2),
+                },
+            )
+            total, tax_total = total + amount, tax_total + tax
+        row.update(
+            totalAmountExcludingTax=round(total, 2),
+            totalTaxAmount=round(tax_total, 2),
+            totalAmountIncludingTax=round(total + tax_total, 2),
+        )
+        if "remainingAmount" in row and row.get("status") == "Open":
+            row["remainingAmount"] = row["totalAmountIncludingTax"]
+
+
+def _continue_series(s: _Seeder, set_name: str, already: int, count: int) -> list[str]:
+    ns = s.schema.number_series
+    key = (ns.c.company == s.company_id) & (ns.c.set_name == set_name)
+    last = int(s.conn.execute(sa.select(ns.c.last).where(key)).scalar() or 0)
+    series = catalog.get(set_name).number_series or ""
+    digits = "".join(ch for ch in series if ch.isdigit())
+    prefix = series[: len(series) - len(digits)]
+    s.conn.execute(ns.update().where(key).values(last=last + count))
+    return [f"{prefix}{last + 1 + i:0{len(digits)}d}" for i in range(count)]
