@@ -245,9 +245,14 @@ class DataService:
     def _company_by_id(self, records: Records, key: str) -> str:
         company_id = parse_key(key).lower()
         table = self.schema.table(STANDARD_ROUTE, "companies")
-        if records.conn.execute(sa.select(table.c.id).where(table.c.id == company_id)).first() is None:
+        if (
+            records.conn.execute(sa.select(table.c.id).where(table.c.id == company_id)).first()
+            is None
+        ):
             # BC's status for an unknown company is UNCONFIRMED (bc-api.md §7)
-            raise BCError(404, "Internal_CompanyNotFound", f"The company '{company_id}' does not exist.")
+            raise BCError(
+                404, "Internal_CompanyNotFound", f"The company '{company_id}' does not exist."
+            )
         return company_id
 
     def _company_from_request(self, records: Records, call: Call) -> str:

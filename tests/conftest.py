@@ -1,0 +1,1 @@
+"""Shared fixtures; the emulator fixtures come from the bcbridge.testing plugin."""
