@@ -105,6 +105,12 @@ class DataService:
             raise BCError(
                 404, "BadRequest_ResourceNotFound", f"No API is served at 'api/{api_path}'."
             )
+        if (match["path"] or "") == "$batch" and "json" not in request.headers.get("content-type", ""):
+            raise BCError(
+                501,
+                "BadRequest_MethodNotImplemented",
+                "Only JSON batches are emulated; send Content-Type: application/json.",
+            )
         raw = await request.body()
         try:
             body = orjson.loads(raw) if raw.strip() else None
@@ -124,13 +130,6 @@ class DataService:
             root_url=route_root,
         )
         if call.path == "$batch":
-            content_type = call.headers.get("content-type", "")
-            if "json" not in content_type:
-                raise BCError(
-                    501,
-                    "BadRequest_MethodNotImplemented",
-                    "Only JSON batches are emulated; send Content-Type: application/json.",
-                )
             result = await anyio.to_thread.run_sync(self._batch, call, limiter=self._worker)
         else:
             result = await anyio.to_thread.run_sync(self._run, call, limiter=self._worker)
