@@ -77,7 +77,7 @@ class _VerifyingSession(requests.Session):
         self.trust_env = False  # REQUESTS_CA_BUNDLE must not replace our CA
         self._ca_bundle = ca_bundle
 
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
         kwargs["verify"] = self._ca_bundle
         return super().request(*args, **kwargs)
 
@@ -112,7 +112,9 @@ class RunningEmulator:
         self.process = process
         self.info = info
         self._control = httpx.Client(
-            base_url=info.base_url, verify=ssl.create_default_context(cafile=info.ca_bundle), timeout=60
+            base_url=info.base_url,
+            verify=ssl.create_default_context(cafile=info.ca_bundle),
+            timeout=60,
         )
 
     def __enter__(self) -> RunningEmulator:

@@ -9,8 +9,13 @@ from tests.emulator.conftest import assert_bc_error
 
 def _ops(company: str, names: list[object]) -> list[dict[str, object]]:
     return [
-        {"id": str(i), "method": "POST", "url": f"{company}/itemCategories",
-         "headers": {"Content-Type": "application/json"}, "body": {"code": name}}
+        {
+            "id": str(i),
+            "method": "POST",
+            "url": f"{company}/itemCategories",
+            "headers": {"Content-Type": "application/json"},
+            "body": {"code": name},
+        }
         for i, name in enumerate(names)
     ]
 
@@ -38,7 +43,9 @@ def test_continue_on_error_runs_everything(api: httpx.Client, company: str) -> N
 
 
 def test_snapshot_isolation_rolls_back_everything(api: httpx.Client, company: str) -> None:
-    api.post("$batch", json={"requests": _ops(company, ["B5", 5])}, headers={"Isolation": "snapshot"})
+    api.post(
+        "$batch", json={"requests": _ops(company, ["B5", 5])}, headers={"Isolation": "snapshot"}
+    )
     assert "B5" not in _codes(api, company)
 
 
@@ -49,4 +56,8 @@ def test_company_header_and_a_limit_of_100(api: httpx.Client, emulator) -> None:
     assert body["responses"][0]["status"] == 200
     too_many = api.post("$batch", json={"requests": [op] * 101})
     assert "A maximum number of '100'" in assert_bc_error(too_many, 400, "Unknown")
-    assert_bc_error(api.post("$batch", content=b"--x", headers={"Content-Type": "multipart/mixed"}), 501, "BadRequest_MethodNotImplemented")
+    assert_bc_error(
+        api.post("$batch", content=b"--x", headers={"Content-Type": "multipart/mixed"}),
+        501,
+        "BadRequest_MethodNotImplemented",
+    )

@@ -37,7 +37,9 @@ def test_an_app_not_enabled_in_bc_gets_a_token_then_401(emulator: RunningEmulato
 
 
 def test_missing_forged_and_foreign_tokens_are_refused(emulator: RunningEmulator) -> None:
-    claims = jwt.decode(bc_token(emulator.info)["access_token"], options={"verify_signature": False})
+    claims = jwt.decode(
+        bc_token(emulator.info)["access_token"], options={"verify_signature": False}
+    )
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -62,8 +64,11 @@ def test_discovery_document_points_at_the_token_endpoint(emulator: RunningEmulat
 
     info = emulator.info
     document = httpx.get(
-        f"{info.authority}/v2.0/.well-known/openid-configuration", verify=ssl.create_default_context(cafile=info.ca_bundle)
+        f"{info.authority}/v2.0/.well-known/openid-configuration",
+        verify=ssl.create_default_context(cafile=info.ca_bundle),
     ).json()
     assert document["token_endpoint"] == f"{info.authority}/oauth2/v2.0/token"
-    keys = httpx.get(document["jwks_uri"], verify=ssl.create_default_context(cafile=info.ca_bundle)).json()["keys"]
+    keys = httpx.get(
+        document["jwks_uri"], verify=ssl.create_default_context(cafile=info.ca_bundle)
+    ).json()["keys"]
     assert keys[0]["kty"] == "RSA"

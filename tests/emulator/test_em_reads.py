@@ -8,7 +8,9 @@ from bcbridge.testing import RunningEmulator
 from tests.emulator.conftest import assert_bc_error
 
 
-def test_service_document_metadata_and_companies(api: httpx.Client, emulator: RunningEmulator) -> None:
+def test_service_document_metadata_and_companies(
+    api: httpx.Client, emulator: RunningEmulator
+) -> None:
     names = {entry["name"] for entry in api.get("").json()["value"]}
     assert {"customers", "salesOrders", "companies"} <= names
     metadata = api.get("$metadata")
@@ -17,7 +19,10 @@ def test_service_document_metadata_and_companies(api: httpx.Client, emulator: Ru
     assert '<Action Name="shipAndInvoice" IsBound="true">' in metadata.text
     companies = api.get("companies").json()
     assert companies["@odata.context"].endswith("$metadata#companies")
-    assert [c["name"] for c in companies["value"]] == ["CRONUS USA, Inc.", "Fabrikam & O'Brien, Ltd."]
+    assert [c["name"] for c in companies["value"]] == [
+        "CRONUS USA, Inc.",
+        "Fabrikam & O'Brien, Ltd.",
+    ]
 
 
 def test_company_by_query_parameter_even_with_awkward_names(
@@ -56,9 +61,13 @@ def test_filter_select_orderby_top_skip_count(api: httpx.Client, company: str) -
     assert "@odata.nextLink" not in page
 
 
-def test_or_across_fields_is_refused_but_allowed_on_one_field(api: httpx.Client, company: str) -> None:
+def test_or_across_fields_is_refused_but_allowed_on_one_field(
+    api: httpx.Client, company: str
+) -> None:
     message = assert_bc_error(
-        api.get(f"{company}/customers", params={"$filter": "number eq 'C00010' or city eq 'Miami'"}),
+        api.get(
+            f"{company}/customers", params={"$filter": "number eq 'C00010' or city eq 'Miami'"}
+        ),
         400,
         "BadRequest",
     )
@@ -69,7 +78,9 @@ def test_or_across_fields_is_refused_but_allowed_on_one_field(api: httpx.Client,
     assert [r["number"] for r in same.json()["value"]] == ["C00010", "C00011"]
 
 
-def test_filter_literals_datetimes_guids_and_case_functions(api: httpx.Client, company: str) -> None:
+def test_filter_literals_datetimes_guids_and_case_functions(
+    api: httpx.Client, company: str
+) -> None:
     first = api.get(f"{company}/customers", params={"$top": 1}).json()["value"][0]
     by_guid = api.get(f"{company}/customers", params={"$filter": f"id eq {first['id'].upper()}"})
     assert [r["id"] for r in by_guid.json()["value"]] == [first["id"]]
@@ -86,7 +97,10 @@ def test_filter_literals_datetimes_guids_and_case_functions(api: httpx.Client, c
 def test_expand_lines_and_single_valued_navigations(api: httpx.Client, company: str) -> None:
     orders = api.get(
         f"{company}/salesOrders",
-        params={"$top": 2, "$expand": "salesOrderLines($select=sequence,itemId;$expand=item),customer"},
+        params={
+            "$top": 2,
+            "$expand": "salesOrderLines($select=sequence,itemId;$expand=item),customer",
+        },
     ).json()["value"]
     for order in orders:
         assert order["customer"]["id"] == order["customerId"]
@@ -131,5 +145,11 @@ def test_no_next_link_past_top(api: httpx.Client, company: str) -> None:
 
 def test_undescribed_sets_read_empty_and_refuse_writes(api: httpx.Client, company: str) -> None:
     assert api.get(f"{company}/bankAccounts").json()["value"] == []
-    assert_bc_error(api.post(f"{company}/bankAccounts", json={}), 501, "BadRequest_MethodNotImplemented")
-    assert_bc_error(api.get(f"{company}/customers", params={"$apply": "x"}), 501, "BadRequest_MethodNotImplemented")
+    assert_bc_error(
+        api.post(f"{company}/bankAccounts", json={}), 501, "BadRequest_MethodNotImplemented"
+    )
+    assert_bc_error(
+        api.get(f"{company}/customers", params={"$apply": "x"}),
+        501,
+        "BadRequest_MethodNotImplemented",
+    )

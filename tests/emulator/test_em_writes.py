@@ -14,19 +14,39 @@ def test_create_assigns_id_number_and_defaults(api: httpx.Client, company: str) 
     assert body["number"].startswith("C") and len(body["id"]) == 36
     assert body["blocked"] == " " and body["currencyId"] == "00000000-0000-0000-0000-000000000000"
     assert body["@odata.context"].endswith("/customers/$entity")
-    quiet = api.post(f"{company}/items", json={"displayName": "x"}, headers={"Prefer": "return-no-content"})
+    quiet = api.post(
+        f"{company}/items", json={"displayName": "x"}, headers={"Prefer": "return-no-content"}
+    )
     assert quiet.status_code == 204
 
 
 def test_validation_errors_use_bc_codes(api: httpx.Client, company: str) -> None:
     assert_bc_error(api.post(f"{company}/customers", json={"nope": 1}), 400, "BadRequest")
-    assert_bc_error(api.post(f"{company}/customers", json={"creditLimit": "lots"}), 400, "BadRequest")
-    assert_bc_error(api.post(f"{company}/customers", json={"balanceDue": 5}), 400, "BadRequest_InvalidOperation")
-    assert_bc_error(api.post(f"{company}/customers", json={"blocked": "Maybe"}), 400, "Application_EvaluateException")
-    message = assert_bc_error(api.post(f"{company}/salesOrders", json={}), 400, "Application_DialogException")
+    assert_bc_error(
+        api.post(f"{company}/customers", json={"creditLimit": "lots"}), 400, "BadRequest"
+    )
+    assert_bc_error(
+        api.post(f"{company}/customers", json={"balanceDue": 5}), 400, "BadRequest_InvalidOperation"
+    )
+    assert_bc_error(
+        api.post(f"{company}/customers", json={"blocked": "Maybe"}),
+        400,
+        "Application_EvaluateException",
+    )
+    message = assert_bc_error(
+        api.post(f"{company}/salesOrders", json={}), 400, "Application_DialogException"
+    )
     assert 'A "customerNumber" or a "customerId" must be provided.' in message
-    assert_bc_error(api.post(f"{company}/salesOrders", json={"customerNumber": "NOPE"}), 400, "Internal_RecordNotFound")
-    assert_bc_error(api.post(f"{company}/accounts", json={"displayName": "x"}), 405, "BadRequest_MethodNotAllowed")
+    assert_bc_error(
+        api.post(f"{company}/salesOrders", json={"customerNumber": "NOPE"}),
+        400,
+        "Internal_RecordNotFound",
+    )
+    assert_bc_error(
+        api.post(f"{company}/accounts", json={"displayName": "x"}),
+        405,
+        "BadRequest_MethodNotAllowed",
+    )
     assert_bc_error(api.post("companies", json={}), 405, "BadRequest_MethodNotAllowed")
 
 
@@ -82,34 +102,54 @@ def test_deep_insert_computes_lines_and_totals(api: httpx.Client, company: str) 
 def test_bound_actions_change_state(api: httpx.Client, company: str) -> None:
     invoice = api.post(
         f"{company}/salesInvoices",
-        json={"customerNumber": "C00011", "salesInvoiceLines": [{"lineObjectNumber": "I00010", "quantity": 1}]},
+        json={
+            "customerNumber": "C00011",
+            "salesInvoiceLines": [{"lineObjectNumber": "I00010", "quantity": 1}],
+        },
     ).json()
     url = f"{company}/salesInvoices({invoice['id']})"
     assert api.post(f"{url}/Microsoft.NAV.post").status_code == 204
     posted = api.get(url).json()
-    assert posted["status"] == "Open" and posted["remainingAmount"] == posted["totalAmountIncludingTax"]
+    assert (
+        posted["status"] == "Open"
+        and posted["remainingAmount"] == posted["totalAmountIncludingTax"]
+    )
     assert_bc_error(api.post(f"{url}/Microsoft.NAV.post"), 400, "Application_DialogException")
     assert_bc_error(api.post(f"{url}/Microsoft.NAV.fly"), 400, "BadRequest_MethodNotImplemented")
 
     order = api.post(
         f"{company}/salesOrders",
-        json={"customerNumber": "C00012", "salesOrderLines": [{"lineObjectNumber": "I00011", "quantity": 4}]},
+        json={
+            "customerNumber": "C00012",
+            "salesOrderLines": [{"lineObjectNumber": "I00011", "quantity": 4}],
+        },
     ).json()
-    assert api.post(f"{company}/salesOrders({order['id']})/Microsoft.NAV.shipAndInvoice").status_code == 204
+    assert (
+        api.post(f"{company}/salesOrders({order['id']})/Microsoft.NAV.shipAndInvoice").status_code
+        == 204
+    )
     assert api.get(f"{company}/salesOrders({order['id']})").status_code == 404
-    made = api.get(f"{company}/salesInvoices", params={"$filter": f"orderId eq {order['id']}"}).json()["value"]
+    made = api.get(
+        f"{company}/salesInvoices", params={"$filter": f"orderId eq {order['id']}"}
+    ).json()["value"]
     assert len(made) == 1 and made[0]["status"] == "Open"
     assert made[0]["totalAmountExcludingTax"] == order["totalAmountExcludingTax"]
 
 
 def test_custom_api_entities_registered_at_run_time(emulator, api: httpx.Client) -> None:  # type: ignore[no-untyped-def]
     emulator.register_entity(
-        publisher="contoso", group="fleet", version="v1.0", name="cars", entity="car",
+        publisher="contoso",
+        group="fleet",
+        version="v1.0",
+        name="cars",
+        entity="car",
         fields="id:guid:ro code displayName price:decimal lastModifiedDateTime:datetime:ro",
     )
     root = api.base_url.join("../contoso/fleet/v1.0/")
     company_id = emulator.info.company_id()
-    created = api.post(root.join(f"companies({company_id})/cars"), json={"code": "C1", "price": 3.5})
+    created = api.post(
+        root.join(f"companies({company_id})/cars"), json={"code": "C1", "price": 3.5}
+    )
     assert created.status_code == 201, created.text
     listed = api.get(root.join(f"companies({company_id})/cars"), params={"$filter": "price gt 3"})
     assert [car["code"] for car in listed.json()["value"]] == ["C1"]

@@ -1,7 +1,7 @@
 """Business rules the emulator applies on writes: lookups, document lines, totals, bound actions.
 
 A deliberately small model of BC's AL logic, enough for connectors to see plausible behaviour:
-- a number field fills its id field and the copied names (customerNumber -> customerId, customerName);
+- a number field fills its id field and copied names (customerNumber -> customerId, customerName);
 - an item line takes its price and description from the item;
 - every priced line is taxed at a flat TAX_PERCENT (BC computes tax from tax groups and areas;
   the emulator does not model those);
@@ -17,7 +17,7 @@ from typing import Any
 from bcbridge import catalog
 from bcbridge.emulator.errors import BCError
 from bcbridge.emulator.records import Place, Records
-from bcbridge.emulator.store import BLANK_GUID
+from bcbridge.emulator.store import BLANK_GUID, Row
 
 TAX_PERCENT = 10.0
 
@@ -129,7 +129,7 @@ def resolve_references(records: Records, place: Place, values: dict[str, Any]) -
             values.setdefault("billToName", row["displayName"])
 
 
-def require_party(entity_set: catalog.EntitySet, record: Mapping[str, Any]) -> None:
+def require_party(entity_set: catalog.EntitySet, record: Row) -> None:
     fields = entity_set.required_one_of
     if fields and not any(record.get(name) not in (None, "", BLANK_GUID) for name in fields):
         raise BCError(
@@ -159,7 +159,7 @@ def price_field(line_set: catalog.EntitySet) -> str:
 
 
 def prepare_line(
-    records: Records, place: Place, values: dict[str, Any], existing: Mapping[str, Any] | None
+    records: Records, place: Place, values: dict[str, Any], existing: Row | None
 ) -> None:
     """Item lookups, default price/description/sequence, and the line's amounts."""
     merged = {**(existing or {}), **values}
@@ -218,7 +218,7 @@ def next_sequence(records: Records, place: Place, parent_id: str) -> int:
     return max((int(line["sequence"]) for line in lines), default=0) + 10000
 
 
-def recompute_totals(records: Records, header_place: Place, header: Mapping[str, Any]) -> None:
+def recompute_totals(records: Records, header_place: Place, header: Row) -> None:
     lines_set = header_place.entity_set.lines
     if not lines_set or "totalAmountExcludingTax" not in header_place.entity_set.field_names:
         return
@@ -242,16 +242,16 @@ def recompute_totals(records: Records, header_place: Place, header: Mapping[str,
 
 # --- bound actions -----------------------------------------------------------------------------
 
-ActionHandler = Callable[[Records, Place, Mapping[str, Any]], None]
+ActionHandler = Callable[[Records, Place, Row], None]
 
 
 def _copy_document(
     records: Records,
     source: Place,
-    row: Mapping[str, Any],
+    row: Row,
     target_name: str,
     overrides: dict[str, Any],
-) -> Mapping[str, Any]:
+) -> Row:
     """A new document in `target_name` with the header fields and lines both sets share."""
     target = _place(source, target_name)
     shared = set(source.entity_set.field_names) & set(target.entity_set.field_names)
@@ -275,7 +275,7 @@ def _copy_document(
     return new_header
 
 
-def _delete_document(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+def _delete_document(records: Records, place: Place, row: Row) -> None:
     if place.entity_set.lines:
         line_place = _place(place, place.entity_set.lines)
         for line in records.children(line_place, "documentId", row["id"]):
@@ -283,9 +283,7 @@ def _delete_document(records: Records, place: Place, row: Mapping[str, Any]) -> 
     records.delete(place, row)
 
 
-def _require_status(
-    place: Place, row: Mapping[str, Any], allowed: tuple[str, ...], action: str
-) -> None:
+def _require_status(place: Place, row: Row, allowed: tuple[str, ...], action: str) -> None:
     if row.get("status") not in allowed:
         raise BCError(
             400,
@@ -295,19 +293,19 @@ def _require_status(
         )
 
 
-def post_invoice(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+def post_invoice(records: Records, place: Place, row: Row) -> None:
     """Posting keeps the id (UNCONFIRMED in BC, bc-api.md §5.5) and makes the invoice Open."""
     _require_status(place, row, ("Draft", "In Review"), "posting")
     records.update(place, row, {"status": "Open"})
     recompute_totals(records, place, records.get(place, row["id"]))
 
 
-def cancel_invoice(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+def cancel_invoice(records: Records, place: Place, row: Row) -> None:
     _require_status(place, row, ("Open",), "cancelling")
     records.update(place, row, {"status": "Canceled", "remainingAmount": 0.0})
 
 
-def ship_and_invoice(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+def ship_and_invoice(records: Records, place: Place, row: Row) -> None:
     """Posts the order as a posted invoice; BC then deletes the fully shipped and invoiced order."""
     lines = records.children(_place(place, "salesOrderLines"), "documentId", row["id"])
     if not lines:
@@ -333,7 +331,7 @@ def ship_and_invoice(records: Records, place: Place, row: Mapping[str, Any]) -> 
     _delete_document(records, place, row)
 
 
-def receive_and_invoice(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+def receive_and_invoice(records: Records, place: Place, row: Row) -> None:
     lines = records.children(_place(place, "purchaseOrderLines"), "documentId", row["id"])
     if not lines:
         raise BCError(400, "Application_DialogException", "There is nothing to post.")
@@ -348,7 +346,7 @@ def receive_and_invoice(records: Records, place: Place, row: Mapping[str, Any]) 
 
 
 def make_document(target: str) -> ActionHandler:
-    def action(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+    def action(records: Records, place: Place, row: Row) -> None:
         _copy_document(records, place, row, target, {"status": "Draft"})
         if target == "salesOrders":
             _delete_document(records, place, row)  # BC converts the quote into the order
@@ -358,13 +356,13 @@ def make_document(target: str) -> ActionHandler:
     return action
 
 
-def send_quote(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+def send_quote(records: Records, place: Place, row: Row) -> None:
     from bcbridge.emulator.store import now_text
 
     records.update(place, row, {"status": "Sent", "sentDate": now_text()})
 
 
-def post_journal(records: Records, place: Place, row: Mapping[str, Any]) -> None:
+def post_journal(records: Records, place: Place, row: Row) -> None:
     """Each journal line becomes a general ledger entry; the journal is emptied."""
     line_place = _place(place, "journalLines")
     entries = _place(place, "generalLedgerEntries")

@@ -10,9 +10,9 @@ import base64
 import time
 import uuid
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import parse_qsl
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric import rsa

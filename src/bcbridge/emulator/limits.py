@@ -80,7 +80,8 @@ class Limits:
             lane.window.popleft()
         if len(lane.window) >= self.rate:
             raise self._throttle(
-                f"Too many requests reached. Actual ({len(lane.window) + 1}). Maximum ({self.rate}).",
+                f"Too many requests reached. Actual ({len(lane.window) + 1}). "
+                f"Maximum ({self.rate}).",
                 lane.window[0] + self.per - now,
             )
         if lane.in_flight >= self.max_concurrent and lane.waiting >= self.max_queue:

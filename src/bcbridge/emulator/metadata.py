@@ -20,7 +20,8 @@ def _entity_type(
     for field in fields_of(entity_set):
         nullable = "false" if field.name == entity_set.key else "true"
         lines.append(
-            f'<Property Name={quoteattr(field.name)} Type={quoteattr(edm_type(field))} Nullable="{nullable}"/>'
+            f"<Property Name={quoteattr(field.name)} Type={quoteattr(edm_type(field))} "
+            f'Nullable="{nullable}"/>'
         )
     for nav in entity_set.navigations:
         if nav.target not in known:
@@ -57,7 +58,8 @@ def edmx(entity_sets: Iterable[EntitySet]) -> str:
     body.append('<EntityContainer Name="NAV">')
     for entity_set in sets:
         body.append(
-            f'<EntitySet Name={quoteattr(entity_set.name)} EntityType="Microsoft.NAV.{entity_set.entity}"/>'
+            f"<EntitySet Name={quoteattr(entity_set.name)} "
+            f'EntityType="Microsoft.NAV.{entity_set.entity}"/>'
         )
     body += ["</EntityContainer>", "</Schema>", "</edmx:DataServices>", "</edmx:Edmx>"]
     return "\n".join(body)

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from odata_query import ast as odata_ast
 from odata_query import exceptions as odata_errors
 from odata_query.grammar import ODataLexer, ODataParser
-from odata_query.sqlalchemy import AstToSqlAlchemyCoreVisitor
+from odata_query.sqlalchemy.core import AstToSqlAlchemyCoreVisitor
 
 from bcbridge.catalog import EntitySet
 from bcbridge.emulator.errors import BCError
@@ -51,11 +51,11 @@ def _fields_in(node: Any) -> set[str]:
 
 def _check_and_normalize(node: Any) -> Any:
     """Refuse what BC refuses; rewrite literals to the stored text form."""
-    if isinstance(node, odata_ast.BoolOp) and isinstance(node.op, odata_ast.Or):
-        if len(_fields_in(node.left) | _fields_in(node.right)) > 1:
-            raise bad_request(
-                "The 'OR' operator is not supported on distinct fields on an OData filter."
-            )
+    is_or = isinstance(node, odata_ast.BoolOp) and isinstance(node.op, odata_ast.Or)
+    if is_or and len(_fields_in(node.left) | _fields_in(node.right)) > 1:
+        raise bad_request(
+            "The 'OR' operator is not supported on distinct fields on an OData filter."
+        )
     if isinstance(node, odata_ast.Call):
         name = node.func.name.lower()
         if name not in ALLOWED_FUNCTIONS:
@@ -96,7 +96,7 @@ def filter_clause(table: sa.Table, entity_set: EntitySet, text: str) -> Any:
         ) from exc
     tree = _check_and_normalize(tree)
     try:
-        return AstToSqlAlchemyCoreVisitor(table).visit(tree)
+        return AstToSqlAlchemyCoreVisitor(table).visit(tree)  # type: ignore[arg-type]
     except odata_errors.InvalidFieldException as exc:
         raise bad_request(
             f"Could not find a property named '{exc}' on type 'Microsoft.NAV.{entity_set.entity}'."
@@ -151,7 +151,9 @@ class Expand:
 
 
 def split_top_level(text: str, separator: str) -> list[str]:
-    parts, depth, current = [], 0, []
+    parts: list[str] = []
+    current: list[str] = []
+    depth = 0
     for char in text:
         if char == "(":
             depth += 1

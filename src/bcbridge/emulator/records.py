@@ -6,7 +6,6 @@ Everything here runs inside one SQLAlchemy connection (one transaction) handed i
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,7 +13,7 @@ import sqlalchemy as sa
 
 from bcbridge.catalog import EntitySet
 from bcbridge.emulator.errors import BCError
-from bcbridge.emulator.store import BLANK_GUID, Schema, etag, new_id, now_text
+from bcbridge.emulator.store import BLANK_GUID, Row, Schema, etag, new_id, now_text
 from bcbridge.emulator.writes import blank_record
 
 _SERIES = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)$")
@@ -49,12 +48,12 @@ class Records:
             clauses.append(table.c[place.entity_set.parent_field] == place.parent_id)
         return clauses
 
-    def find(self, place: Place, record_id: str) -> Mapping[str, Any] | None:
+    def find(self, place: Place, record_id: str) -> Row | None:
         table = self.table(place)
         stmt = sa.select(table).where(*self.scope(place), table.c.id == record_id.lower())
         return self.conn.execute(stmt).mappings().first()
 
-    def get(self, place: Place, record_id: str) -> Mapping[str, Any]:
+    def get(self, place: Place, record_id: str) -> Row:
         row = self.find(place, record_id)
         if row is None:
             raise BCError(
@@ -65,12 +64,12 @@ class Records:
             )
         return row
 
-    def find_by(self, place: Place, field: str, value: Any) -> Mapping[str, Any] | None:
+    def find_by(self, place: Place, field: str, value: Any) -> Row | None:
         table = self.table(place)
         stmt = sa.select(table).where(*self.scope(place), table.c[field] == value).limit(1)
         return self.conn.execute(stmt).mappings().first()
 
-    def children(self, place: Place, field: str, parent_id: str) -> list[Mapping[str, Any]]:
+    def children(self, place: Place, field: str, parent_id: str) -> list[Row]:
         table = self.table(place)
         stmt = (
             sa.select(table)
@@ -97,7 +96,7 @@ class Records:
             self.conn.execute(ns.update().where(key).values(last=number))
         return f"{prefix}{number:0{len(digits)}d}"
 
-    def insert(self, place: Place, values: Mapping[str, Any]) -> Mapping[str, Any]:
+    def insert(self, place: Place, values: Row) -> Row:
         record = blank_record(place.entity_set)
         record.update(values)
         if record["id"] == BLANK_GUID:
@@ -111,9 +110,7 @@ class Records:
         )
         return self.get(place, record["id"])
 
-    def update(
-        self, place: Place, row: Mapping[str, Any], values: Mapping[str, Any]
-    ) -> Mapping[str, Any]:
+    def update(self, place: Place, row: Row, values: Row) -> Row:
         table = self.table(place)
         changes = dict(values)
         if "lastModifiedDateTime" in table.c:
@@ -125,16 +122,16 @@ class Records:
         )
         return self.get(place, row["id"])
 
-    def touch(self, place: Place, row: Mapping[str, Any]) -> None:
+    def touch(self, place: Place, row: Row) -> None:
         """A change to a line is a change to its document: new ETag, new lastModifiedDateTime."""
         self.update(place, row, {})
 
-    def delete(self, place: Place, row: Mapping[str, Any]) -> None:
+    def delete(self, place: Place, row: Row) -> None:
         table = self.table(place)
         self.conn.execute(table.delete().where(table.c._seq == row["_seq"]))
 
 
-def check_if_match(row: Mapping[str, Any], if_match: str | None, *, required: bool) -> None:
+def check_if_match(row: Row, if_match: str | None, *, required: bool) -> None:
     """PATCH needs If-Match (bc-api.md §5.2); DELETE checks it only when sent (§5.3)."""
     if if_match is None:
         if required:

@@ -245,21 +245,21 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
             )
         )
     ]
-    for number in range(1, counts["generalLedgerEntries"] + 1):
+    for entry in range(1, counts["generalLedgerEntries"] + 1):
         account = s.rng.choice(accounts)
         amount = round(s.rng.uniform(10, 5000), 2)
         s.add(
             "generalLedgerEntries",
             {
-                "entryNumber": number,
+                "entryNumber": entry,
                 "postingDate": "2025-01-15",
-                "documentNumber": f"G{number:05d}",
+                "documentNumber": f"G{entry:05d}",
                 "documentType": "Invoice",
                 "accountId": account["id"],
                 "accountNumber": account["number"],
                 "description": "Seeded entry",
-                "debitAmount": amount if number % 2 else 0.0,
-                "creditAmount": 0.0 if number % 2 else amount,
+                "debitAmount": amount if entry % 2 else 0.0,
+                "creditAmount": 0.0 if entry % 2 else amount,
             },
         )
     journal = s.add(
@@ -342,9 +342,7 @@ def _customer(
             "email": f"{word.lower().replace(' ', '')}{number.lower()}@example.com",
             "creditLimit": float(s.rng.choice((0, 5000, 10000))),
             "taxLiable": s.rng.random() < 0.5,
-            "currencyId": currency["id"]
-            if currency
-            else None or "00000000-0000-0000-0000-000000000000",
+            "currencyId": currency["id"] if currency else BLANK_GUID,
             "currencyCode": currency["code"] if currency else "",
             "paymentTermsId": s.rng.choice(terms)["id"],
             "blocked": " ",

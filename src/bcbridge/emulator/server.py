@@ -69,6 +69,7 @@ async def serve(config: EmulatorConfig, announce: Callable[[dict[str, Any]], Non
             access_log=False,
             lifespan="off",
             timeout_keep_alive=30,
+            timeout_graceful_shutdown=1,
         )
     )
     task = asyncio.create_task(server.serve(sockets=[sock]))

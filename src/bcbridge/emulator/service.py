@@ -9,7 +9,7 @@ through the same `dispatch`.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
@@ -25,7 +25,7 @@ from bcbridge.catalog import EntitySet, Operation, Scope
 from bcbridge.emulator import documents, query
 from bcbridge.emulator.errors import BCError, error_body
 from bcbridge.emulator.records import Place, Records, check_if_match
-from bcbridge.emulator.store import STANDARD_ROUTE, Schema, make_engine, row_to_json
+from bcbridge.emulator.store import STANDARD_ROUTE, Row, Schema, make_engine, row_to_json
 from bcbridge.emulator.writes import validate
 from bcbridge.odata import parse_key
 
@@ -81,7 +81,7 @@ class DataService:
             rows = conn.execute(sa.select(table.c.id, table.c.name).order_by(table.c._seq))
             return [{"id": row.id, "name": row.name} for row in rows]
 
-    def register_custom_entity(self, spec: Mapping[str, Any]) -> None:
+    def register_custom_entity(self, spec: Row) -> None:
         from bcbridge.catalog import _fields
 
         route = f"{spec['publisher']}/{spec['group']}/{spec['version']}"
@@ -105,7 +105,9 @@ class DataService:
             raise BCError(
                 404, "BadRequest_ResourceNotFound", f"No API is served at 'api/{api_path}'."
             )
-        if (match["path"] or "") == "$batch" and "json" not in request.headers.get("content-type", ""):
+        if (match["path"] or "") == "$batch" and "json" not in request.headers.get(
+            "content-type", ""
+        ):
             raise BCError(
                 501,
                 "BadRequest_MethodNotImplemented",
@@ -221,7 +223,7 @@ class DataService:
                 f"Resource not found for the segment '{next_name}'.",
             )
         target = sets.get(navigation.target)
-        if target is None or len(segments) > 2 and next_key is None:
+        if target is None or (len(segments) > 2 and next_key is None):
             raise BCError(
                 501, "BadRequest_MethodNotImplemented", "This navigation path is not emulated."
             )
@@ -377,7 +379,7 @@ class DataService:
         self,
         records: Records,
         place: Place,
-        rows: list[Mapping[str, Any]],
+        rows: Sequence[Row],
         names: list[str],
         expands: list[query.Expand],
     ) -> list[dict[str, Any]]:
@@ -389,7 +391,7 @@ class DataService:
         return bodies
 
     def _expand(
-        self, records: Records, place: Place, rows: list[Mapping[str, Any]], expand: query.Expand
+        self, records: Records, place: Place, rows: Sequence[Row], expand: query.Expand
     ) -> list[Any]:
         navigation = place.entity_set.navigation(expand.name)
         target = self.routes[place.route].get(navigation.target) if navigation else None
@@ -408,7 +410,7 @@ class DataService:
         else:
             ids = sorted({str(row[navigation.via]) for row in rows})
             column = table.c.id
-        found: list[Mapping[str, Any]] = []
+        found: list[Row] = []
         for start in range(0, len(ids), 900):
             stmt = sa.select(table).where(
                 *records.scope(target_place), column.in_(ids[start : start + 900])
@@ -466,7 +468,8 @@ class DataService:
             raise BCError(
                 501,
                 "BadRequest_MethodNotImplemented",
-                f"The emulator has no property list for '{place.name}', so it cannot accept writes to it.",
+                f"The emulator has no property list for '{place.name}', "
+                "so it cannot accept writes to it.",
             )
 
     def _create(self, records: Records, call: Call, place: Place) -> Result:
@@ -487,10 +490,8 @@ class DataService:
                 self._insert(records, line_place, line)
             row = records.get(place, row["id"])
         if (
-            "prefer" in call.headers
-            and "return=minimal" in call.headers["prefer"]
-            or "return-no-content" in call.headers.get("prefer", "")
-        ):
+            "prefer" in call.headers and "return=minimal" in call.headers["prefer"]
+        ) or "return-no-content" in call.headers.get("prefer", ""):
             return Result(204)
         body = self._render(
             records,
@@ -503,11 +504,12 @@ class DataService:
             201,
             {"@odata.context": self._context(call, place, "/$entity"), **body},
             {
-                "Location": f"{call.root_url}/companies({place.company_id})/{place.name}({row['id']})"
+                "Location": f"{call.root_url}/companies({place.company_id})/"
+                f"{place.name}({row['id']})"
             },
         )
 
-    def _insert(self, records: Records, place: Place, values: dict[str, Any]) -> Mapping[str, Any]:
+    def _insert(self, records: Records, place: Place, values: dict[str, Any]) -> Row:
         entity_set = place.entity_set
         parent = self._parent_of(records, place, values)
         documents.resolve_references(records, place, values)
@@ -520,7 +522,8 @@ class DataService:
             raise BCError(
                 409,
                 "Internal_EntityWithSameKeyExists",
-                f"The record in table {entity_set.entity} already exists. Identification fields and values: {natural}='{values[natural]}'",
+                f"The record in table {entity_set.entity} already exists. Identification "
+                f"fields and values: {natural}='{values[natural]}'",
             )
         if parent is not None and entity_set.parent_field == "documentId":
             values.setdefault("sequence", documents.next_sequence(records, place, parent[1]["id"]))
@@ -532,7 +535,7 @@ class DataService:
 
     def _parent_of(
         self, records: Records, place: Place, values: dict[str, Any]
-    ) -> tuple[Place, Mapping[str, Any]] | None:
+    ) -> tuple[Place, Row] | None:
         """The document a line belongs to: from the URL, or from documentId on the flat route."""
         entity_set = place.entity_set
         if not entity_set.parent or not entity_set.parent_field:
@@ -557,7 +560,7 @@ class DataService:
         values[entity_set.parent_field] = parent_id
         return parent_place, records.get(parent_place, str(parent_id))
 
-    def _update(self, records: Records, call: Call, place: Place, row: Mapping[str, Any]) -> Result:
+    def _update(self, records: Records, call: Call, place: Place, row: Row) -> Result:
         check_if_match(row, call.headers.get("if-match"), required=True)
         values = validate(place.entity_set, call.body)
         documents.resolve_references(records, place, values)
@@ -580,7 +583,7 @@ class DataService:
         body = self._render(records, place, [row], names, [])[0]
         return Result(200, {"@odata.context": self._context(call, place, "/$entity"), **body})
 
-    def _delete(self, records: Records, place: Place, row: Mapping[str, Any]) -> None:
+    def _delete(self, records: Records, place: Place, row: Row) -> None:
         entity_set = place.entity_set
         if entity_set.lines:
             line_place = Place(place.route, catalog.get(entity_set.lines), place.company_id)
@@ -595,9 +598,7 @@ class DataService:
             if parent is not None:
                 documents.recompute_totals(records, parent_place, parent)
 
-    def _action(
-        self, records: Records, call: Call, place: Place, row: Mapping[str, Any], action: str
-    ) -> Result:
+    def _action(self, records: Records, call: Call, place: Place, row: Row, action: str) -> Result:
         if call.method != "POST":
             raise BCError(405, "BadRequest_MethodNotAllowed", "Bound actions are called with POST.")
         if action not in place.entity_set.actions:
@@ -611,7 +612,8 @@ class DataService:
             raise BCError(
                 501,
                 "BadRequest_MethodNotImplemented",
-                f"The bound action '{action}' on '{place.name}' is not emulated (it needs email or posting setup).",
+                f"The bound action '{action}' on '{place.name}' is not emulated "
+                "(it needs email or posting setup).",
             )
         handler(records, place, row)
         return Result(204)

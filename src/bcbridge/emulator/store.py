@@ -26,6 +26,7 @@ BLANK_GUID = "00000000-0000-0000-0000-000000000000"
 BLANK_DATE = "0001-01-01"
 BLANK_DATETIME = "0001-01-01T00:00:00Z"
 STANDARD_ROUTE = "v2.0"
+Row = Mapping[Any, Any]  # a stored record as SQLAlchemy returns it (RowMapping) or a plain dict
 
 _COLUMN_TYPES: Mapping[FieldType, type[sa.types.TypeEngine[Any]]] = {
     FieldType.INT: sa.Integer,
@@ -100,7 +101,7 @@ class Schema:
             sa.Column(f.name, _COLUMN_TYPES.get(f.type, sa.String)(), nullable=False)
             for f in fields_of(entity_set)
         ]
-        table = sa.Table(table_name, self.metadata, *columns)
+        table: sa.Table = sa.Table(table_name, self.metadata, *columns)  # type: ignore[call-overload]
         sa.Index(f"ix_{table_name}_company_id", table.c._company, table.c.id, unique=True)
         if entity_set.parent_field:
             sa.Index(f"ix_{table_name}_parent", table.c[entity_set.parent_field])
@@ -112,7 +113,7 @@ class Schema:
         return self.tables[(route, name)]
 
 
-def row_to_json(row: Mapping[str, Any], names: Iterable[str]) -> dict[str, Any]:
+def row_to_json(row: Row, names: Iterable[str]) -> dict[str, Any]:
     """The JSON body of one record: the ETag first, then the properties in catalog order."""
     body: dict[str, Any] = {"@odata.etag": etag(row["_seq"], row["_version"])}
     for name in names:
