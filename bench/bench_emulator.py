@@ -63,16 +63,16 @@ def main() -> None:
 
     worst = max(page_times)
     print(
-        f"seed {count} customers: {seed_seconds:.2f} s (target < 30 s); server peak {mib(seeding_memory.peak)}"
+        f"seed {count} customers: {seed_seconds:.2f} s (target < 30 s); "
+        f"server peak {mib(seeding_memory.peak)}"
     )
     print(
         f"serve {rows} rows in {len(page_times)} pages: {sum(page_times):.2f} s, "
         f"{rows / sum(page_times):,.0f} rows/s, slowest page {worst:.2f} s (target < 2 s); "
         f"server peak {mib(serving_memory.peak)}"
     )
-    print(
-        f"page vs bare SQLite SELECT of the same rows: {sum(page_times) / len(page_times) / baseline_page:.1f}x"
-    )
+    ratio = sum(page_times) / len(page_times) / baseline_page
+    print(f"page vs bare SQLite SELECT of the same rows: {ratio:.1f}x")
 
 
 if __name__ == "__main__":
