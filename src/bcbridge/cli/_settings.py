@@ -1,0 +1,41 @@
+"""How every command that talks to BC gets its client settings: --config, flags, BC_* variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bcbridge.config import ClientSettings
+from bcbridge.errors import BCBridgeError
+
+CONFIG_OPTION = typer.Option(
+    None, "--config", help="YAML file with client settings (a `clients:` map or one client)."
+)
+
+
+def load_settings(config: Path | None, client: str | None = None, **flags: Any) -> ClientSettings:
+    """Flags win over the file, the file over the BC_* environment."""
+    if config is None:
+        return ClientSettings.from_env(**flags)
+    from bcbridge.config import load_yaml, validate_settings
+
+    data, lines = load_yaml(config)
+    prefix: str | None = None
+    if "clients" in data:
+        clients = data["clients"] or {}
+        name = client or next(iter(clients), None)
+        if name not in clients:
+            raise BCBridgeError(
+                f"{config}: no client named {name!r}; defined: {', '.join(clients)}"
+            )
+        data, prefix = clients[name], f"clients.{name}"
+    values = {**data, **{k: v for k, v in flags.items() if v is not None}}
+    return validate_settings(values, source=str(config), lines=lines, prefix=prefix)
+
+
+def fail(error: BaseException) -> typer.Exit:
+    """Print an expected error without a traceback and exit non-zero."""
+    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)

@@ -1,0 +1,76 @@
+"""A small synchronous facade over `BusinessCentralClient`, for scripts and notebooks.
+
+It runs the async client on a private event loop in a background thread (anyio's blocking
+portal); iterators are consumed page by page, so memory stays flat here too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import httpx
+from anyio.from_thread import BlockingPortal, start_blocking_portal
+
+from bcbridge.client import (
+    BatchOperation,
+    BatchResult,
+    BusinessCentralClient,
+    Company,
+    GrantResult,
+    Page,
+)
+from bcbridge.config import ClientSettings
+
+__all__ = ["Client"]
+
+
+class Client:
+    def __init__(self, settings: ClientSettings):
+        self._portal_cm = start_blocking_portal()
+        self._portal: BlockingPortal = self._portal_cm.__enter__()
+        self._client = self._portal.call(self._make, settings)
+
+    @staticmethod
+    async def _make(settings: ClientSettings) -> BusinessCentralClient:
+        return BusinessCentralClient(settings)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._portal.call(self._client.aclose)
+        self._portal_cm.__exit__(None, None, None)
+
+    def request(self, method: str, path_or_url: str, **kwargs: Any) -> httpx.Response:
+        return self._portal.call(lambda: self._client.request(method, path_or_url, **kwargs))
+
+    def get_json(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        return self._portal.call(self._client.get_json, path_or_url, params)
+
+    def iter_pages(self, path_or_url: str, **kwargs: Any) -> Iterator[Page]:
+        pages = self._client.iter_pages(path_or_url, **kwargs)
+        while True:
+            try:
+                yield self._portal.call(pages.__anext__)
+            except StopAsyncIteration:
+                return
+
+    def iter_records(self, path_or_url: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        for page in self.iter_pages(path_or_url, **kwargs):
+            yield from page.records
+
+    def batch(self, operations: Sequence[BatchOperation], **kwargs: Any) -> list[BatchResult]:
+        return self._portal.call(lambda: self._client.batch(operations, **kwargs))
+
+    def companies(self) -> list[Company]:
+        return self._portal.call(self._client.companies)
+
+    def resolve_company(self, name_or_id: str) -> Company:
+        return self._portal.call(self._client.resolve_company, name_or_id)
+
+    def grant(self) -> GrantResult:
+        return self._portal.call(self._client.grant)
