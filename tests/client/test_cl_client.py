@@ -1,0 +1,222 @@
+"""The client against the emulator: auth errors, token renewal, limits, faults, logging, batch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from bcbridge.client import BatchOperation, BusinessCentralClient
+from bcbridge.config import ClientSettings, RateLimit, RetryPolicy
+from bcbridge.errors import AuthError, ConfigError, NotFound, Unauthorized, ValidationFailed
+from bcbridge.sync import Client
+from bcbridge.testing import RunningEmulator
+
+
+def settings_for(emulator: RunningEmulator, **overrides: Any) -> ClientSettings:
+    return ClientSettings.from_env(emulator.info.env(), **overrides)
+
+
+def run(coro_fn: Any, *args: Any) -> Any:
+    return anyio.run(coro_fn, *args)
+
+
+async def _customer_ids(settings: ClientSettings, company: str, page_size: int) -> list[str]:
+    async with BusinessCentralClient(settings) as bc:
+        path = f"companies({company})/customers"
+        return [
+            r["id"]
+            async for r in bc.iter_records(path, params={"$select": "id"}, page_size=page_size)
+        ]
+
+
+def test_each_auth_failure_has_its_own_clear_error(bc_emulator: RunningEmulator) -> None:
+    info = bc_emulator.info
+
+    async def companies(settings: ClientSettings) -> None:
+        async with BusinessCentralClient(settings) as bc:
+            await bc.companies()
+
+    with pytest.raises(AuthError) as wrong:
+        run(companies, settings_for(bc_emulator, client_secret="wrong-secret"))
+    assert wrong.value.code == "AADSTS7000215" and "Value, not its ID" in str(wrong.value)
+    with pytest.raises(AuthError) as unknown:
+        run(companies, settings_for(bc_emulator, client_id="11111111-2222-3333-4444-555555555555"))
+    assert unknown.value.code == "AADSTS700016"
+    disabled = settings_for(
+        bc_emulator, client_id=info.disabled_client_id, client_secret=info.disabled_client_secret
+    )
+    with pytest.raises(Unauthorized) as refused:
+        run(companies, disabled)
+    assert refused.value.code == "Authentication_InvalidCredentials"
+    assert "Microsoft Entra Applications" in str(refused.value)
+
+
+def test_50000_records_across_token_renewals_without_duplicates_or_gaps(
+    bc_emulator_factory,
+) -> None:  # type: ignore[no-untyped-def]
+    emulator = bc_emulator_factory(scale="customers=50000", token_lifetime=3, latency_ms=60)
+    ids = run(_customer_ids, settings_for(emulator), emulator.info.company_id(), 1000)
+    assert len(ids) == 50_000 and len(set(ids)) == 50_000
+    assert emulator.stats()["by_status"].get("200", 0) >= 50
+
+
+def test_limits_matching_bc_see_no_429_and_mismatched_limits_lose_nothing(
+    bc_emulator_factory,
+) -> None:  # type: ignore[no-untyped-def]
+    emulator = bc_emulator_factory(scale="customers=800", rate_limit="20/2")
+    company = emulator.info.company_id()
+    matched = settings_for(emulator, rate_limit=RateLimit(requests=20, per_seconds=2))
+    assert len(run(_customer_ids, matched, company, 25)) == 800
+    assert emulator.stats()["throttled"] == 0
+    loose = settings_for(emulator, rate_limit=RateLimit(requests=10_000, per_seconds=1))
+    assert len(set(run(_customer_ids, loose, company, 25))) == 800
+    assert emulator.stats()["throttled"] > 0
+
+
+def test_503s_and_dropped_connections_mid_run_are_survived(bc_emulator_factory) -> None:  # type: ignore[no-untyped-def]
+    emulator = bc_emulator_factory(scale="customers=1000")
+    company = emulator.info.company_id()
+
+    async def pull_with_faults() -> list[str]:
+        ids: list[str] = []
+        async with BusinessCentralClient(
+            settings_for(emulator, retry=RetryPolicy(backoff_base=0.05))
+        ) as bc:
+            async for page in bc.iter_pages(f"companies({company})/customers", page_size=100):
+                ids += [r["id"] for r in page.records]
+                if page.number == 2:
+                    emulator.fault("status", count=2, status=503, retry_after=1)
+                if page.number == 5:
+                    emulator.fault("drop", count=2)
+        return ids
+
+    ids = run(pull_with_faults)
+    assert len(ids) == 1000 and len(set(ids)) == 1000
+    by_status = emulator.stats()["by_status"]
+    assert by_status["503"] == 2 and by_status["dropped"] == 2
+
+
+def test_a_create_is_not_repeated_after_a_dropped_connection(bc_emulator: RunningEmulator) -> None:
+    company = bc_emulator.info.company_id()
+
+    async def create() -> None:
+        async with BusinessCentralClient(settings_for(bc_emulator)) as bc:
+            await bc.request(
+                "POST", f"companies({company})/itemCategories", json={"code": "DROPPED"}
+            )
+
+    bc_emulator.fault("drop", path_contains="itemCategories", method="POST")
+    from bcbridge.errors import TransportError
+
+    with pytest.raises(TransportError) as dropped:
+        run(create)
+    assert len(dropped.value.attempts) == 1
+
+
+def test_request_log_has_one_line_per_attempt_and_no_secret(
+    bc_emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    log = tmp_path / "requests.log"
+    settings = settings_for(bc_emulator, log_requests=True, log_file=log)
+    company = bc_emulator.info.company_id()
+
+    async def work() -> str:
+        async with BusinessCentralClient(settings) as bc:
+            bc_emulator.fault("status", status=503, retry_after=0)
+            await bc.get_json(f"companies({company})/items", {"$top": 1})
+            with pytest.raises(NotFound):
+                await bc.get_json(
+                    f"companies({company})/items(00000000-0000-0000-0000-0000000000ff)"
+                )
+            return (await bc.tokens.token()).value
+
+    token = run(work)
+    text = log.read_text()
+    lines = text.splitlines()
+    assert len(lines) >= 3 and '"status":503' in lines[0] and '"attempt":2' in lines[1]
+    assert '"correlation_id":"' in lines[1]
+    assert bc_emulator.info.client_secret not in text and token not in text
+    assert token[:20] not in text and "Bearer" not in text
+
+
+def test_companies_resolve_by_exact_name_or_id(bc_emulator: RunningEmulator) -> None:
+    awkward = bc_emulator.info.companies[1]
+
+    async def resolve(name: str) -> str:
+        async with BusinessCentralClient(settings_for(bc_emulator)) as bc:
+            return (await bc.resolve_company(name)).id
+
+    assert run(resolve, awkward["name"]) == awkward["id"]
+    assert run(resolve, awkward["id"].upper()) == awkward["id"]
+    assert run(resolve, awkward["name"].upper()) == awkward["id"]
+    with pytest.raises(ConfigError, match=r"matches no company.*Fabrikam"):
+        run(resolve, "Fabrikam")
+
+
+def test_batch_chunks_and_returns_one_result_per_operation(bc_emulator: RunningEmulator) -> None:
+    company = bc_emulator.info.company_id()
+
+    def operations(prefix: str, count: int, bad_at: int) -> list[BatchOperation]:
+        url = f"companies({company})/itemCategories"
+        ops = [BatchOperation("POST", url, {"code": f"{prefix}{i}"}) for i in range(count)]
+        ops.insert(bad_at, BatchOperation("POST", url, {"code": 7}))
+        return ops
+
+    async def send(ops: list[BatchOperation], continue_on_error: bool) -> list[Any]:
+        async with BusinessCentralClient(settings_for(bc_emulator)) as bc:
+            return await bc.batch(ops, continue_on_error=continue_on_error)
+
+    results = run(send, operations("BT", 130, 60), True)
+    assert len(results) == 131 and sum(r.ok for r in results) == 130
+    assert isinstance(results[60].error, ValidationFailed)
+    assert results[60].error.code == "BadRequest"
+    stopped = run(send, operations("BS", 9, 5), False)
+    assert [r.status for r in stopped[:5]] == [201] * 5
+    assert stopped[5].status == 400 and all(r.status == 0 for r in stopped[6:])
+    assert "not run" in str(stopped[6].error)
+
+
+def test_sync_facade_mirrors_the_async_client(bc_emulator: RunningEmulator) -> None:
+    with Client(settings_for(bc_emulator)) as bc:
+        company = bc.resolve_company("CRONUS USA, Inc.")
+        items = list(bc.iter_records(f"companies({company.id})/items", page_size=7))
+        assert len(items) == len({i["id"] for i in items}) >= 50
+
+
+def test_a_looping_next_link_is_refused() -> None:
+    def loop(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"value": [], "@odata.nextLink": "https://bc.test/same"})
+
+    settings = ClientSettings(
+        tenant_id="t", client_id="c", client_secret="s", base_url="https://bc.test"
+    )
+
+    async def pull() -> None:
+        async with BusinessCentralClient(settings, transport=httpx.MockTransport(loop)) as bc:
+            bc.tokens._token = __import__("bcbridge.auth", fromlist=["Token"]).Token("x" * 40, 2e9)
+            async for _ in bc.iter_pages("https://bc.test/same"):
+                pass
+
+    with pytest.raises(Exception, match=r"same @odata\.nextLink twice"):
+        run(pull)
+
+
+def test_cli_grant_and_check(bc_emulator: RunningEmulator) -> None:
+    import os
+
+    env = {**os.environ, **bc_emulator.info.env()}
+    cli = [sys.executable, "-m", "bcbridge", "client"]
+    granted = subprocess.run([*cli, "grant"], env=env, capture_output=True, text=True, timeout=60)
+    assert granted.returncode == 0, granted.stderr
+    assert "CRONUS USA, Inc." in granted.stdout and "Fabrikam & O'Brien, Ltd." in granted.stdout
+    assert bc_emulator.info.client_secret not in granted.stdout
+    env["BC_CLIENT_SECRET"] = "wrong-secret"
+    checked = subprocess.run([*cli, "check"], env=env, capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 1 and "AADSTS7000215" in checked.stderr
+    assert "Traceback" not in checked.stderr
