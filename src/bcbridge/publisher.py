@@ -1,0 +1,431 @@
+"""Publisher: write records to BC — create, update, upsert, delete, bound actions — in `$batch`es.
+
+Every record gets one `RecordResult`; a record that fails never stops the others.
+
+ETag policies (bc-api.md §5.2):
+- ``fetch`` (default): write with the ETag read from BC just before (in the same lookup that
+  finds the record). If BC answers 409/412 because someone changed the record in between, the
+  record is read again: when the other change touched none of the fields we write, ours is
+  applied on top with the new ETag (up to `conflict_retries` times); otherwise the record fails
+  with the conflict, and the other user's change stands.
+- ``record``: use ``@odata.etag`` from the input record; a conflict fails the record.
+- ``force``: ``If-Match: *``, overwriting whatever is there. Only when asked for.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bcbridge import catalog
+from bcbridge.catalog import EntitySet, Scope
+from bcbridge.client import BatchOperation, BatchResult, BusinessCentralClient
+from bcbridge.errors import BCAPIError, ConfigError, TransformError
+from bcbridge.odata import entity_path, is_guid, literal
+from bcbridge.transform import Chain
+
+__all__ = ["Outcome", "Publisher", "RecordResult", "read_failed", "write_failed"]
+
+WRITE_ACTIONS = ("create", "update", "upsert", "delete")
+ETAG_POLICIES = ("fetch", "record", "force")
+LOOKUP_CHUNK = 40  # values per `or` filter: keeps URLs well under gateway limits
+
+
+class Outcome(StrEnum):
+    CREATED = "created"
+    UPDATED = "updated"
+    DELETED = "deleted"
+    UNCHANGED = "unchanged"
+    DONE = "done"  # a bound action ran
+    FILTERED = "filtered"  # a transformer dropped the record
+    FAILED = "failed"
+
+
+@dataclass
+class RecordResult:
+    index: int
+    outcome: Outcome
+    record: dict[str, Any]
+    id: str | None = None
+    status: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome is not Outcome.FAILED
+
+
+@dataclass
+class _Item:
+    index: int
+    record: dict[str, Any]
+    payload: dict[str, Any] = field(default_factory=dict)
+    target: str | None = None  # the BC id to write to
+    existing: dict[str, Any] | None = None  # as read from BC before writing
+    etag: str | None = None
+    method: str | None = None  # of the request sent for it
+    result: RecordResult | None = None
+
+    def finish(self, outcome: Outcome, **details: Any) -> None:
+        self.result = RecordResult(self.index, outcome, self.record, **details)
+
+    def fail(
+        self, error: BaseException | str, status: int | None = None, code: str | None = None
+    ) -> None:
+        if isinstance(error, BCAPIError):
+            self.finish(
+                Outcome.FAILED,
+                id=self.target,
+                status=error.status,
+                code=error.code,
+                message=error.message,
+            )
+        else:
+            self.finish(
+                Outcome.FAILED, id=self.target, status=status, code=code, message=str(error)
+            )
+
+
+@dataclass
+class Publisher:
+    client: BusinessCentralClient
+    entity: str | EntitySet
+    action: str
+    company: str | None = None
+    key: str | None = None  # a GUID, or a template over the record such as "{id}"
+    key_field: str | None = None  # alternate key to look records up by: number, code, ...
+    params: dict[str, str] = field(default_factory=dict)
+    transform: Chain | None = None  # applied to each payload before it is sent
+    etag: str = "fetch"
+    batch_size: int = 500  # records per round; the client sends them 100 per $batch, concurrently
+    conflict_retries: int = 3
+
+    def __post_init__(self) -> None:
+        entity_set = self.entity_set
+        if self.etag not in ETAG_POLICIES:
+            raise ConfigError(
+                f"unknown ETag policy {self.etag!r}; valid: {', '.join(ETAG_POLICIES)}",
+                field="etag",
+            )
+        if self.action not in WRITE_ACTIONS and self.action not in entity_set.actions:
+            valid = ", ".join([*WRITE_ACTIONS, *entity_set.actions])
+            raise ConfigError(
+                f"{entity_set.name} has no action {self.action!r}; valid: {valid}", field="action"
+            )
+        needed = {"create": "POST", "upsert": "PATCH", "update": "PATCH", "delete": "DELETE"}.get(
+            self.action
+        )
+        if (needed and not entity_set.allows(needed)) or (
+            self.action == "upsert" and not entity_set.allows("POST")
+        ):
+            raise ConfigError(f"{entity_set.name} does not allow {self.action}", field="action")
+        if self.action == "upsert" and not self.key_field:
+            raise ConfigError(
+                "upsert matches records on a key field: give key_field (e.g. number)",
+                field="key_field",
+            )
+        self._company_id: str | None = None
+
+    @property
+    def entity_set(self) -> EntitySet:
+        return self.entity if isinstance(self.entity, EntitySet) else catalog.get(self.entity)
+
+    # --- the public entry ------------------------------------------------------------------------
+
+    async def publish(self, records: Iterable[dict[str, Any]]) -> AsyncIterator[RecordResult]:
+        """Write `records`; yield one result per record, in input order, round by round."""
+        await self._resolve_company()
+        round_: list[_Item] = []
+        for index, record in enumerate(records):
+            round_.append(_Item(index, record))
+            if len(round_) >= self.batch_size:
+                for result in await self._round(round_):
+                    yield result
+                round_ = []
+        if round_:
+            for result in await self._round(round_):
+                yield result
+
+    async def _resolve_company(self) -> None:
+        if self.entity_set.scope is Scope.COMPANY and self._company_id is None:
+            name = self.company or self.client.settings.company
+            if not name:
+                raise ConfigError(
+                    "no company given (set company, --company or BC_COMPANY)", field="company"
+                )
+            self._company_id = (await self.client.resolve_company(name)).id
+
+    def path(self, key: str | None = None, action: str | None = None) -> str:
+        return entity_path(self.entity_set, company_id=self._company_id, key=key, action=action)
+
+    # --- one round --------------------------------------------------------------------------
+
+    async def _round(self, items: list[_Item]) -> list[RecordResult]:
+        live = [item for item in items if self._prepare(item)]
+        await self._find_targets(live)
+        pending = [item for item in live if item.result is None]
+        for attempt in range(self.conflict_retries + 1):
+            operations = [
+                op for op in (self._operation(item) for item in pending) if op is not None
+            ]
+            sent = [item for item in pending if item.result is None]
+            if not operations:
+                break
+            answers = await self.client.batch(operations, continue_on_error=True)
+            conflicts = [
+                item
+                for item, answer in zip(sent, answers, strict=True)
+                if not self._settle(item, answer)
+            ]
+            if not conflicts:
+                break
+            pending = await self._reapply(conflicts, last=attempt == self.conflict_retries)
+        return [item.result for item in items if item.result is not None]
+
+    def _prepare(self, item: _Item) -> bool:
+        """Transform the record into the payload BC gets; False when it needs no request."""
+        try:
+            payload = (
+                self.transform.apply(item.record, {"action": self.action})
+                if self.transform
+                else dict(item.record)
+            )
+        except TransformError as exc:
+            item.fail(exc, code="TransformError")
+            return False
+        if payload is None:
+            item.finish(Outcome.FILTERED)
+            return False
+        item.etag = payload.get("@odata.etag") if self.etag == "record" else None
+        item.payload = _writable(self.entity_set, payload)
+        return True
+
+    def _key_of(self, item: _Item) -> str | None:
+        if self.key is None:
+            value = item.record.get("id")
+            return str(value) if value else None
+        if "{" not in self.key:
+            return self.key
+        try:
+            return self.key.format(**item.record)
+        except (KeyError, IndexError) as exc:
+            item.fail(
+                f"the key template {self.key!r} needs field {exc} which the record lacks",
+                code="KeyMissing",
+            )
+            return None
+
+    async def _find_targets(self, items: list[_Item]) -> None:
+        """Which BC record each item writes to, and that record as it is now (for ETag and diff)."""
+        if self.action == "create" and not self.key_field:
+            return
+        by_field = self.key_field or "id"
+        values: dict[str, list[_Item]] = {}
+        for item in items:
+            if self.key_field:
+                value = item.record.get(self.key_field, item.payload.get(self.key_field))
+                if value in (None, ""):
+                    item.fail(
+                        f"the record has no {self.key_field!r} to match on", code="KeyMissing"
+                    )
+                    continue
+            else:
+                value = self._key_of(item)
+                if value is None:
+                    if item.result is None:
+                        item.fail(
+                            "the record has no id: give key, key_field or an id field",
+                            code="KeyMissing",
+                        )
+                    continue
+                if not is_guid(value):
+                    item.fail(f"{value!r} is not a GUID key", code="KeyMissing")
+                    continue
+            values.setdefault(str(value), []).append(item)
+        found = await self._lookup(by_field, list(values)) if values else {}
+        for value, group in values.items():
+            for item in group:
+                existing = found.get(value)
+                item.existing = existing
+                item.target = (
+                    str(existing["id"]) if existing else (value if by_field == "id" else None)
+                )
+                if self.etag == "fetch" and existing is not None:
+                    item.etag = existing.get("@odata.etag")
+                if existing is None and self.action not in ("create", "upsert"):
+                    item.fail(
+                        f"no {self.entity_set.entity} with {by_field} = {value}",
+                        status=404,
+                        code="Internal_RecordNotFound",
+                    )
+                elif existing is not None and self.action == "create":
+                    item.finish(
+                        Outcome.UNCHANGED,
+                        id=str(existing["id"]),
+                        message="already exists; not created again",
+                    )
+
+    async def _lookup(self, by_field: str, values: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """Existing records whose `by_field` is in `values`: one GET per chunk, not per record."""
+        found: dict[str, dict[str, Any]] = {}
+        path = self.path()
+        for start in range(0, len(values), LOOKUP_CHUNK):
+            chunk = values[start : start + LOOKUP_CHUNK]
+            spell = (lambda v: v) if by_field == "id" else literal
+            condition = " or ".join(f"{by_field} eq {spell(v)}" for v in chunk)
+            async for record in self.client.iter_records(path, params={"$filter": condition}):
+                found[str(record.get(by_field))] = record
+        return found
+
+    def _operation(self, item: _Item) -> BatchOperation | None:
+        if item.result is not None:
+            return None
+        if_match = {"If-Match": "*" if self.etag == "force" else (item.etag or "")}
+        if (
+            self.etag == "record"
+            and not item.etag
+            and self.action in ("update", "upsert", "delete")
+            and item.existing is not None
+        ):
+            item.fail(
+                "the record carries no @odata.etag (etag policy 'record')", code="ETagMissing"
+            )
+            return None
+        query = "?" + "&".join(f"{k}={v}" for k, v in self.params.items()) if self.params else ""
+        op_id = str(item.index)
+        if self.action == "create" or (self.action == "upsert" and item.existing is None):
+            item.method = "POST"
+            return BatchOperation("POST", self.path() + query, item.payload, id=op_id)
+        assert item.target is not None
+        if self.action == "delete":
+            item.method = "DELETE"
+            return BatchOperation("DELETE", self.path(item.target), headers=if_match, id=op_id)
+        if self.action not in WRITE_ACTIONS:
+            item.method = "POST"
+            return BatchOperation("POST", self.path(item.target, self.action), id=op_id)
+        if self.action == "upsert" and _unchanged(item.payload, item.existing or {}):
+            item.finish(Outcome.UNCHANGED, id=item.target)
+            return None
+        item.method = "PATCH"
+        url = self.path(item.target) + query
+        return BatchOperation("PATCH", url, item.payload, headers=if_match, id=op_id)
+
+    def _settle(self, item: _Item, answer: BatchResult) -> bool:
+        """Record the outcome; False for an ETag conflict that `fetch` may re-apply."""
+        if answer.ok:
+            body = answer.body if isinstance(answer.body, dict) else {}
+            created = Outcome.CREATED if self.action in ("create", "upsert") else Outcome.DONE
+            outcome = {"POST": created, "PATCH": Outcome.UPDATED, "DELETE": Outcome.DELETED}
+            record_id = str(body.get("id") or item.target or "") or None
+            item.finish(outcome[str(item.method)], id=record_id, status=answer.status)
+            return True
+        conflict = (
+            answer.status in (409, 412)
+            and answer.error is not None
+            and answer.error.code in ("Request_EntityChanged", "")
+        )
+        if (
+            conflict
+            and self.etag == "fetch"
+            and self.action in ("update", "upsert")
+            and item.existing is not None
+        ):
+            return False
+        item.fail(answer.error or f"HTTP {answer.status}", status=answer.status)
+        return True
+
+    async def _reapply(self, items: list[_Item], *, last: bool) -> list[_Item]:
+        """Re-read conflicted records; re-apply only where the other change spared our fields."""
+        current = await self._lookup("id", [str(item.target) for item in items])
+        again = []
+        for item in items:
+            now = current.get(str(item.target))
+            if now is None:
+                item.fail(
+                    "the record was deleted by another user",
+                    status=404,
+                    code="Internal_RecordNotFound",
+                )
+                continue
+            touched = sorted(
+                name for name in item.payload if (item.existing or {}).get(name) != now.get(name)
+            )
+            if touched or last:
+                reason = f"fields {', '.join(touched)}" if touched else "the record, repeatedly"
+                item.fail(
+                    f"another user changed {reason} since it was read; not overwritten",
+                    status=409,
+                    code="Request_EntityChanged",
+                )
+                continue
+            item.existing, item.etag = now, now.get("@odata.etag")
+            again.append(item)
+        return again
+
+
+def _writable(entity_set: EntitySet, payload: Mapping[str, Any]) -> dict[str, Any]:
+    """The payload without OData annotations and read-only properties (lines cleaned too)."""
+    read_only = {f.name for f in entity_set.fields if f.read_only}
+    lines = entity_set.lines
+    clean: dict[str, Any] = {}
+    for name, value in payload.items():
+        if name.startswith("@odata.") or name in read_only:
+            continue
+        if lines and name == lines and isinstance(value, list):
+            line_set = catalog.get(lines)
+            value = [_writable(line_set, line) for line in value if isinstance(line, Mapping)]
+        clean[name] = value
+    return clean
+
+
+def _unchanged(payload: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
+    return all(_same(value, existing.get(name)) for name, value in payload.items())
+
+
+def _same(ours: Any, theirs: Any) -> bool:
+    if (
+        isinstance(ours, int | float)
+        and isinstance(theirs, int | float)
+        and not isinstance(ours, bool)
+    ):
+        return float(ours) == float(theirs)
+    return bool(ours == theirs)
+
+
+# --- failed records ---------------------------------------------------------------------------
+
+
+def write_failed(path: Path, results: Iterable[RecordResult], *, entity: str, action: str) -> int:
+    """Append failed records with their error as JSON Lines; returns how many were written."""
+    count = 0
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("ab") as handle:
+        for result in results:
+            if result.ok:
+                continue
+            count += 1
+            entry = {
+                "entity": entity,
+                "action": action,
+                "record": result.record,
+                "status": result.status,
+                "code": result.code,
+                "message": result.message,
+                "failed_at": datetime.now(UTC).isoformat(),
+            }
+            handle.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+    return count
+
+
+def read_failed(path: Path) -> list[dict[str, Any]]:
+    try:
+        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+    except (OSError, orjson.JSONDecodeError) as exc:
+        raise ConfigError(f"cannot read failed records: {exc}", source=str(path)) from None
