@@ -69,6 +69,7 @@ class TransformError(BCBridgeError):
         record: str | None = None,
         field: str | None = None,
     ):
+        self.message = message
         self.step = step
         self.record = record
         self.field = field

@@ -316,8 +316,11 @@ class Chain:
             try:
                 result = self.apply(record, context)
             except TransformError as exc:
-                exc.record = exc.record if exc.record not in (None, "?") else f"#{index}"
-                raise
+                if exc.record not in (None, "?"):
+                    raise
+                raise TransformError(
+                    exc.message, step=exc.step, record=f"#{index}", field=exc.field
+                ) from exc.__cause__
             if result is None:
                 self.counts["filtered"] += 1
                 continue
