@@ -1,0 +1,33 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import pytest
+
+from bcbridge.client import BusinessCentralClient
+from bcbridge.config import ClientSettings
+from bcbridge.testing import RunningEmulator, start_emulator
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[RunningEmulator]:
+    with start_emulator() as running:
+        yield running
+
+
+def settings(emulator: RunningEmulator, **overrides: Any) -> ClientSettings:
+    return ClientSettings.from_env(
+        {**emulator.info.env(), "BC_COMPANY": "CRONUS USA, Inc."}, **overrides
+    )
+
+
+def with_client(emulator: RunningEmulator, work: Any) -> Any:
+    """Run `work(client)` on a fresh client and event loop."""
+
+    async def main() -> Any:
+        async with BusinessCentralClient(settings(emulator)) as bc:
+            return await work(bc)
+
+    return anyio.run(main)
