@@ -21,6 +21,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import anyio
 import orjson
 
 from bcbridge import catalog
@@ -273,15 +274,20 @@ class Publisher:
                     )
 
     async def _lookup(self, by_field: str, values: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """Existing records whose `by_field` is in `values`: one GET per chunk, not per record."""
+        """Existing records whose `by_field` is in `values`: one GET per chunk, not per record;
+        the chunks run concurrently inside the client's limits."""
         found: dict[str, dict[str, Any]] = {}
         path = self.path()
-        for start in range(0, len(values), LOOKUP_CHUNK):
-            chunk = values[start : start + LOOKUP_CHUNK]
-            spell = (lambda v: v) if by_field == "id" else literal
+        spell = (lambda v: v) if by_field == "id" else literal
+
+        async def fetch(chunk: Sequence[str]) -> None:
             condition = " or ".join(f"{by_field} eq {spell(v)}" for v in chunk)
             async for record in self.client.iter_records(path, params={"$filter": condition}):
                 found[str(record.get(by_field))] = record
+
+        async with anyio.create_task_group() as group:
+            for start in range(0, len(values), LOOKUP_CHUNK):
+                group.start_soon(fetch, values[start : start + LOOKUP_CHUNK])
         return found
 
     def _operation(self, item: _Item) -> BatchOperation | None:

@@ -77,7 +77,9 @@ def pull(
     orderby: str | None = typer.Option(None, help="OData $orderby."),
     top: int | None = typer.Option(None, help="OData $top."),
     param: list[str] = typer.Option([], "--param", help="Any other query parameter, k=v."),
-    page_size: int | None = typer.Option(None, help="Prefer: odata.maxpagesize."),
+    page_size: int = typer.Option(
+        1000, help="Prefer: odata.maxpagesize; one page is held in memory at a time."
+    ),
     since: str | None = typer.Option(None, help="Incremental: lastModifiedDateTime to start from."),
     state: Path | None = typer.Option(
         None, help="Incremental cursor file; updated after output is flushed."

@@ -53,6 +53,7 @@ async def serve(config: EmulatorConfig, announce: Callable[[dict[str, Any]], Non
     app, info = build(config)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((config.host, config.port))
     host, port = sock.getsockname()[:2]
     base = f"https://{host}:{port}"

@@ -105,6 +105,9 @@ class Schema:
         sa.Index(f"ix_{table_name}_company_id", table.c._company, table.c.id, unique=True)
         if entity_set.parent_field:
             sa.Index(f"ix_{table_name}_parent", table.c[entity_set.parent_field])
+        if entity_set.natural_key and entity_set.natural_key in table.c:
+            # lookups and the duplicate check go by number/code: keep them off full scans
+            sa.Index(f"ix_{table_name}_natural", table.c._company, table.c[entity_set.natural_key])
         self.sets[(route, entity_set.name)] = entity_set
         self.tables[(route, entity_set.name)] = table
         return table
