@@ -1,0 +1,180 @@
+"""The project file (`bcbridge.yaml`): clients, incoming, outgoing and flows, validated up front.
+
+```yaml
+store: sqlite:///.bcbridge/state.db        # optional; any SQLAlchemy URL
+clients:
+  bc: {tenant_id: ..., client_id: ..., client_secret: "${BC_CLIENT_SECRET}"}
+incoming:
+  customers: {client: bc, entity: customers, company: CRONUS, cursor: lastModifiedDateTime}
+outgoing:
+  items: {client: bc, entity: items, action: upsert, key_field: number}
+flows:
+  customers_to_sqlite:
+    from: customers                         # an incoming name, or a reader spec (file, SQL URL, -)
+    transform: [{keep: [id, number, displayName]}]
+    to: {writer: "sqlite:///out.db#customers", key: id}   # or an outgoing name
+    schedule: 5m                            # or a cron expression
+```
+Without a `clients:` section the `default` client comes from the BC_* environment variables.
+Errors name the file, the line and the field path; unknown names list the valid ones.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bcbridge.config import ClientSettings, config_error, load_yaml, validate_settings
+from bcbridge.errors import ConfigError
+from bcbridge.store import DEFAULT_URL
+
+__all__ = [
+    "FlowConfig",
+    "IncomingConfig",
+    "OutgoingConfig",
+    "ProjectConfig",
+    "find_config",
+    "load_project",
+]
+
+DEFAULT_CLIENT = "default"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class IncomingConfig(_Strict):
+    client: str = DEFAULT_CLIENT
+    entity: str
+    company: str | None = None
+    key: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    transform: list[Any] = Field(default_factory=list)  # applied to the request parameters
+    cursor: str | None = None  # e.g. lastModifiedDateTime: read incrementally
+    page_size: int = Field(1000, ge=1, le=20000)
+
+
+class OutgoingConfig(_Strict):
+    client: str = DEFAULT_CLIENT
+    entity: str
+    action: str
+    company: str | None = None
+    key: str | None = None
+    key_field: str | None = None
+    params: dict[str, str] = Field(default_factory=dict)
+    etag: str = "fetch"
+    batch_size: int = Field(500, ge=1)
+
+
+class Endpoint(_Strict):
+    incoming: str | None = None
+    outgoing: str | None = None
+    reader: str | None = None
+    writer: str | None = None
+    format: str | None = None
+    key: str | None = None  # a writer's upsert key
+
+
+class FlowConfig(_Strict):
+    source: Endpoint = Field(alias="from")
+    transform: list[Any] = Field(default_factory=list)
+    target: Endpoint = Field(alias="to")
+    schedule: str | None = None
+    chunk_size: int = Field(200, ge=1)
+
+    @model_validator(mode="after")
+    def _one_each(self) -> FlowConfig:
+        if (self.source.incoming is None) == (self.source.reader is None):
+            raise ValueError("from: give an incoming name or a reader, not both")
+        if (self.target.outgoing is None) == (self.target.writer is None):
+            raise ValueError("to: give an outgoing name or a writer, not both")
+        return self
+
+
+class ProjectConfig(_Strict):
+    store: str = DEFAULT_URL
+    clients: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    incoming: dict[str, IncomingConfig] = Field(default_factory=dict)
+    outgoing: dict[str, OutgoingConfig] = Field(default_factory=dict)
+    flows: dict[str, FlowConfig] = Field(default_factory=dict)
+    source: str = "environment"
+    lines: dict[str, int] = Field(default_factory=dict, exclude=True)
+
+    def client_settings(self, name: str) -> ClientSettings:
+        if name not in self.clients:
+            if name == DEFAULT_CLIENT:
+                return ClientSettings.from_env()
+            raise ConfigError(
+                f"no client named {name!r}; defined: {', '.join(self.clients) or 'none'}"
+            )
+        return validate_settings(
+            self.clients[name], source=self.source, lines=self.lines, prefix=f"clients.{name}"
+        )
+
+    def flow(self, name: str) -> FlowConfig:
+        if name not in self.flows:
+            raise ConfigError(
+                f"no flow named {name!r}; defined: {', '.join(self.flows) or 'none'}",
+                source=self.source,
+            )
+        return self.flows[name]
+
+
+def _short_forms(data: dict[str, Any]) -> dict[str, Any]:
+    """`from: name` / `to: name` pick an incoming/outgoing by name, or else name a file or URL."""
+    incoming, outgoing = data.get("incoming") or {}, data.get("outgoing") or {}
+    for flow in (data.get("flows") or {}).values():
+        if not isinstance(flow, dict):
+            continue
+        if isinstance(flow.get("from"), str):
+            flow["from"] = {"incoming" if flow["from"] in incoming else "reader": flow["from"]}
+        if isinstance(flow.get("to"), str):
+            flow["to"] = {"outgoing" if flow["to"] in outgoing else "writer": flow["to"]}
+    return data
+
+
+def _check_names(config: ProjectConfig) -> None:
+    for name, flow in config.flows.items():
+        for kind, wanted, known in (
+            ("incoming", flow.source.incoming, config.incoming),
+            ("outgoing", flow.target.outgoing, config.outgoing),
+        ):
+            if wanted is not None and wanted not in known:
+                line = config.lines.get(f"flows.{name}")
+                where = f"{config.source}:{line}" if line else config.source
+                raise ConfigError(
+                    f"{where}: flows.{name}: unknown {kind} {wanted!r}; "
+                    f"defined: {', '.join(known) or 'none'}"
+                )
+    for section in (config.incoming, config.outgoing):
+        for name, item in section.items():
+            if item.client != DEFAULT_CLIENT and item.client not in config.clients:
+                raise ConfigError(
+                    f"{config.source}: {name}: unknown client {item.client!r}; "
+                    f"defined: {', '.join(config.clients) or 'none'}"
+                )
+
+
+def load_project(path: Path) -> ProjectConfig:
+    data, lines = load_yaml(path)
+    try:
+        config = ProjectConfig.model_validate({**_short_forms(data), "source": str(path)})
+    except ValidationError as exc:
+        raise config_error(exc, source=str(path), lines=lines) from None
+    config.lines = lines
+    _check_names(config)
+    return config
+
+
+def find_config(explicit: Path | None) -> Path:
+    """--config, else $BCBRIDGE_CONFIG, else ./bcbridge.yaml."""
+    path = explicit or Path(os.environ.get("BCBRIDGE_CONFIG", "bcbridge.yaml"))
+    if not path.exists():
+        raise ConfigError(
+            f"no config file at {path} (use --config or BCBRIDGE_CONFIG)", field="config"
+        )
+    return path
