@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck install bench clean
+.PHONY: demo test lint typecheck install postgres bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,10 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy src
 
-test: lint typecheck
+postgres:
+	.ci/ensure-postgres
+
+test: postgres lint typecheck
 	$(BIN)/pytest
 
 demo: $(STAMP)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
+import anyio.abc
 import httpx
 import orjson
 
@@ -99,6 +101,20 @@ def _ssl_context(settings: ClientSettings) -> ssl.SSLContext:
     if settings.ca_bundle is not None:
         return ssl.create_default_context(cafile=str(settings.ca_bundle))
     return ssl.create_default_context()
+
+
+@asynccontextmanager
+async def task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
+    """A task group that raises the first failure as itself, not wrapped in an ExceptionGroup,
+    so callers can catch `TransportError` or `Throttled` as they would from one request."""
+    try:
+        async with anyio.create_task_group() as group:
+            yield group
+    except BaseExceptionGroup as failures:
+        first: BaseException = failures
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from None
 
 
 class BusinessCentralClient:
@@ -318,7 +334,7 @@ class BusinessCentralClient:
         async def run(chunk: list[BatchOperation]) -> None:
             await self._run_chunk(chunk, results, continue_on_error, isolation)
 
-        async with anyio.create_task_group() as group:
+        async with task_group() as group:
             for chunk in chunks:
                 group.start_soon(run, chunk)
         return [results[str(op.id)] for op in numbered]

@@ -162,7 +162,8 @@ def config_error(
 
 
 def expand_env(text: str, environ: Mapping[str, str] | None = None) -> str:
-    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset VAR without default is an error."""
+    """Replace ``${VAR}`` and ``${VAR:-default}``; an unset VAR without default is an error.
+    Whole-line YAML comments are left alone, so examples in comments need no variables."""
     environ = os.environ if environ is None else environ
 
     def replace(match: re.Match[str]) -> str:
@@ -173,7 +174,10 @@ def expand_env(text: str, environ: Mapping[str, str] | None = None) -> str:
             return default
         raise ConfigError(f"environment variable {name} is not set and has no default", field=name)
 
-    return _VAR.sub(replace, text)
+    return "".join(
+        line if line.lstrip().startswith("#") else _VAR.sub(replace, line)
+        for line in text.splitlines(keepends=True)
+    )
 
 
 def load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:

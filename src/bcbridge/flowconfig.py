@@ -36,6 +36,7 @@ __all__ = [
     "IncomingConfig",
     "OutgoingConfig",
     "ProjectConfig",
+    "anchored",
     "find_config",
     "load_project",
 ]
@@ -84,7 +85,7 @@ class FlowConfig(_Strict):
     transform: list[Any] = Field(default_factory=list)
     target: Endpoint = Field(alias="to")
     schedule: str | None = None
-    chunk_size: int = Field(200, ge=1)
+    chunk_size: int = Field(500, ge=1)  # records per committed step of a run
 
     @model_validator(mode="after")
     def _one_each(self) -> FlowConfig:
@@ -150,6 +151,13 @@ def _check_names(config: ProjectConfig) -> None:
                     f"{where}: flows.{name}: unknown {kind} {wanted!r}; "
                     f"defined: {', '.join(known) or 'none'}"
                 )
+        outgoing = config.outgoing.get(str(flow.target.outgoing))
+        if outgoing is not None and outgoing.action == "create" and not outgoing.key_field:
+            raise ConfigError(
+                f"{config.source}: flows.{name}: outgoing {flow.target.outgoing!r} creates "
+                "records, so it needs key_field (e.g. number or externalDocumentNumber): a record "
+                "re-sent after a crash is matched on it instead of created twice"
+            )
     for section in (config.incoming, config.outgoing):
         for name, item in section.items():
             if item.client != DEFAULT_CLIENT and item.client not in config.clients:
@@ -167,7 +175,30 @@ def load_project(path: Path) -> ProjectConfig:
         raise config_error(exc, source=str(path), lines=lines) from None
     config.lines = lines
     _check_names(config)
+    _anchor_paths(config, path.resolve().parent)
     return config
+
+
+def anchored(spec: str, base: Path) -> str:
+    """A relative file path or SQLite URL in a project file means: next to the project file."""
+    if spec == "-" or (Path(spec).is_absolute() and "://" not in spec):
+        return spec
+    if spec.startswith("sqlite:///"):
+        rest = spec.removeprefix("sqlite:///")
+        if rest.startswith(("/", ":memory:")) or not rest:
+            return spec
+        return f"sqlite:///{base / rest}"
+    return spec if "://" in spec else str(base / spec)
+
+
+def _anchor_paths(config: ProjectConfig, base: Path) -> None:
+    config.store = anchored(config.store, base)
+    for flow in config.flows.values():
+        for endpoint in (flow.source, flow.target):
+            if endpoint.reader is not None:
+                endpoint.reader = anchored(endpoint.reader, base)
+            if endpoint.writer is not None:
+                endpoint.writer = anchored(endpoint.writer, base)
 
 
 def find_config(explicit: Path | None) -> Path:

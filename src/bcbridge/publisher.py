@@ -21,12 +21,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import anyio
 import orjson
 
 from bcbridge import catalog
 from bcbridge.catalog import EntitySet, Scope
-from bcbridge.client import BatchOperation, BatchResult, BusinessCentralClient
+from bcbridge.client import BatchOperation, BatchResult, BusinessCentralClient, task_group
 from bcbridge.errors import BCAPIError, ConfigError, TransformError
 from bcbridge.odata import entity_path, is_guid, literal
 from bcbridge.transform import Chain
@@ -285,7 +284,7 @@ class Publisher:
             async for record in self.client.iter_records(path, params={"$filter": condition}):
                 found[str(record.get(by_field))] = record
 
-        async with anyio.create_task_group() as group:
+        async with task_group() as group:
             for start in range(0, len(values), LOOKUP_CHUNK):
                 group.start_soon(fetch, values[start : start + LOOKUP_CHUNK])
         return found

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from bcbridge.errors import ConfigError
 
-__all__ = ["Writer", "open_reader", "open_writer", "sql_target"]
+__all__ = ["Writer", "open_reader", "open_writer", "sql_engine", "sql_target"]
 
 FORMATS = ("jsonl", "csv")
 
@@ -42,6 +42,15 @@ def _format_of(spec: str, format: str | None) -> str:
         "use .jsonl or .csv, a SQL URL with #table, or --format",
         field="format",
     )
+
+
+def sql_engine(url: str) -> sa.Engine:
+    """An engine for `url`; a SQLite file's folder is created first, as a file writer does."""
+    if url.startswith("sqlite:///"):
+        path = url.removeprefix("sqlite:///")
+        if path and not path.startswith(":memory:"):
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(url)
 
 
 def sql_target(spec: str) -> tuple[str, str] | None:
@@ -242,7 +251,7 @@ class SqlWriter(Writer):
 
     def __init__(self, url: str, table: str, *, key: str | None = None):
         super().__init__()
-        self.engine = sa.create_engine(url)
+        self.engine = sql_engine(url)
         self.table_name = table
         self.key = key
         self.table: sa.Table | None = None

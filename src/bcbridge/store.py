@@ -18,7 +18,11 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
-__all__ = ["DEFAULT_URL", "Store", "Task", "payload_hash"]
+from bcbridge.sinks import sql_engine
+
+__all__ = ["DEFAULT_URL", "UNFINISHED", "Store", "Task", "TaskUpdate", "payload_hash"]
+
+UNFINISHED = ("running", "crashed", "interrupted")  # runs whose done tasks a new run resumes
 
 DEFAULT_URL = "sqlite:///.bcbridge/state.db"
 metadata = sa.MetaData()
@@ -53,6 +57,7 @@ tasks = sa.Table(
     sa.Column("last_error", sa.Text),
     sa.Column("result_id", sa.String(64)),
     sa.Column("payload", sa.Text, nullable=False),
+    sa.Column("stage", sa.String(20), nullable=False, server_default="send"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("flow", "hash", name="uq_tasks_flow_hash"),
@@ -80,8 +85,20 @@ class Task:
     last_error: str | None
     result_id: str | None
     payload: dict[str, Any]
+    stage: str
     created_at: datetime
     updated_at: datetime
+
+
+@dataclass
+class TaskUpdate:
+    """The outcome of one task, for `Store.settle`."""
+
+    id: int
+    status: str
+    error: str | None = None
+    result_id: str | None = None
+    payload: dict[str, Any] | None = None  # replaces the stored payload (a retried transform)
 
 
 def migrate(url: str) -> None:
@@ -97,10 +114,8 @@ def migrate(url: str) -> None:
 
 class Store:
     def __init__(self, url: str = DEFAULT_URL):
-        if url.startswith("sqlite:///") and not url.startswith("sqlite:////:memory"):
-            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.engine = sql_engine(url)
         migrate(url)
-        self.engine = sa.create_engine(url)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -125,8 +140,16 @@ class Store:
 
     # --- runs ----------------------------------------------------------------------------
 
-    def start_run(self, flow: str) -> int:
+    def start_run(self, flow: str, *, recover: bool = True) -> int:
+        """A new run. With `recover`, runs of this flow still marked running were killed: they
+        become `crashed`, and the new run resumes their work (one runner per flow at a time)."""
         with self.engine.begin() as conn:
+            if recover:
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.flow == flow, runs.c.status == "running")
+                    .values(status="crashed", ended_at=_now())
+                )
             result = conn.execute(
                 runs.insert().values(flow=flow, started_at=_now(), status="running", counts="{}")
             )
@@ -155,44 +178,85 @@ class Store:
     # --- tasks ---------------------------------------------------------------------------
 
     def register(
-        self, flow: str, run_id: int, items: Sequence[tuple[str | None, dict[str, Any]]]
+        self,
+        flow: str,
+        run_id: int,
+        items: Sequence[tuple[str | None, dict[str, Any]]],
+        *,
+        stage: str = "send",
     ) -> list[Task]:
-        """One task per record; a record already seen by this flow (same payload hash) reuses its
-        task, so a restarted run finds what it had done and what was in flight."""
+        """One task per record, in input order, found by payload hash.
+
+        A record this flow has seen before gets its task back. If that task is `done` in this run
+        or in an unfinished one (crashed, interrupted), the record was delivered and the caller
+        skips it: that is how a restarted run resumes. Any other earlier task (done in a finished
+        run, failed, or in flight when a run died) is moved to this run as `pending`: the record
+        came again and is sent again; creates are matched on the key field, so nothing doubles."""
         now = _now()
-        found: list[Task] = []
+        digests = [payload_hash(payload) for _, payload in items]
         with self.engine.begin() as conn:
-            for key, payload in items:
-                digest = payload_hash(payload)
-                row = (
-                    conn.execute(
-                        sa.select(tasks).where(tasks.c.flow == flow, tasks.c.hash == digest)
-                    )
-                    .mappings()
-                    .first()
+            known = self._by_hash(conn, flow, digests)
+            self._claim(conn, run_id, list(known.values()))
+            new = {
+                digest: (key, payload)
+                for digest, (key, payload) in zip(digests, items, strict=True)
+                if digest not in known
+            }
+            if new:
+                conn.execute(
+                    tasks.insert(),
+                    [
+                        {
+                            "flow": flow,
+                            "run_id": run_id,
+                            "record_key": key,
+                            "hash": digest,
+                            "status": "pending",
+                            "stage": stage,
+                            "attempts": 0,
+                            "payload": orjson.dumps(payload).decode(),
+                            "created_at": now,
+                            "updated_at": now,
+                        }
+                        for digest, (key, payload) in new.items()
+                    ],
                 )
-                if row is None:
-                    conn.execute(
-                        tasks.insert().values(
-                            flow=flow,
-                            run_id=run_id,
-                            record_key=key,
-                            hash=digest,
-                            status="pending",
-                            attempts=0,
-                            payload=orjson.dumps(payload).decode(),
-                            created_at=now,
-                            updated_at=now,
-                        )
-                    )
-                    row = (
-                        conn.execute(
-                            sa.select(tasks).where(tasks.c.flow == flow, tasks.c.hash == digest)
-                        )
-                        .mappings()
-                        .one()
-                    )
-                found.append(_task(row))
+            known = self._by_hash(conn, flow, digests)
+        return [known[digest] for digest in digests]
+
+    @staticmethod
+    def _claim(conn: sa.Connection, run_id: int, found: list[Task]) -> None:
+        earlier = {task.run_id for task in found if task.run_id != run_id}
+        if not earlier:
+            return
+        unfinished = set(
+            conn.execute(
+                sa.select(runs.c.id).where(runs.c.id.in_(earlier), runs.c.status.in_(UNFINISHED))
+            ).scalars()
+        )
+        resumed = [t.id for t in found if t.status == "done" and t.run_id in unfinished]
+        again = [
+            t.id
+            for t in found
+            if t.run_id != run_id and not (t.status == "done" and t.run_id in unfinished)
+        ]
+        if resumed:
+            conn.execute(tasks.update().where(tasks.c.id.in_(resumed)).values(run_id=run_id))
+        if again:
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id.in_(again))
+                .values(run_id=run_id, status="pending", updated_at=_now())
+            )
+
+    @staticmethod
+    def _by_hash(conn: sa.Connection, flow: str, digests: list[str]) -> dict[str, Task]:
+        found: dict[str, Task] = {}
+        for start in range(0, len(digests), 500):  # bound the IN list for every backend
+            stmt = sa.select(tasks).where(
+                tasks.c.flow == flow, tasks.c.hash.in_(digests[start : start + 500])
+            )
+            found.update((row["hash"], _task(row)) for row in conn.execute(stmt).mappings())
         return found
 
     def mark(
@@ -215,13 +279,32 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(tasks.update().where(tasks.c.id.in_(ids)).values(**values))
 
+    def settle(self, updates: Sequence[TaskUpdate]) -> None:
+        """Record the outcome of many tasks in one transaction."""
+        if not updates:
+            return
+        now = _now()
+        with self.engine.begin() as conn:
+            for update in updates:
+                values: dict[str, Any] = {
+                    "status": update.status,
+                    "last_error": update.error,
+                    "updated_at": now,
+                }
+                if update.result_id is not None:
+                    values["result_id"] = update.result_id
+                if update.payload is not None:
+                    values["payload"] = orjson.dumps(update.payload).decode()
+                    values["stage"] = "send"
+                conn.execute(tasks.update().where(tasks.c.id == update.id).values(**values))
+
     def task(self, task_id: int) -> Task | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
         return _task(row) if row else None
 
     def tasks(
-        self, flow: str | None = None, status: str | None = None, limit: int = 50
+        self, flow: str | None = None, status: str | None = None, limit: int | None = 50
     ) -> list[Task]:
         stmt = sa.select(tasks).order_by(tasks.c.id.desc()).limit(limit)
         if flow:

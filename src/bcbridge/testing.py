@@ -5,27 +5,23 @@ Fixtures:
 - ``bc_emulator_factory``: start emulators with other settings; stopped at teardown.
 
 Each emulator is a separate process on a free port of 127.0.0.1, speaking HTTPS with its own CA
-(`info.ca_bundle`). `msal_http_client` gives MSAL a session that really uses that CA, even where
-REQUESTS_CA_BUNDLE is set (bc-api.md §2.3a).
+(`info.ca_bundle`); see `bcbridge.emulator.process` for the API these fixtures return.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import ssl
-import subprocess
-import sys
-import tempfile
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import requests
+
+from bcbridge.emulator.process import (
+    EmulatorInfo,
+    RunningEmulator,
+    bc_token,
+    msal_http_client,
+    start_emulator,
+)
 
 __all__ = [
     "EmulatorInfo",
@@ -34,192 +30,6 @@ __all__ = [
     "msal_http_client",
     "start_emulator",
 ]
-
-
-@dataclass(frozen=True)
-class EmulatorInfo:
-    base_url: str
-    authority_url: str
-    tenant_id: str
-    environment: str
-    api_root: str
-    scope: str
-    client_id: str
-    client_secret: str
-    disabled_client_id: str
-    disabled_client_secret: str
-    ca_bundle: str
-    companies: list[dict[str, str]]
-
-    @property
-    def authority(self) -> str:
-        return f"{self.authority_url}/{self.tenant_id}"
-
-    def company_id(self, index: int = 0) -> str:
-        return self.companies[index]["id"]
-
-    def env(self) -> dict[str, str]:
-        """The BC_* variables every bcbridge command reads."""
-        return {
-            "BC_BASE_URL": self.base_url,
-            "BC_AUTHORITY_URL": self.authority_url,
-            "BC_TENANT_ID": self.tenant_id,
-            "BC_ENVIRONMENT": self.environment,
-            "BC_CLIENT_ID": self.client_id,
-            "BC_CLIENT_SECRET": self.client_secret,
-            "BC_CA_BUNDLE": self.ca_bundle,
-        }
-
-
-class _VerifyingSession(requests.Session):
-    def __init__(self, ca_bundle: str):
-        super().__init__()
-        self.trust_env = False  # REQUESTS_CA_BUNDLE must not replace our CA
-        self._ca_bundle = ca_bundle
-
-    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
-        kwargs["verify"] = self._ca_bundle
-        return super().request(*args, **kwargs)
-
-
-def msal_http_client(ca_bundle: str) -> requests.Session:
-    """A requests session for MSAL's `http_client` that always verifies with `ca_bundle`."""
-    return _VerifyingSession(ca_bundle)
-
-
-def bc_token(
-    info: EmulatorInfo, *, client_id: str | None = None, secret: str | None = None
-) -> dict[str, Any]:
-    """MSAL's answer (a dict) for a client-credentials token from the emulator."""
-    import msal
-
-    app = msal.ConfidentialClientApplication(
-        client_id or info.client_id,
-        client_credential=secret or info.client_secret,
-        authority=info.authority,
-        validate_authority=False,
-        instance_discovery=False,
-        http_client=msal_http_client(info.ca_bundle),
-    )
-    result: dict[str, Any] = app.acquire_token_for_client([info.scope])
-    return result
-
-
-class RunningEmulator:
-    """A started emulator process and its control endpoints (``/_emulator/*``)."""
-
-    def __init__(self, process: subprocess.Popen[str], info: EmulatorInfo):
-        self.process = process
-        self.info = info
-        self._control = httpx.Client(
-            base_url=info.base_url,
-            verify=ssl.create_default_context(cafile=info.ca_bundle),
-            timeout=60,
-        )
-
-    def __enter__(self) -> RunningEmulator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        response = self._control.post(path, json=body)
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-    def fault(self, kind: str = "status", count: int = 1, **options: Any) -> None:
-        """The next `count` API requests fail: kind is "status", "drop" or "stall"."""
-        self._post("/_emulator/faults", {"kind": kind, "count": count, **options})
-
-    def clear_faults(self) -> None:
-        self._control.delete("/_emulator/faults").raise_for_status()
-
-    def reset(self) -> None:
-        self._post("/_emulator/reset", {})
-
-    def seed(self, seed: int | None = None, scale: dict[str, int] | None = None) -> None:
-        body: dict[str, Any] = {}
-        if seed is not None:
-            body["seed"] = seed
-        if scale is not None:
-            body["scale"] = scale
-        self._post("/_emulator/seed", body)
-
-    def configure(self, **options: Any) -> dict[str, Any]:
-        return self._post("/_emulator/config", options)
-
-    def stats(self) -> dict[str, Any]:
-        response = self._control.get("/_emulator/stats")
-        response.raise_for_status()
-        result: dict[str, Any] = response.json()
-        return result
-
-    def register_entity(self, **spec: Any) -> None:
-        self._post("/_emulator/entities", spec)
-
-    def stop(self) -> None:
-        self._control.close()
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-
-    def kill(self) -> None:
-        self.process.kill()
-        self.process.wait()
-
-
-def _shared_state_dir() -> Path:
-    """One state folder per test run, so the CA is made once and no run touches ~/.bcbridge."""
-    path = os.environ.get("BCBRIDGE_EMULATOR_HOME")
-    if path:
-        return Path(path)
-    folder = Path(tempfile.gettempdir()) / f"bcbridge-emulator-{os.getuid()}"
-    folder.mkdir(exist_ok=True)
-    from bcbridge.emulator.tls import ensure_signing_key, ensure_tls
-
-    ensure_tls(folder)  # made here once; emulator processes only read it
-    ensure_signing_key(folder)
-    return folder
-
-
-def start_emulator(*, timeout: float = 60.0, **options: Any) -> RunningEmulator:
-    """Start ``bcbridge emulator --json --port 0`` with options named like its flags."""
-    args = [sys.executable, "-m", "bcbridge", "emulator", "--json", "--port", "0"]
-    options.setdefault("state_dir", _shared_state_dir())
-    for name, value in options.items():
-        if value is None:
-            continue
-        if name == "scale" and isinstance(value, dict):
-            value = ",".join(f"{k}={v}" for k, v in value.items())
-        args += [f"--{name.replace('_', '-')}", str(value)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line: list[str] = []
-    reader = threading.Thread(
-        target=lambda: line.append(process.stdout.readline() if process.stdout else "")
-    )
-    reader.start()
-    reader.join(timeout)
-    if not line or not line[0].strip():
-        process.kill()
-        _, err = process.communicate()
-        raise RuntimeError(f"the emulator did not start: {err.strip()[-2000:]}")
-    threading.Thread(target=_drain, args=(process,), daemon=True).start()
-    data = json.loads(line[0])
-    known = {f.name for f in fields(EmulatorInfo)}
-    return RunningEmulator(process, EmulatorInfo(**{k: v for k, v in data.items() if k in known}))
-
-
-def _drain(process: subprocess.Popen[str]) -> None:
-    """Keep reading the emulator's stderr so a full pipe never blocks it."""
-    if process.stderr:
-        for _ in process.stderr:
-            pass
 
 
 @pytest.fixture(scope="session")

@@ -115,12 +115,14 @@ class EmulatorApp:
             if fault is not None:
                 if fault.kind == "status":
                     raise status_error(fault)
-                if fault.kind == "drop":
+                if fault.kind == "drop" and not fault.after:
                     return _DROP
-                await asyncio.sleep(fault.seconds)
+                if fault.kind == "stall":
+                    await asyncio.sleep(fault.seconds)
             if self.config.latency_ms:
                 await asyncio.sleep(self.config.latency_ms / 1000)
-            return await self.service.handle(request, api_path)
+            answer = await self.service.handle(request, api_path)
+            return _DROP if fault is not None and fault.kind == "drop" else answer
 
     # --- control endpoints ----------------------------------------------------------------------
 
@@ -173,7 +175,9 @@ class EmulatorApp:
         return JSONResponse(self.config.model_dump(mode="json", exclude={"state_dir", "data"}))
 
     async def _stats(self, request: Request) -> Response:
-        return JSONResponse(self.limits.stats.as_json())
+        return JSONResponse(
+            {**self.limits.stats.as_json(), "tokens_issued": self.identity.tokens_issued}
+        )
 
     async def _info(self, request: Request) -> Response:
         return JSONResponse(self.info)

@@ -1,7 +1,8 @@
 """Injected faults: the next N matching API requests fail in a chosen way.
 
 - ``status``: answer that HTTP status with BC's error JSON (and Retry-After when given);
-- ``drop``: start the answer, then close the connection mid-body, as a broken proxy does;
+- ``drop``: start the answer, then close the connection mid-body, as a broken proxy does; with
+  ``after`` the request is carried out first, so its answer is lost but its writes landed;
 - ``stall``: wait `seconds` before handling, so that client timeouts fire.
 """
 
@@ -30,6 +31,7 @@ class FaultSpec(BaseModel):
     status: int = Field(503, ge=400, le=599)
     retry_after: float | None = None
     seconds: float = Field(5.0, ge=0)
+    after: bool = False  # drop: carry the request out, then drop the answer
     path_contains: str | None = None
     method: str | None = None
 

@@ -58,6 +58,7 @@ class Identity:
         self.signing_key = signing_key
         self.public_key = signing_key.public_key()
         self.token_lifetime = token_lifetime
+        self.tokens_issued = 0  # reported by /_emulator/stats, so tests can see renewals
 
     # --- Entra side ---------------------------------------------------------------------
 
@@ -140,6 +141,7 @@ class Identity:
                 f"The provided value for the input parameter 'scope' is not valid. The scope "
                 f"must be '{BC_SCOPE}' for the client credentials flow.",
             )
+        self.tokens_issued += 1
         return JSONResponse(
             {
                 "token_type": "Bearer",

@@ -1,0 +1,113 @@
+"""Flows against a private emulator: projects are written to tmp_path, state in a SQLite store."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+import yaml
+
+from bcbridge.cli.demo import examples_dir
+from bcbridge.config import ClientSettings
+from bcbridge.flowconfig import load_project
+from bcbridge.flows import FlowRunner, RunResult
+from bcbridge.store import Store
+from bcbridge.sync import Client
+from bcbridge.testing import RunningEmulator, start_emulator
+
+CRONUS = "CRONUS USA, Inc."
+FABRIKAM = "Fabrikam & O'Brien, Ltd."
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[RunningEmulator]:
+    with start_emulator() as running:
+        yield running
+
+
+@pytest.fixture
+def bc_env(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The BC_* variables of the emulator, set for in-process runs and returned for subprocesses."""
+    for name, value in emulator.info.env().items():
+        monkeypatch.setenv(name, value)
+    return {**os.environ, **emulator.info.env()}
+
+
+@pytest.fixture
+def examples(tmp_path: Path, bc_env: dict[str, str]) -> Path:
+    """A copy of examples/ in tmp_path; returns its project file."""
+    shutil.copytree(
+        examples_dir(), tmp_path, dirs_exist_ok=True, ignore=shutil.ignore_patterns("out", ".*")
+    )
+    return tmp_path / "bcbridge.yaml"
+
+
+def write_project(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def run_flow(project: Path, name: str) -> RunResult:
+    config = load_project(project)
+    store = Store(config.store)
+    try:
+        return anyio.run(FlowRunner(config, store).run, name)
+    finally:
+        store.close()
+
+
+def store_of(project: Path) -> Store:
+    return Store(load_project(project).store)
+
+
+def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bcbridge", *args],
+        env={**env, "COLUMNS": "250"},  # rich wraps tables at the terminal width
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+class BC:
+    """A small synchronous view of the emulator's data, for checking what flows did."""
+
+    def __init__(self, emulator: RunningEmulator):
+        self.client = Client(ClientSettings.from_env(emulator.info.env()))
+
+    def close(self) -> None:
+        self.client.close()
+
+    def path(self, company: str, entity: str) -> str:
+        return f"companies({self.client.resolve_company(company).id})/{entity}"
+
+    def all(self, company: str, entity: str, **params: Any) -> list[dict[str, Any]]:
+        return list(self.client.iter_records(self.path(company, entity), params=params))
+
+    def create(self, company: str, entity: str, record: dict[str, Any]) -> dict[str, Any]:
+        response = self.client.request("POST", self.path(company, entity), json=record)
+        created: dict[str, Any] = response.json()
+        return created
+
+    def patch(self, company: str, entity: str, record: dict[str, Any], **changes: Any) -> None:
+        self.client.request(
+            "PATCH",
+            f"{self.path(company, entity)}({record['id']})",
+            json=changes,
+            headers={"If-Match": record["@odata.etag"]},
+        )
+
+
+@pytest.fixture
+def bc(emulator: RunningEmulator) -> Iterator[BC]:
+    view = BC(emulator)
+    yield view
+    view.close()
