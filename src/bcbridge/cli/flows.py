@@ -132,7 +132,10 @@ def _run_flows(
 
 
 def _exit_code(results: list[RunResult]) -> int:
-    return 0 if all(r.status in ("ok", "interrupted") for r in results) else 1
+    """1 when a run failed or records failed; 130 (as for SIGINT) when Ctrl-C stopped it."""
+    if any(r.status not in ("ok", "interrupted") for r in results):
+        return 1
+    return 130 if any(r.status == "interrupted" for r in results) else 0
 
 
 def run(
