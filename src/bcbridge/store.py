@@ -20,7 +20,7 @@ import sqlalchemy as sa
 
 from bcbridge.sinks import sql_engine
 
-__all__ = ["DEFAULT_URL", "UNFINISHED", "Store", "Task", "TaskUpdate", "payload_hash"]
+__all__ = ["DEFAULT_URL", "UNFINISHED", "Store", "Task", "TaskUpdate", "migrate", "payload_hash"]
 
 UNFINISHED = ("running", "crashed", "interrupted")  # runs whose done tasks a new run resumes
 
@@ -101,15 +101,16 @@ class TaskUpdate:
     payload: dict[str, Any] | None = None  # replaces the stored payload (a retried transform)
 
 
-def migrate(url: str) -> None:
-    """Bring the database at `url` to the newest schema (Alembic `upgrade head`)."""
+def migrate(url: str, revision: str = "head") -> None:
+    """Bring the database at `url` to the newest schema (Alembic `upgrade head`), or to an
+    older `revision` (tests of an upgrade start from one)."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, "head")
+    command.upgrade(config, revision)
 
 
 class Store:

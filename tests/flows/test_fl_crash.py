@@ -90,7 +90,7 @@ def finish(env: dict[str, str], project: Path, flow: str) -> None:
     ]
 
 
-def items_csv_project(folder: Path, count: int, prefix: str) -> Path:
+def items_csv_project(folder: Path, count: int, prefix: str, store: str | None = None) -> Path:
     with (folder / "items.csv").open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["number", "displayName"])
@@ -99,6 +99,7 @@ def items_csv_project(folder: Path, count: int, prefix: str) -> Path:
     return write_project(
         folder / "bcbridge.yaml",
         {
+            **({"store": store} if store else {}),
             "outgoing": {"items": {**outgoing, "batch_size": 40}},
             "flows": {"load": {"from": "items.csv", "to": "items", "chunk_size": 40}},
         },
@@ -171,13 +172,22 @@ def customers_project(folder: Path) -> Path:
     )
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_sigkill_while_creating_items_from_a_file(
-    tmp_path: Path, bc_env: dict[str, str], bc: BC, rng: random.Random
+    tmp_path: Path,
+    bc_env: dict[str, str],
+    bc: BC,
+    rng: random.Random,
+    backend: str,
+    request: pytest.FixtureRequest,
 ) -> None:
-    project = items_csv_project(tmp_path, 1200, prefix="K")
+    """On each store backend: a kill lands between PostgreSQL's commits as it does SQLite's."""
+    prefix = {"sqlite": "K", "postgresql": "P"}[backend]
+    store = request.getfixturevalue("postgres").new_database() if backend == "postgresql" else None
+    project = items_csv_project(tmp_path, 1200, prefix=prefix, store=store)
     killed = kill_runs_at_random(bc_env, project, "load", rng, total=1200)
     finish(bc_env, project, "load")
-    numbers = Counter(i["number"] for i in bc.all(CRONUS, "items") if i["number"][0] == "K")
+    numbers = Counter(i["number"] for i in bc.all(CRONUS, "items") if i["number"][0] == prefix)
     assert len(numbers) == 1200 and set(numbers.values()) == {1}, f"killed {killed} times"
     assert killed >= 1
 
