@@ -16,6 +16,7 @@ flows:
     schedule: 5m                            # or a cron expression
 ```
 Without a `clients:` section the `default` client comes from the BC_* environment variables.
+Relative paths (the store, readers, writers, SQLite URLs) are relative to the project file.
 Errors name the file, the line and the field path; unknown names list the valid ones.
 """
 
