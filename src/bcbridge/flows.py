@@ -23,12 +23,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import anyio
 import sqlalchemy as sa
 
+from bcbridge import _redact
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import (
     BCBridgeError,
@@ -128,8 +129,7 @@ class _OutgoingTarget:
         return self.publisher.action
 
     def key_of(self, payload: dict[str, Any]) -> str | None:
-        value = payload.get(self.publisher.key_field or "id")
-        return None if value is None else str(value)
+        return _field_text(payload, self.publisher.key_field or "id")
 
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
         """A chunk whose answer was lost (dropped connection, retries spent) is delivered again:
@@ -154,15 +154,14 @@ class _WriterTarget:
     action: str = "write"
 
     def key_of(self, payload: dict[str, Any]) -> str | None:
-        value = payload.get(self.key or "id")
-        return None if value is None else str(value)
+        return _field_text(payload, self.key or "id")
 
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
         try:
             self.writer.write_many(payloads)
             self.writer.flush()  # durable before the tasks say done
         except (OSError, sa.exc.SQLAlchemyError) as exc:
-            raise BCBridgeError(f"cannot write to {self.spec}: {exc}") from exc
+            raise BCBridgeError(f"cannot write to {_redact.url(self.spec)}: {exc}") from exc
         return [
             RecordResult(index, Outcome.DONE, payload, id=self.key_of(payload))
             for index, payload in enumerate(payloads)
@@ -305,7 +304,8 @@ class FlowRunner:
         self._keep_broken(name, run_id, broken, counts)
         tasks = self.store.register(name, run_id, [(target.key_of(p), p) for p in payloads])
         todo = list({task.id: task for task in tasks if task.status != "done"}.values())
-        counts["skipped"] += len(tasks) - len(todo)  # delivered before a crash or twice in input
+        if skipped := len(tasks) - len(todo):  # delivered before a crash, or twice in the input
+            counts["skipped"] += skipped
         await self._deliver(todo, None, context, target, counts)
 
     def _keep_broken(
@@ -389,6 +389,11 @@ def _outcome(result: RecordResult, action: str) -> str:
     return Outcome.FAILED.value
 
 
+def _field_text(payload: dict[str, Any], name: str) -> str | None:
+    value = payload.get(name)
+    return None if value is None else str(value)
+
+
 def _label(record: dict[str, Any]) -> str | None:
     for name in ("number", "id", "code", "no"):
         if record.get(name) not in (None, ""):
@@ -432,8 +437,6 @@ _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
 def parse_schedule(text: str) -> Callable[[datetime], datetime]:
     """`5m`, `1h30m`, `45s`, `1d` (an interval), or a five-field cron expression; returns a
     function from "now" to the next start."""
-    from datetime import timedelta
-
     match = _DURATION.match(text.strip())
     if match and any(match.groups()):
         days, hours, minutes, seconds = (int(part or 0) for part in match.groups())

@@ -18,6 +18,8 @@ from typing import Any
 import orjson
 import sqlalchemy as sa
 
+from bcbridge import _redact
+from bcbridge.errors import ConfigError
 from bcbridge.sinks import sql_engine
 
 __all__ = ["DEFAULT_URL", "UNFINISHED", "Store", "Task", "TaskUpdate", "migrate", "payload_hash"]
@@ -115,8 +117,15 @@ def migrate(url: str, revision: str = "head") -> None:
 
 class Store:
     def __init__(self, url: str = DEFAULT_URL):
-        self.engine = sql_engine(url)
-        migrate(url)
+        try:
+            self.engine = sql_engine(url)
+            migrate(url)
+        except (sa.exc.SQLAlchemyError, ImportError, OSError) as exc:
+            reason = getattr(exc, "orig", None) or exc  # the driver's words, not SQLAlchemy's
+            raise ConfigError(
+                f"cannot open the store at {_redact.url(url)}: {_redact.text(str(reason))}",
+                field="store",
+            ) from None
 
     def close(self) -> None:
         self.engine.dispose()

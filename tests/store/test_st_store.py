@@ -10,7 +10,9 @@ from datetime import UTC, datetime
 import pytest
 import sqlalchemy as sa
 
+from bcbridge.errors import ConfigError
 from bcbridge.store import Store, TaskUpdate, migrate, payload_hash
+from tests.pg_server import free_port
 
 
 @pytest.fixture
@@ -171,3 +173,13 @@ def test_two_stores_on_one_database_see_each_other(store_url: str) -> None:
     assert reader.cursor("flow:in") == {"at": 1}
     writer.close()
     reader.close()
+
+
+def test_a_store_that_cannot_be_opened_is_a_clear_error_without_its_password() -> None:
+    url = f"postgresql+psycopg://bc:hunter2secret@127.0.0.1:{free_port()}/state"
+    with pytest.raises(ConfigError, match=r"store: cannot open the store at .*bc:\*\*\*@") as error:
+        Store(url)
+    assert "hunter2secret" not in str(error.value)
+    assert "connection" in str(error.value).lower()  # the driver says why
+    with pytest.raises(ConfigError, match="nosuchdb"):
+        Store("nosuchdb://somewhere/state")

@@ -47,8 +47,13 @@ tasks_group = typer.Typer(
 )
 
 
-def _project(config: Path | None) -> ProjectConfig:
-    return load_project(find_config(config))
+def _open(config: Path | None) -> tuple[ProjectConfig, Store]:
+    """The project and its store; a bad project file or an unusable store ends the command."""
+    try:
+        project = load_project(find_config(config))
+        return project, Store(project.store)
+    except BCBridgeError as exc:
+        raise fail(exc) from None
 
 
 @contextmanager
@@ -154,16 +159,15 @@ def run(
     Example: bcbridge run customers_to_sqlite --config examples/bcbridge.yaml --every 5m
     """
     stop = threading.Event()
+    project, store = _open(config)
+    names = list(flows or project.flows)
     try:
-        project = _project(config)
-        names = list(flows or project.flows)
         if once and (every or scheduled):
             raise BCBridgeError("--once runs once: leave out --every and --scheduled")
         schedule = every
         if scheduled and not every:
             schedule = _common_schedule(project, names)
         next_start = parse_schedule(schedule) if schedule else None
-        store = Store(project.store)
     except BCBridgeError as exc:
         raise fail(exc) from None
     code = 0
@@ -196,11 +200,7 @@ def _common_schedule(project: ProjectConfig, names: list[str]) -> str:
 @flows_group.command("list")
 def flows_list(config: Path | None = PROJECT_OPTION) -> None:
     """The flows of the project, what they connect and how their last run ended."""
-    try:
-        project = _project(config)
-        store = Store(project.store)
-    except BCBridgeError as exc:
-        raise fail(exc) from None
+    project, store = _open(config)
     table = Table(title=f"Flows in {project.source}")
     for column in ("Flow", "From", "To", "Schedule", "Last run", "Tasks"):
         table.add_column(column)
@@ -244,10 +244,7 @@ def tasks_list(
     config: Path | None = PROJECT_OPTION,
 ) -> None:
     """Tasks, newest first. Example: bcbridge tasks list --status failed"""
-    try:
-        store = Store(_project(config).store)
-    except BCBridgeError as exc:
-        raise fail(exc) from None
+    _, store = _open(config)
     stdout.print(_task_table(store.tasks(flow, status, limit)))
     store.close()
 
@@ -255,10 +252,7 @@ def tasks_list(
 @tasks_group.command("show")
 def tasks_show(task_id: int = typer.Argument(...), config: Path | None = PROJECT_OPTION) -> None:
     """One task with its payload and last error, as JSON."""
-    try:
-        store = Store(_project(config).store)
-    except BCBridgeError as exc:
-        raise fail(exc) from None
+    _, store = _open(config)
     task = store.task(task_id)
     store.close()
     if task is None:
@@ -278,9 +272,8 @@ def tasks_retry(
 
     Example: bcbridge tasks retry --failed --flow items_from_csv
     """
+    project, store = _open(config)
     try:
-        project = _project(config)
-        store = Store(project.store)
         tasks = _chosen(store, task_ids or [], failed, flow)
         results = anyio.run(FlowRunner(project, store).retry, tasks)
     except BCBridgeError as exc:
