@@ -26,10 +26,18 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from bcbridge.config import ClientSettings, config_error, load_yaml, validate_settings
+from bcbridge.config import ClientSettings, config_error, load_yaml
 from bcbridge.errors import ConfigError
+from bcbridge.schedule import parse_schedule
 from bcbridge.store import DEFAULT_URL
 
 __all__ = [
@@ -38,6 +46,7 @@ __all__ = [
     "OutgoingConfig",
     "ProjectConfig",
     "anchored",
+    "default_config",
     "find_config",
     "load_project",
 ]
@@ -88,6 +97,16 @@ class FlowConfig(_Strict):
     schedule: str | None = None
     chunk_size: int = Field(500, ge=1)  # records per committed step of a run
 
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_schedule(value)
+            except ConfigError as exc:
+                raise ValueError(str(exc).removeprefix("schedule: ")) from None
+        return value
+
     @model_validator(mode="after")
     def _one_each(self) -> FlowConfig:
         if (self.source.incoming is None) == (self.source.reader is None):
@@ -99,7 +118,7 @@ class FlowConfig(_Strict):
 
 class ProjectConfig(_Strict):
     store: str = DEFAULT_URL
-    clients: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    clients: dict[str, ClientSettings] = Field(default_factory=dict)  # validated at load
     incoming: dict[str, IncomingConfig] = Field(default_factory=dict)
     outgoing: dict[str, OutgoingConfig] = Field(default_factory=dict)
     flows: dict[str, FlowConfig] = Field(default_factory=dict)
@@ -107,15 +126,11 @@ class ProjectConfig(_Strict):
     lines: dict[str, int] = Field(default_factory=dict, exclude=True)
 
     def client_settings(self, name: str) -> ClientSettings:
-        if name not in self.clients:
-            if name == DEFAULT_CLIENT:
-                return ClientSettings.from_env()
-            raise ConfigError(
-                f"no client named {name!r}; defined: {', '.join(self.clients) or 'none'}"
-            )
-        return validate_settings(
-            self.clients[name], source=self.source, lines=self.lines, prefix=f"clients.{name}"
-        )
+        if name in self.clients:
+            return self.clients[name]
+        if name == DEFAULT_CLIENT:
+            return ClientSettings.from_env()
+        raise ConfigError(f"no client named {name!r}; defined: {', '.join(self.clients) or 'none'}")
 
     def flow(self, name: str) -> FlowConfig:
         if name not in self.flows:
@@ -127,16 +142,32 @@ class ProjectConfig(_Strict):
 
 
 def _short_forms(data: dict[str, Any]) -> dict[str, Any]:
-    """`from: name` / `to: name` pick an incoming/outgoing by name, or else name a file or URL."""
+    """`from: x` / `to: x`: a file (`items.csv`, `out/a.jsonl`), a URL or `-` is a reader or a
+    writer; anything else is the name of an incoming or outgoing, so that a mistyped name is
+    reported with the valid ones instead of being read as a file that is not there."""
     incoming, outgoing = data.get("incoming") or {}, data.get("outgoing") or {}
     for flow in (data.get("flows") or {}).values():
         if not isinstance(flow, dict):
             continue
         if isinstance(flow.get("from"), str):
-            flow["from"] = {"incoming" if flow["from"] in incoming else "reader": flow["from"]}
+            source = flow["from"]
+            flow["from"] = {"reader" if _is_location(source, incoming) else "incoming": source}
         if isinstance(flow.get("to"), str):
-            flow["to"] = {"outgoing" if flow["to"] in outgoing else "writer": flow["to"]}
+            target = flow["to"]
+            flow["to"] = {"writer" if _is_location(target, outgoing) else "outgoing": target}
     return data
+
+
+def _is_location(text: str, names: dict[str, Any]) -> bool:
+    if text in names:
+        return False
+    return text == "-" or "://" in text or "/" in text or bool(Path(text).suffix)
+
+
+def _where(config: ProjectConfig, path: str) -> str:
+    """`file:line: path` for an error about the item at `path` (e.g. flows.copy)."""
+    line = config.lines.get(path)
+    return f"{config.source}:{line}: {path}" if line else f"{config.source}: {path}"
 
 
 def _check_names(config: ProjectConfig) -> None:
@@ -146,25 +177,23 @@ def _check_names(config: ProjectConfig) -> None:
             ("outgoing", flow.target.outgoing, config.outgoing),
         ):
             if wanted is not None and wanted not in known:
-                line = config.lines.get(f"flows.{name}")
-                where = f"{config.source}:{line}" if line else config.source
                 raise ConfigError(
-                    f"{where}: flows.{name}: unknown {kind} {wanted!r}; "
+                    f"{_where(config, f'flows.{name}')}: unknown {kind} {wanted!r}; "
                     f"defined: {', '.join(known) or 'none'}"
                 )
         outgoing = config.outgoing.get(str(flow.target.outgoing))
         if outgoing is not None and outgoing.action == "create" and not outgoing.key_field:
             raise ConfigError(
-                f"{config.source}: flows.{name}: outgoing {flow.target.outgoing!r} creates "
+                f"{_where(config, f'flows.{name}')}: outgoing {flow.target.outgoing!r} creates "
                 "records, so it needs key_field (e.g. number or externalDocumentNumber): a record "
                 "re-sent after a crash is matched on it instead of created twice"
             )
-    for section in (config.incoming, config.outgoing):
+    for kind, section in (("incoming", config.incoming), ("outgoing", config.outgoing)):
         for name, item in section.items():
             if item.client != DEFAULT_CLIENT and item.client not in config.clients:
                 raise ConfigError(
-                    f"{config.source}: {name}: unknown client {item.client!r}; "
-                    f"defined: {', '.join(config.clients) or 'none'}"
+                    f"{_where(config, f'{kind}.{name}.client')}: unknown client "
+                    f"{item.client!r}; defined: {', '.join(config.clients) or 'none'}"
                 )
 
 
@@ -202,9 +231,14 @@ def _anchor_paths(config: ProjectConfig, base: Path) -> None:
                 endpoint.writer = anchored(endpoint.writer, base)
 
 
+def default_config() -> Path:
+    """$BCBRIDGE_CONFIG, else ./bcbridge.yaml (which may not exist)."""
+    return Path(os.environ.get("BCBRIDGE_CONFIG", "bcbridge.yaml"))
+
+
 def find_config(explicit: Path | None) -> Path:
     """--config, else $BCBRIDGE_CONFIG, else ./bcbridge.yaml."""
-    path = explicit or Path(os.environ.get("BCBRIDGE_CONFIG", "bcbridge.yaml"))
+    path = explicit or default_config()
     if not path.exists():
         raise ConfigError(
             f"no config file at {path} (use --config or BCBRIDGE_CONFIG)", field="config"

@@ -17,13 +17,11 @@ honoured between chunks: the chunk in flight finishes and its cursor is saved.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 import anyio
@@ -33,7 +31,6 @@ from bcbridge import _redact
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import (
     BCBridgeError,
-    ConfigError,
     RetriableAPIError,
     TransformError,
     TransportError,
@@ -45,7 +42,7 @@ from bcbridge.store import Store, Task, TaskUpdate
 from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.transform import Chain, load_chain
 
-__all__ = ["FlowRunner", "RunResult", "next_run", "parse_schedule"]
+__all__ = ["FlowRunner", "RunResult"]
 
 Progress = Callable[[str, Counter[str]], None]
 REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run stops
@@ -427,43 +424,3 @@ class _Clients:
             client = BusinessCentralClient(self.project.client_settings(name))
             self.open[name] = await self.stack.enter_async_context(client)
         return self.open[name]
-
-
-# --- schedules ----------------------------------------------------------------------------------
-
-_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-
-
-def parse_schedule(text: str) -> Callable[[datetime], datetime]:
-    """`5m`, `1h30m`, `45s`, `1d` (an interval), or a five-field cron expression; returns a
-    function from "now" to the next start."""
-    match = _DURATION.match(text.strip())
-    if match and any(match.groups()):
-        days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
-        step = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
-        if step.total_seconds() <= 0:
-            raise ConfigError("the interval must be longer than zero", field="schedule")
-        return lambda now: now + step
-    from croniter import croniter
-
-    if not croniter.is_valid(text):
-        raise ConfigError(
-            f"{text!r} is neither an interval (30s, 5m, 1h30m, 1d) nor a cron expression "
-            "('*/15 * * * *')",
-            field="schedule",
-        )
-    return lambda now: croniter(text, now).get_next(datetime)
-
-
-def next_run(schedule: str, now: datetime) -> datetime:
-    return parse_schedule(schedule)(now)
-
-
-async def sleep_until(moment: datetime, stop: threading.Event) -> bool:
-    """Sleep until `moment`; False when `stop` was set meanwhile."""
-    while not stop.is_set():
-        left = (moment - datetime.now(moment.tzinfo)).total_seconds()
-        if left <= 0:
-            return True
-        await anyio.sleep(min(left, 0.5))
-    return False

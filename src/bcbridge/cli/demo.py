@@ -24,7 +24,7 @@ from bcbridge.cli._settings import fail
 from bcbridge.cli.flows import _ctrl_c_stops, _exit_code, _run_flows, _summary, _task_table, stderr
 from bcbridge.config import ClientSettings
 from bcbridge.errors import BCBridgeError
-from bcbridge.flowconfig import ProjectConfig, load_project
+from bcbridge.flowconfig import ProjectConfig, default_config, load_project
 from bcbridge.flows import RunResult
 from bcbridge.store import Store
 
@@ -41,7 +41,7 @@ def examples_dir() -> Path:
 
 
 def _configured() -> Path | None:
-    path = Path(os.environ.get("BCBRIDGE_CONFIG", "bcbridge.yaml"))
+    path = default_config()
     return path if path.exists() else None
 
 
@@ -68,9 +68,11 @@ def _against_project(path: Path, stop: threading.Event) -> list[RunResult]:
     stderr.print(f"Running the flows of {path} (its own tenant).")
     project = load_project(path)
     store = Store(project.store)
-    results = _run_flows(project, store, list(project.flows), stop)
+    try:
+        results = _run_flows(project, store, list(project.flows), stop)
+    finally:
+        store.close()
     _summary(results)
-    store.close()
     return results
 
 

@@ -21,7 +21,8 @@ from rich.table import Table
 from bcbridge.cli._settings import fail
 from bcbridge.errors import BCBridgeError
 from bcbridge.flowconfig import ProjectConfig, find_config, load_project
-from bcbridge.flows import FlowRunner, RunResult, parse_schedule, sleep_until
+from bcbridge.flows import FlowRunner, RunResult
+from bcbridge.schedule import parse_schedule, sleep_until
 from bcbridge.store import Store, Task
 
 stderr = Console(stderr=True)
