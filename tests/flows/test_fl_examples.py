@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -125,3 +128,27 @@ def test_cli_run_flows_list_and_tasks(examples: Path, bc_env: dict[str, str]) ->
     unknown = cli(bc_env, "run", "no_such_flow", *config)
     assert unknown.returncode == 1
     assert "no flow named 'no_such_flow'" in unknown.stderr and "items_from_csv" in unknown.stderr
+
+
+def test_the_demo_runs_the_examples_against_its_own_emulator(tmp_path: Path) -> None:
+    """`make demo` on a fresh machine: no project file here, no BC_* settings, exit 0."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BC_", "BCBRIDGE_"))}
+    demo = subprocess.run(
+        [sys.executable, "-m", "bcbridge", "demo"],
+        cwd=tmp_path,
+        env={**env, "COLUMNS": "250"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert demo.returncode == 0, demo.stderr
+    landed = {
+        line.split("│")[1].strip(): line.split("│")[2].strip()
+        for line in demo.stderr.splitlines()
+        if line.startswith("│ ") and line.count("│") == 3
+    }
+    assert landed["customers table in customers.db"] == "40"
+    assert landed["sales orders copied into Fabrikam & O'Brien, Ltd."] == "8"
+    assert landed["items from items.csv created in CRONUS USA, Inc."] == "6"
+    assert "Changed 2 customers in BC" in demo.stderr
+    assert list(tmp_path.iterdir()) == []  # the scratch folder is elsewhere, and removed

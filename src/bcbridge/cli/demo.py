@@ -137,7 +137,7 @@ def _show_landed(project: ProjectConfig) -> None:
     with engine.connect() as conn:
         rows = conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar()
     engine.dispose()
-    table.add_row(f"{name} table in {url.removeprefix('sqlite:///')}", f"{rows:,}")
+    table.add_row(f"{name} table in {Path(url.removeprefix('sqlite:///')).name}", f"{rows:,}")
     with Client(ClientSettings.from_env()) as bc:
         company = bc.resolve_company(TARGET_COMPANY)
         path = f"companies({company.id})/salesOrders"
