@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -152,3 +154,28 @@ def test_the_demo_runs_the_examples_against_its_own_emulator(tmp_path: Path) -> 
     assert landed["items from items.csv created in CRONUS USA, Inc."] == "6"
     assert "Changed 2 customers in BC" in demo.stderr
     assert list(tmp_path.iterdir()) == []  # the scratch folder is elsewhere, and removed
+
+
+def test_run_every_repeats_until_ctrl_c(examples: Path, bc_env: dict[str, str]) -> None:
+    command = [sys.executable, "-m", "bcbridge", "run", "items_from_csv", "--every", "1s"]
+    process = subprocess.Popen(
+        [*command, "--config", str(examples)],
+        env=bc_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    store = store_of(examples)
+    deadline = time.monotonic() + 60
+    while len(store.runs("items_from_csv")) < 3:
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert "next run at" in err
+    runs = store.runs("items_from_csv")
+    store.close()
+    assert {run["status"] for run in runs} <= {"ok", "interrupted"}
+    assert runs[-1]["counts"]["created"] == 6  # the first run created, the next found them
+    assert all(run["counts"].get("created", 0) == 0 for run in runs[:-1])

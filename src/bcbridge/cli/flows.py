@@ -185,6 +185,8 @@ def run(
             if not anyio.run(sleep_until, moment, stop):
                 break
     store.close()
+    if stop.is_set() and code == 0:
+        code = 130  # stopped with Ctrl-C, also between scheduled runs
     raise typer.Exit(code)
 
 
