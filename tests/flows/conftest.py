@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,14 +69,44 @@ def store_of(project: Path) -> Store:
     return Store(load_project(project).store)
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+BCBRIDGE = [sys.executable, "-m", "bcbridge"]
+
+
+def cli(
+    env: dict[str, str], *args: str, timeout: float = 120, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "bcbridge", *args],
+        [*BCBRIDGE, *args],
         env={**env, "COLUMNS": "250"},  # rich wraps tables at the terminal width
         capture_output=True,
         text=True,
         timeout=timeout,
+        cwd=cwd,
     )
+
+
+def start_run(
+    env: dict[str, str], project: Path, flow: str, *options: str
+) -> subprocess.Popen[str]:
+    """`bcbridge run FLOW` in the background, for tests that kill or interrupt it."""
+    return subprocess.Popen(
+        [*BCBRIDGE, "run", flow, *options, "--config", str(project)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def ctrl_c_when(process: subprocess.Popen[str], ready: Callable[[], bool], within: float) -> str:
+    """Wait (up to `within` seconds, while the run lives) until `ready()`, press Ctrl-C; return
+    the run's stderr once it has stopped."""
+    deadline = time.monotonic() + within
+    while not ready():
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.1)
+    process.send_signal(signal.SIGINT)
+    return process.communicate(timeout=60)[1]
 
 
 class BC:

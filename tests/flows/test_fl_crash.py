@@ -9,8 +9,6 @@ import csv
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -21,7 +19,16 @@ import pytest
 import sqlalchemy as sa
 
 from bcbridge.testing import RunningEmulator, start_emulator
-from tests.flows.conftest import BC, CRONUS, FABRIKAM, cli, store_of, write_project
+from tests.flows.conftest import (
+    BC,
+    CRONUS,
+    FABRIKAM,
+    cli,
+    ctrl_c_when,
+    start_run,
+    store_of,
+    write_project,
+)
 
 SEED = int(os.environ.get("BCBRIDGE_CRASH_SEED", time.time_ns() % 1_000_000))
 KILLS = 5
@@ -38,16 +45,6 @@ def emulator() -> Iterator[RunningEmulator]:
 def rng() -> random.Random:
     print(f"\ncrash test seed: {SEED} (BCBRIDGE_CRASH_SEED={SEED} replays it)")
     return random.Random(SEED)
-
-
-def start_run(env: dict[str, str], project: Path, flow: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "bcbridge", "run", flow, "--config", str(project)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
 
 
 def kill_runs_at_random(
@@ -232,22 +229,17 @@ def test_ctrl_c_stops_after_the_chunk_in_flight_and_the_next_run_resumes(
 ) -> None:
     project = items_csv_project(tmp_path, 800, prefix="C")
     process = start_run(bc_env, project, "load")
-    deadline = time.monotonic() + 30
-    while not store_of(project).tasks("load", "done", limit=1):  # wait for the first chunk
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    store = store_of(project)
+    err = ctrl_c_when(process, lambda: bool(store.tasks("load", "done", limit=1)), within=30)
     assert process.returncode == 130, err
     assert "stopping after the records in flight" in err
-    store = store_of(project)
     assert store.runs("load", limit=1)[0]["status"] == "interrupted"
     assert not store.tasks("load", "sending")  # nothing left half-sent
     done_before = len(store.tasks("load", "done", limit=None))
     assert 0 < done_before < 800
 
     finish(bc_env, project, "load")
-    last = store_of(project).runs("load", limit=1)[0]
+    last = store.runs("load", limit=1)[0]
     assert last["counts"]["skipped"] == done_before  # resumed, not repeated
     numbers = Counter(i["number"] for i in bc.all(CRONUS, "items") if i["number"][0] == "C")
     assert len(numbers) == 800 and set(numbers.values()) == {1}

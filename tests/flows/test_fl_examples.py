@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +11,16 @@ import pytest
 import sqlalchemy as sa
 
 from bcbridge.testing import RunningEmulator
-from tests.flows.conftest import BC, CRONUS, FABRIKAM, cli, run_flow, store_of
+from tests.flows.conftest import (
+    BC,
+    CRONUS,
+    FABRIKAM,
+    cli,
+    ctrl_c_when,
+    run_flow,
+    start_run,
+    store_of,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -135,14 +140,7 @@ def test_cli_run_flows_list_and_tasks(examples: Path, bc_env: dict[str, str]) ->
 def test_the_demo_runs_the_examples_against_its_own_emulator(tmp_path: Path) -> None:
     """`make demo` on a fresh machine: no project file here, no BC_* settings, exit 0."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BC_", "BCBRIDGE_"))}
-    demo = subprocess.run(
-        [sys.executable, "-m", "bcbridge", "demo"],
-        cwd=tmp_path,
-        env={**env, "COLUMNS": "250"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    demo = cli(env, "demo", cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr
     landed = {
         line.split("│")[1].strip(): line.split("│")[2].strip()
@@ -157,21 +155,9 @@ def test_the_demo_runs_the_examples_against_its_own_emulator(tmp_path: Path) -> 
 
 
 def test_run_every_repeats_until_ctrl_c(examples: Path, bc_env: dict[str, str]) -> None:
-    command = [sys.executable, "-m", "bcbridge", "run", "items_from_csv", "--every", "1s"]
-    process = subprocess.Popen(
-        [*command, "--config", str(examples)],
-        env=bc_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_run(bc_env, examples, "items_from_csv", "--every", "1s")
     store = store_of(examples)
-    deadline = time.monotonic() + 60
-    while len(store.runs("items_from_csv")) < 3:
-        assert time.monotonic() < deadline and process.poll() is None
-        time.sleep(0.1)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=60)
+    err = ctrl_c_when(process, lambda: len(store.runs("items_from_csv")) >= 3, within=60)
     assert process.returncode == 130, err
     assert "next run at" in err
     runs = store.runs("items_from_csv")
