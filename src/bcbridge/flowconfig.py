@@ -215,7 +215,7 @@ def anchored(spec: str, base: Path) -> str:
         return spec
     if spec.startswith("sqlite:///"):
         rest = spec.removeprefix("sqlite:///")
-        if rest.startswith(("/", ":memory:")) or not rest:
+        if rest.startswith(("/", ":memory:", "file:")) or not rest:  # file: a SQLite URI
             return spec
         return f"sqlite:///{base / rest}"
     return spec if "://" in spec else str(base / spec)

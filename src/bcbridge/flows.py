@@ -17,11 +17,13 @@ honoured between chunks: the chunk in flight finishes and its cursor is saved.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import AsyncExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
@@ -38,7 +40,16 @@ from bcbridge.errors import (
 from bcbridge.flowconfig import FlowConfig, ProjectConfig
 from bcbridge.publisher import WRITE_ACTIONS, Outcome, Publisher, RecordResult
 from bcbridge.sinks import Writer, open_reader, open_writer
-from bcbridge.store import Store, Task, TaskUpdate
+from bcbridge.store import (
+    FlowBusy,
+    Lease,
+    LeaseKeeper,
+    RunStatus,
+    Store,
+    StoreError,
+    Task,
+    TaskUpdate,
+)
 from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.transform import Chain, load_chain
 
@@ -51,10 +62,11 @@ REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run 
 @dataclass
 class RunResult:
     flow: str
-    run_id: int
-    status: str  # ok, failed (some records failed), interrupted, error
+    run_id: int | None  # None: the run ended before it was recorded (busy, bad transformers)
+    status: str  # a RunStatus: ok, failed (some records failed), interrupted, error, busy
     counts: Counter[str]
     error: str | None = None
+    exception: BaseException | None = field(default=None, repr=False, compare=False)
 
     @property
     def failed(self) -> int:
@@ -184,50 +196,115 @@ class FlowRunner:
         self.stop = stop or threading.Event()
         self.progress = progress or (lambda flow, counts: None)
 
-    async def run(self, name: str) -> RunResult:
-        flow = self.project.flow(name)
-        chain = load_chain(flow.transform)
-        run_id = self.store.start_run(name)
-        result = RunResult(name, run_id, "ok", Counter())
-        try:
-            async with AsyncExitStack() as stack:
-                clients = _Clients(self.project, stack)
-                source = await self._source(name, flow, clients)
-                target = await self._target(flow, clients, stack)
-                async for chunk in _chunks(source.records(), flow.chunk_size):
-                    await self._chunk(name, run_id, chunk, chain, source, target, result.counts)
-                    source.commit(chunk)
-                    self.progress(name, result.counts)
-                    if self.stop.is_set():
-                        result.status = "interrupted"
-                        break
-        except BaseException as exc:  # the run record must say how it ended, then re-raise
-            result.status = "error"
-            result.error = str(exc) or type(exc).__name__
-            self.store.end_run(run_id, "error", dict(result.counts))
-            raise
-        if result.status == "ok" and result.failed:
-            result.status = "failed"
-        self.store.end_run(run_id, result.status, dict(result.counts))
-        return result
+    async def run(self, name: str, *, wait: float | None = None) -> RunResult:
+        """Run one flow to its end, holding the flow's lease in the store for the whole run.
 
-    async def retry(self, tasks: list[Task]) -> list[RunResult]:
-        """Deliver failed (or stuck) tasks again, flow by flow; transform-stage tasks are
-        transformed again first, with the flow's current transformers."""
-        results = []
-        for name in sorted({task.flow for task in tasks}):
+        Never raises a BCBridgeError: the result says how the run ended, `error` with what
+        stopped it (`run_id` is None when it stopped before a run was recorded). `busy`: another
+        process holds the flow's lease; with `wait` (seconds, `math.inf` for no limit) the
+        lease is waited for first. Anything else (Ctrl-C pressed twice, a bug) is recorded as
+        an error run and re-raised."""
+        result = RunResult(name, None, RunStatus.RUNNING, Counter())
+        try:
             flow = self.project.flow(name)
             chain = load_chain(flow.transform)
-            run_id = self.store.start_run(name, recover=False)
-            counts: Counter[str] = Counter()
-            async with AsyncExitStack() as stack:
-                target = await self._target(flow, _Clients(self.project, stack), stack)
-                mine = [task for task in tasks if task.flow == name]
-                await self._deliver(mine, chain, {}, target, counts)
-            status = "failed" if counts.get("failed") else "ok"
-            self.store.end_run(run_id, status, dict(counts))
-            results.append(RunResult(name, run_id, status, counts))
+            lease = await self._lease(name, wait)
+            if lease is None:  # Ctrl-C while waiting for the lease
+                result.status = RunStatus.INTERRUPTED
+                return result
+            with LeaseKeeper(self.store, lease) as keeper:
+                result.run_id = self.store.start_run(name, holder=lease.holder)
+                try:
+                    await self._work(name, flow, chain, keeper, result)
+                except BaseException as exc:  # the run record must say how it ended
+                    self._end_with_error(result, exc)
+                    raise
+                if result.status == RunStatus.RUNNING:
+                    result.status = RunStatus.FAILED if result.failed else RunStatus.OK
+                self.store.end_run(result.run_id, result.status, dict(result.counts))
+        except FlowBusy as exc:
+            result.status, result.error, result.exception = RunStatus.BUSY, str(exc), exc
+        except BCBridgeError as exc:
+            self._end_with_error(result, exc)
+        return result
+
+    async def _work(
+        self, name: str, flow: FlowConfig, chain: Chain, keeper: LeaseKeeper, result: RunResult
+    ) -> None:
+        assert result.run_id is not None
+        async with AsyncExitStack() as stack:
+            clients = _Clients(self.project, stack)
+            source = await self._source(name, flow, clients)
+            target = await self._target(flow, clients, stack)
+            async for chunk in _chunks(source.records(), flow.chunk_size):
+                keeper.check()  # never work on after another process took the flow over
+                await self._chunk(name, result.run_id, chunk, chain, source, target, result.counts)
+                source.commit(chunk)
+                self.progress(name, result.counts)
+                if self.stop.is_set():
+                    result.status = RunStatus.INTERRUPTED
+                    break
+
+    async def _lease(self, name: str, wait: float | None) -> Lease | None:
+        """The flow's lease; FlowBusy if another process holds it (after `wait` seconds, when
+        given); None if Ctrl-C was pressed while waiting."""
+        deadline = time.monotonic() + (wait or 0.0)
+        while True:
+            try:
+                return self.store.acquire_lease(name)
+            except FlowBusy:
+                if wait is None or time.monotonic() >= deadline:
+                    raise
+            if self.stop.is_set():
+                return None
+            await anyio.sleep(min(1.0, self.store.lease_ttl / 10))
+
+    def _end_with_error(self, result: RunResult, exc: BaseException) -> None:
+        """Mark the result and its run record (if any) as ended by `exc`. A store that fails
+        here too leaves the run `running`; the next run of the flow marks it crashed."""
+        if result.status == RunStatus.ERROR:
+            return  # already recorded on the way out
+        result.status, result.exception = RunStatus.ERROR, exc
+        result.error = str(exc) or type(exc).__name__
+        if result.run_id is not None:
+            with contextlib.suppress(StoreError):
+                self.store.end_run(result.run_id, RunStatus.ERROR, dict(result.counts))
+
+    async def retry(self, tasks: list[Task], *, wait: float | None = None) -> list[RunResult]:
+        """Deliver failed (or stuck) tasks again, flow by flow, each under the flow's lease
+        (`busy` if a run of the flow is under way); transform-stage tasks are transformed
+        again first, with the flow's current transformers. Errors are results, as for `run`."""
+        results = []
+        for name in sorted({task.flow for task in tasks}):
+            mine = [task for task in tasks if task.flow == name]
+            results.append(await self._retry_flow(name, mine, wait))
         return results
+
+    async def _retry_flow(self, name: str, tasks: list[Task], wait: float | None) -> RunResult:
+        result = RunResult(name, None, RunStatus.RUNNING, Counter())
+        try:
+            flow = self.project.flow(name)
+            chain = load_chain(flow.transform)
+            lease = await self._lease(name, wait)
+            if lease is None:
+                result.status = RunStatus.INTERRUPTED
+                return result
+            with LeaseKeeper(self.store, lease):
+                result.run_id = self.store.start_run(name, recover=False, holder=lease.holder)
+                try:
+                    async with AsyncExitStack() as stack:
+                        target = await self._target(flow, _Clients(self.project, stack), stack)
+                        await self._deliver(tasks, chain, {}, target, result.counts)
+                except BaseException as exc:
+                    self._end_with_error(result, exc)
+                    raise
+                result.status = RunStatus.FAILED if result.failed else RunStatus.OK
+                self.store.end_run(result.run_id, result.status, dict(result.counts))
+        except FlowBusy as exc:
+            result.status, result.error, result.exception = RunStatus.BUSY, str(exc), exc
+        except BCBridgeError as exc:
+            self._end_with_error(result, exc)
+        return result
 
     # --- building ---------------------------------------------------------------------------
 

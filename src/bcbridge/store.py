@@ -9,22 +9,73 @@ is its own committed transaction: a task is marked `sending` before its record g
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+import os
+import secrets
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
+from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from bcbridge import _redact
-from bcbridge.errors import ConfigError
-from bcbridge.sinks import sql_engine
+from bcbridge.errors import BCBridgeError, ConfigError
 
-__all__ = ["DEFAULT_URL", "UNFINISHED", "Store", "Task", "TaskUpdate", "migrate", "payload_hash"]
+__all__ = [
+    "DEFAULT_URL",
+    "LEASE_TTL_ENV",
+    "UNFINISHED",
+    "FlowBusy",
+    "Lease",
+    "LeaseKeeper",
+    "LeaseLost",
+    "RunStatus",
+    "Store",
+    "StoreError",
+    "Task",
+    "TaskStatus",
+    "TaskUpdate",
+    "migrate",
+    "payload_hash",
+]
 
-UNFINISHED = ("running", "crashed", "interrupted")  # runs whose done tasks a new run resumes
+
+class RunStatus(StrEnum):
+    """How a run stands or ended; stored as its plain value."""
+
+    RUNNING = "running"
+    OK = "ok"
+    FAILED = "failed"  # the run finished, some records failed
+    INTERRUPTED = "interrupted"  # stopped with Ctrl-C between chunks
+    ERROR = "error"  # the run stopped on an error
+    CRASHED = "crashed"  # left `running` by a process that died; set by the next run
+    BUSY = "busy"  # never stored: the run did not start, another process holds the flow's lease
+
+
+class TaskStatus(StrEnum):
+    """Where a record's delivery stands; stored as its plain value."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DONE = "done"
+    FAILED = "failed"
+    UNKNOWN = "unknown"  # sent, answer lost, and not safe to send again (non-idempotent)
+
+
+UNFINISHED = (RunStatus.RUNNING, RunStatus.CRASHED, RunStatus.INTERRUPTED)  # a new run resumes
+LEASE_TTL_ENV = "BCBRIDGE_LEASE_TTL"
+DEFAULT_LEASE_TTL = 30.0  # seconds without a heartbeat before a flow's lease may be taken over
 
 DEFAULT_URL = "sqlite:///.bcbridge/state.db"
 metadata = sa.MetaData()
@@ -65,6 +116,17 @@ tasks = sa.Table(
     sa.UniqueConstraint("flow", "hash", name="uq_tasks_flow_hash"),
     sa.Index("ix_tasks_flow_status", "flow", "status"),
 )
+leases = sa.Table(
+    "leases",
+    metadata,
+    sa.Column("flow", sa.String(200), primary_key=True),
+    sa.Column("holder", sa.String(200), nullable=False),  # host:pid:random, unique per run
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("acquired_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("heartbeat_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+)
 
 
 def payload_hash(record: Any) -> str:
@@ -73,6 +135,129 @@ def payload_hash(record: Any) -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _utc(moment: datetime) -> datetime:
+    """SQLite gives back naive datetimes; every moment the store writes is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _shown(url: str) -> str:
+    """The store's URL for messages, its password masked, otherwise as written (a round trip
+    through a URL parser would change a SQLite path's slashes)."""
+    password = urlsplit(url).password
+    if password:
+        url = url.replace(f":{password}@", f":{_redact.MASK}@", 1)
+    return _redact.text(url)
+
+
+# --- errors -------------------------------------------------------------------------------------
+
+
+class StoreError(ConfigError):
+    """The store cannot be read or written (read-only, full, deleted, unreachable). Every store
+    operation is one transaction, so such an error leaves nothing half-written."""
+
+    def __init__(self, message: str):
+        super().__init__(message)  # the message names the store itself
+
+
+class LeaseLost(StoreError):
+    """This process no longer holds the flow's lease (its heartbeat stalled past the TTL and
+    another process took the flow over): the run must stop."""
+
+
+class FlowBusy(BCBridgeError):
+    """Another live process holds the flow's lease."""
+
+    def __init__(self, lease: Lease):
+        self.lease = lease
+        super().__init__(
+            f"flow {lease.flow!r} is already running: {lease.describe()}; "
+            "wait for it to end, or run with --wait"
+        )
+
+
+def lease_ttl_from_env() -> float:
+    text = os.environ.get(LEASE_TTL_ENV, "").strip()
+    if not text:
+        return DEFAULT_LEASE_TTL
+    try:
+        ttl = float(text)
+    except ValueError:
+        ttl = 0.0
+    if not 0.5 <= ttl <= 86_400:
+        raise ConfigError(
+            f"{text!r} is not a lease TTL: give seconds between 0.5 and 86400, e.g. 30",
+            field=LEASE_TTL_ENV,
+        )
+    return ttl
+
+
+@dataclass(frozen=True)
+class Lease:
+    """The right to run one flow, held by one process until released or expired."""
+
+    flow: str
+    holder: str
+    host: str
+    pid: int
+    acquired_at: datetime
+    heartbeat_at: datetime
+    expires_at: datetime
+
+    def describe(self) -> str:
+        since = f"{self.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
+        beat = max(0.0, (_now() - self.heartbeat_at).total_seconds())
+        return (
+            f"held by pid {self.pid} on {self.host} since {since} (last heartbeat {beat:.0f}s ago)"
+        )
+
+
+def _this_machine() -> str:
+    """Where a pid names the same process: this host, boot and pid namespace (two containers
+    may share a host name and a store, never a pid namespace)."""
+    parts = [socket.gethostname()]
+    with suppress(OSError):
+        parts.append(Path("/proc/sys/kernel/random/boot_id").read_text().strip())
+    with suppress(OSError):
+        parts.append(os.readlink("/proc/self/ns/pid"))
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:12]
+
+
+_MACHINE = _this_machine()
+
+
+def new_holder() -> str:
+    """A holder id unique to this run: host and pid for people; the machine, to tell whether
+    the pid can be checked from here; a random part, as pids are reused."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_MACHINE}:{secrets.token_hex(4)}"
+
+
+def _died_here(lease: Lease) -> bool:
+    """The holder ran on this machine and its process is gone (killed, crashed): its lease need
+    not be waited out. A pid reused by another process only delays the take-over to the TTL."""
+    if os.name != "posix" or lease.holder.split(":")[2:3] != [_MACHINE]:
+        return False
+    try:
+        os.kill(lease.pid, 0)  # signal 0: is there such a process?
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # there is one, of another user
+    return False
+
+
+def _lease(row: Any) -> Lease:
+    return Lease(
+        flow=row["flow"],
+        holder=row["holder"],
+        host=row["host"],
+        pid=int(row["pid"]),
+        acquired_at=_utc(row["acquired_at"]),
+        heartbeat_at=_utc(row["heartbeat_at"]),
+        expires_at=_utc(row["expires_at"]),
+    )
 
 
 @dataclass
@@ -103,37 +288,189 @@ class TaskUpdate:
     payload: dict[str, Any] | None = None  # replaces the stored payload (a retried transform)
 
 
+# --- opening and migrating ----------------------------------------------------------------------
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite URL (also in its `file:...?uri=true` form); None for other
+    databases and for in-memory SQLite."""
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() != "sqlite" or not parsed.database:
+        return None
+    name = parsed.database
+    if parsed.query.get("uri") == "true":
+        name = name.removeprefix("file:").partition("?")[0]
+        if parsed.query.get("mode") == "memory":
+            return None
+    if not name or name == ":memory:":
+        return None
+    return Path(name)
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock on `path` for processes of this machine, which are the only ones that
+    can share a SQLite file. Where the lock file cannot be made (a read-only folder) nobody
+    can create or change the store there either, so there is nothing to serialise."""
+    if sys.platform == "win32":  # no fcntl; concurrent first opens are not guarded there
+        yield
+        return
+    import fcntl
+
+    try:
+        handle = path.open("a")
+    except OSError:
+        yield
+        return
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextmanager
+def _advisory_lock(url: str) -> Iterator[None]:
+    """A PostgreSQL advisory lock, held by a connection of its own while the migration runs."""
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATION_LOCK})
+            conn.commit()  # the lock belongs to the session and outlives the transaction
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATION_LOCK})
+                conn.commit()
+    finally:
+        engine.dispose()
+
+
+_MIGRATION_LOCK = 0x6263627269646765  # "bcbridge" as a bigint: our advisory lock's key
+
+
+def _migration_lock(url: str) -> AbstractContextManager[None]:
+    """Two processes opening a new store at once must not both create its tables."""
+    path = sqlite_path(url)
+    if path is not None:
+        return _file_lock(path.with_name(path.name + ".lock"))
+    if sa.engine.make_url(url).get_backend_name() == "postgresql":
+        return _advisory_lock(url)
+    return nullcontext()
+
+
 def migrate(url: str, revision: str = "head") -> None:
     """Bring the database at `url` to the newest schema (Alembic `upgrade head`), or to an
-    older `revision` (tests of an upgrade start from one)."""
+    older `revision` (tests of an upgrade start from one). Safe for processes that open one new
+    store at the same moment: they take turns."""
     from alembic import command
     from alembic.config import Config
 
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
     config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    command.upgrade(config, revision)
+    with _migration_lock(url):
+        command.upgrade(config, revision)
+
+
+def _store_engine(url: str) -> sa.Engine:
+    """An engine for the store; a SQLite file's folder is made first. SQLite waits up to 30 s
+    for another process's write (a heartbeat, another flow's run) instead of the default 5 s."""
+    path = sqlite_path(url)
+    if path is None:
+        return sa.create_engine(url)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(url, connect_args={"timeout": 30})
+
+
+# Words of the drivers (SQLite, psycopg) -> what happened and what to do.
+_ADVICE = (
+    (
+        ("database or disk is full", "no space left", "could not extend file", "disk full"),
+        "the disk (or the database's size limit) is full: free some space and run again; "
+        "the run resumes where it stopped",
+    ),
+    (
+        ("readonly database", "read-only", "read only"),
+        "the store is read-only: make the database (and its folder) writable, "
+        "or point `store:` at a writable place",
+    ),
+    (
+        ("unable to open database file", "disk i/o error"),
+        "the store's file cannot be opened or written: check that its folder exists and "
+        "is writable",
+    ),
+    (
+        ("no such table",),
+        "the store's tables are gone (was the file deleted or replaced while in use?): "
+        "run again to create a new store",
+    ),
+    (
+        ("database is locked",),
+        "another process kept the store locked too long: try again",
+    ),
+)
+
+
+def _explain(url: str, exc: BaseException) -> StoreError:
+    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    path = sqlite_path(url)
+    if path is not None and not path.exists():
+        advice = (
+            f"the store file {path} is gone (deleted while in use, or its folder is missing): "
+            "run again to create a new store, or restore the file"
+        )
+    else:
+        lowered = reason.lower()
+        advice = next(
+            (text for words, text in _ADVICE if any(word in lowered for word in words)),
+            "check the database behind `store:` and run again",
+        )
+    return StoreError(f"store {_shown(url)}: {_redact.text(reason)}; {advice}")
+
+
+# --- the store ----------------------------------------------------------------------------------
 
 
 class Store:
-    def __init__(self, url: str = DEFAULT_URL):
+    def __init__(self, url: str = DEFAULT_URL, *, lease_ttl: float | None = None):
+        self.url = url
+        self.lease_ttl = lease_ttl if lease_ttl is not None else lease_ttl_from_env()
         try:
-            self.engine = sql_engine(url)
+            self.engine = _store_engine(url)
             migrate(url)
         except (sa.exc.SQLAlchemyError, ImportError, OSError) as exc:
             reason = getattr(exc, "orig", None) or exc  # the driver's words, not SQLAlchemy's
             raise ConfigError(
-                f"cannot open the store at {_redact.url(url)}: {_redact.text(str(reason))}",
+                f"cannot open the store at {_shown(url)}: {_redact.text(str(reason))}",
                 field="store",
             ) from None
 
     def close(self) -> None:
         self.engine.dispose()
 
+    @contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """One transaction; a database error rolls it back whole and becomes a StoreError."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise _explain(self.url, exc) from None
+
+    @contextmanager
+    def _connect(self) -> Iterator[sa.Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except (sa.exc.SQLAlchemyError, OSError) as exc:
+            raise _explain(self.url, exc) from None
+
     # --- cursors -------------------------------------------------------------------------
 
     def cursor(self, incoming: str) -> dict[str, Any] | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             text = conn.execute(
                 sa.select(cursors.c.state).where(cursors.c.incoming == incoming)
             ).scalar()
@@ -141,34 +478,124 @@ class Store:
 
     def save_cursor(self, incoming: str, state: dict[str, Any]) -> None:
         values = {"state": orjson.dumps(state).decode(), "updated_at": _now()}
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             changed = conn.execute(
                 cursors.update().where(cursors.c.incoming == incoming).values(**values)
             )
             if changed.rowcount == 0:
                 conn.execute(cursors.insert().values(incoming=incoming, **values))
 
+    # --- leases --------------------------------------------------------------------------
+
+    def acquire_lease(self, flow: str, holder: str | None = None) -> Lease:
+        """Take the flow's lease if it is free, expired (its holder stopped heartbeating), held
+        by a process of this machine that is gone (killed), or already `holder`'s; else raise
+        FlowBusy naming the live holder. One statement decides (insert, or take over), so two
+        processes can never both get it."""
+        now = _now()
+        values = {
+            "flow": flow,
+            "holder": holder or new_holder(),
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "acquired_at": now,
+            "heartbeat_at": now,
+            "expires_at": now + timedelta(seconds=self.lease_ttl),
+        }
+        lease = self._take(values, now)
+        if lease.holder != values["holder"] and _died_here(lease):
+            lease = self._take(values, now, dead=lease.holder)  # unless another was quicker
+        if lease.holder != values["holder"]:
+            raise FlowBusy(lease)
+        return lease
+
+    def _take(self, values: dict[str, Any], now: datetime, dead: str | None = None) -> Lease:
+        """Insert the lease, or take it over if expired, ours, or `dead`'s; the lease after."""
+        taken = [leases.c.expires_at < now, leases.c.holder == values["holder"]]
+        if dead is not None:
+            taken.append(leases.c.holder == dead)
+        with self._begin() as conn:
+            dialect = {"sqlite": sqlite, "postgresql": postgresql}.get(conn.dialect.name)
+            if dialect is None:
+                raise StoreError(
+                    f"store {_shown(self.url)}: flow leases need SQLite or PostgreSQL, "
+                    f"not {conn.dialect.name}; point `store:` at one of them"
+                )
+            conn.execute(
+                dialect.insert(leases)
+                .values(**values)
+                .on_conflict_do_update(
+                    index_elements=[leases.c.flow],
+                    set_={k: v for k, v in values.items() if k != "flow"},
+                    where=sa.or_(*taken),
+                )
+            )
+            row = (
+                conn.execute(sa.select(leases).where(leases.c.flow == values["flow"]))
+                .mappings()
+                .one()
+            )
+        return _lease(row)
+
+    def renew_lease(self, lease: Lease) -> bool:
+        """Move the lease's heartbeat and expiry on; False if it is no longer ours."""
+        now = _now()
+        with self._begin() as conn:
+            changed = conn.execute(
+                leases.update()
+                .where(leases.c.flow == lease.flow, leases.c.holder == lease.holder)
+                .values(heartbeat_at=now, expires_at=now + timedelta(seconds=self.lease_ttl))
+            )
+        return changed.rowcount == 1
+
+    def release_lease(self, lease: Lease) -> None:
+        """Give the flow free (only if the lease is still ours)."""
+        with self._begin() as conn:
+            conn.execute(
+                leases.delete().where(leases.c.flow == lease.flow, leases.c.holder == lease.holder)
+            )
+
+    def lease(self, flow: str) -> Lease | None:
+        """Who holds the flow's lease, expired or not; None when nobody does."""
+        with self._connect() as conn:
+            row = conn.execute(sa.select(leases).where(leases.c.flow == flow)).mappings().first()
+        return _lease(row) if row else None
+
     # --- runs ----------------------------------------------------------------------------
 
-    def start_run(self, flow: str, *, recover: bool = True) -> int:
-        """A new run. With `recover`, runs of this flow still marked running were killed: they
-        become `crashed`, and the new run resumes their work (one runner per flow at a time)."""
-        with self.engine.begin() as conn:
+    def start_run(self, flow: str, *, recover: bool = True, holder: str | None = None) -> int:
+        """A new run. With `holder`, the run's process must hold the flow's lease (LeaseLost
+        if not), checked in the same transaction. With `recover`, runs of this flow still
+        marked running were killed: they become `crashed`, and the new run resumes their work.
+        That is only true while one runner per flow works at a time, which the lease ensures;
+        a caller without a lease must ensure it itself."""
+        with self._begin() as conn:
+            if holder is not None:
+                owner = conn.execute(
+                    sa.select(leases.c.holder).where(leases.c.flow == flow)
+                ).scalar()
+                if owner != holder:
+                    raise LeaseLost(
+                        f"store {_shown(self.url)}: the lease of flow {flow!r} was taken "
+                        "over before its run started; run again"
+                    )
             if recover:
                 conn.execute(
                     runs.update()
-                    .where(runs.c.flow == flow, runs.c.status == "running")
-                    .values(status="crashed", ended_at=_now())
+                    .where(runs.c.flow == flow, runs.c.status == RunStatus.RUNNING)
+                    .values(status=RunStatus.CRASHED, ended_at=_now())
                 )
             result = conn.execute(
-                runs.insert().values(flow=flow, started_at=_now(), status="running", counts="{}")
+                runs.insert().values(
+                    flow=flow, started_at=_now(), status=RunStatus.RUNNING, counts="{}"
+                )
             )
             key = result.inserted_primary_key
             assert key is not None
             return int(key[0])
 
     def end_run(self, run_id: int, status: str, counts: dict[str, int]) -> None:
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(
                 runs.update()
                 .where(runs.c.id == run_id)
@@ -179,7 +606,7 @@ class Store:
         stmt = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
         if flow:
             stmt = stmt.where(runs.c.flow == flow)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [
                 {**row, "counts": orjson.loads(row["counts"])}
                 for row in conn.execute(stmt).mappings()
@@ -204,7 +631,7 @@ class Store:
         came again and is sent again; creates are matched on the key field, so nothing doubles."""
         now = _now()
         digests = [payload_hash(payload) for _, payload in items]
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             known = self._by_hash(conn, flow, digests)
             self._claim(conn, run_id, list(known.values()))
             new = {
@@ -221,7 +648,7 @@ class Store:
                             "run_id": run_id,
                             "record_key": key,
                             "hash": digest,
-                            "status": "pending",
+                            "status": TaskStatus.PENDING,
                             "stage": stage,
                             "attempts": 0,
                             "payload": orjson.dumps(payload).decode(),
@@ -244,19 +671,19 @@ class Store:
                 sa.select(runs.c.id).where(runs.c.id.in_(earlier), runs.c.status.in_(UNFINISHED))
             ).scalars()
         )
-        resumed = [t.id for t in found if t.status == "done" and t.run_id in unfinished]
-        again = [
-            t.id
-            for t in found
-            if t.run_id != run_id and not (t.status == "done" and t.run_id in unfinished)
-        ]
+
+        def resumable(task: Task) -> bool:
+            return task.status == TaskStatus.DONE and task.run_id in unfinished
+
+        resumed = [t.id for t in found if resumable(t)]
+        again = [t.id for t in found if t.run_id != run_id and not resumable(t)]
         if resumed:
             conn.execute(tasks.update().where(tasks.c.id.in_(resumed)).values(run_id=run_id))
         if again:
             conn.execute(
                 tasks.update()
                 .where(tasks.c.id.in_(again))
-                .values(run_id=run_id, status="pending", updated_at=_now())
+                .values(run_id=run_id, status=TaskStatus.PENDING, updated_at=_now())
             )
 
     @staticmethod
@@ -286,7 +713,7 @@ class Store:
             values["result_id"] = result_id
         if attempt:
             values["attempts"] = tasks.c.attempts + 1
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(tasks.update().where(tasks.c.id.in_(ids)).values(**values))
 
     def settle(self, updates: Sequence[TaskUpdate]) -> None:
@@ -294,7 +721,7 @@ class Store:
         if not updates:
             return
         now = _now()
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             for update in updates:
                 values: dict[str, Any] = {
                     "status": update.status,
@@ -309,7 +736,7 @@ class Store:
                 conn.execute(tasks.update().where(tasks.c.id == update.id).values(**values))
 
     def task(self, task_id: int) -> Task | None:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
         return _task(row) if row else None
 
@@ -321,7 +748,7 @@ class Store:
             stmt = stmt.where(tasks.c.flow == flow)
         if status:
             stmt = stmt.where(tasks.c.status == status)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [_task(row) for row in conn.execute(stmt).mappings()]
 
     def count_tasks(self, flow: str) -> dict[str, int]:
@@ -330,9 +757,61 @@ class Store:
             .where(tasks.c.flow == flow)
             .group_by(tasks.c.status)
         )
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return {str(status): int(count) for status, count in conn.execute(stmt)}
 
 
 def _task(row: Any) -> Task:
     return Task(**{**row, "payload": orjson.loads(row["payload"])})
+
+
+class LeaseKeeper:
+    """Holds a flow's lease for the length of a run: a thread renews its heartbeat every third
+    of the TTL, and the lease is released at the end, also on an error or Ctrl-C. A process
+    killed outright leaves the lease to expire after the TTL. `check()` raises when the lease
+    was lost (the heartbeat could not be written for a whole TTL, or another process took the
+    flow over): the run must stop rather than work next to another runner."""
+
+    def __init__(self, store: Store, lease: Lease):
+        self.store = store
+        self.lease = lease
+        self.problem: StoreError | None = None
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name=f"lease {lease.flow}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self._stopped.set()
+        self._thread.join()
+        with suppress(StoreError):  # an unusable store: the lease expires after its TTL anyway
+            self.store.release_lease(self.lease)
+
+    def check(self) -> None:
+        if self.problem is not None:
+            raise self.problem
+
+    def _beat(self) -> None:
+        ttl = self.store.lease_ttl
+        deadline = time.monotonic() + ttl
+        while not self._stopped.wait(ttl / 3):
+            try:
+                if not self.store.renew_lease(self.lease):
+                    self.problem = LeaseLost(
+                        f"store {_shown(self.store.url)}: the lease of flow "
+                        f"{self.lease.flow!r} was taken over by another process (this run's "
+                        f"heartbeat stalled longer than the {ttl:g} s TTL); run again"
+                    )
+                    return
+                deadline = time.monotonic() + ttl
+            except StoreError as exc:  # e.g. locked for a moment: try again until it expires
+                if time.monotonic() >= deadline:
+                    self.problem = exc
+                    return

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
 import signal
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +21,11 @@ from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bcbridge.cli._settings import fail
-from bcbridge.errors import BCBridgeError
+from bcbridge.errors import AuthError, BCAPIError, BCBridgeError, ConfigError, TransportError
 from bcbridge.flowconfig import ProjectConfig, find_config, load_project
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.schedule import parse_schedule, sleep_until
-from bcbridge.store import Store, Task
+from bcbridge.store import RunStatus, Store, Task
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -38,6 +40,12 @@ COLUMNS = (
     "skipped",
     "filtered",
 )
+# Exit codes of `run` (and `tasks retry`, `demo`); see _exit_code.
+EXIT_FAILED = 1  # records failed, or a run stopped on an unexpected error
+EXIT_CONFIG = 2  # usage, project file or store problem (read-only, full, deleted): fix, run again
+EXIT_BC = 3  # Business Central, sign-in or network trouble
+EXIT_BUSY = 4  # the flow is already running in another process (its lease is held)
+EXIT_INTERRUPTED = 130  # stopped with Ctrl-C, as for SIGINT
 PROJECT_OPTION = typer.Option(
     None, "--config", help="Project file (default: $BCBRIDGE_CONFIG, else ./bcbridge.yaml)."
 )
@@ -48,13 +56,18 @@ tasks_group = typer.Typer(
 )
 
 
-def _open(config: Path | None) -> tuple[ProjectConfig, Store]:
+def _open(config: Path | None, *, code: int = 1) -> tuple[ProjectConfig, Store]:
     """The project and its store; a bad project file or an unusable store ends the command."""
     try:
         project = load_project(find_config(config))
         return project, Store(project.store)
     except BCBridgeError as exc:
-        raise fail(exc) from None
+        raise _usage_error(exc, code) from None
+
+
+def _usage_error(error: BaseException, code: int = EXIT_CONFIG) -> typer.Exit:
+    fail(error)  # prints the one line
+    return typer.Exit(code)
 
 
 @contextmanager
@@ -102,10 +115,11 @@ def _summary(results: list[RunResult]) -> None:
     for name in ("Flow", "Run", "Status", *columns):
         table.add_column(name, justify="left" if name in ("Flow", "Status") else "right")
     for result in results:
-        colour = {"ok": "green", "interrupted": "yellow"}.get(result.status, "red")
+        colours = {"ok": "green", "interrupted": "yellow", "busy": "yellow"}
+        colour = colours.get(result.status, "red")
         table.add_row(
             result.flow,
-            str(result.run_id),
+            "-" if result.run_id is None else str(result.run_id),
             f"[{colour}]{result.status}[/]",
             *(f"{result.counts.get(name, 0):,}" for name in columns),
         )
@@ -116,32 +130,58 @@ def _summary(results: list[RunResult]) -> None:
 
 
 def _run_flows(
-    project: ProjectConfig, store: Store, names: list[str], stop: threading.Event
+    project: ProjectConfig,
+    store: Store,
+    names: list[str],
+    stop: threading.Event,
+    *,
+    wait: float | None = None,
 ) -> list[RunResult]:
-    for name in names:
-        project.flow(name)  # an unknown name fails before anything runs
+    """Each flow once, in turn; a flow whose lease another process holds is `busy` (or waited
+    for, `wait` seconds)."""
     display = _Display()
     runner = FlowRunner(project, store, stop=stop, progress=display.update)
     results = []
     with display.bar:
         for name in names:
             display.update(name, Counter())
-            try:
-                results.append(anyio.run(runner.run, name))
-            except BCBridgeError as exc:
-                last = store.runs(name, limit=1)[0]
-                counts = Counter({k: int(v) for k, v in last["counts"].items()})
-                results.append(RunResult(name, last["id"], "error", counts, error=str(exc)))
+            if wait is not None:
+                _say_whom_we_wait_for(store, name)
+            results.append(anyio.run(partial(runner.run, name, wait=wait)))
             if stop.is_set():
                 break
     return results
 
 
+def _say_whom_we_wait_for(store: Store, name: str) -> None:
+    try:
+        lease = store.lease(name)
+    except BCBridgeError:
+        return  # the run itself reports what is wrong with the store
+    if lease is not None and lease.expires_at > datetime.now(UTC):
+        stderr.print(f"{name}: waiting for the run {lease.describe()}")
+
+
 def _exit_code(results: list[RunResult]) -> int:
-    """1 when a run failed or records failed; 130 (as for SIGINT) when Ctrl-C stopped it."""
-    if any(r.status not in ("ok", "interrupted") for r in results):
-        return 1
-    return 130 if any(r.status == "interrupted" for r in results) else 0
+    """The code of the first run that stopped on an error (2 project/store, 3 BC/network,
+    1 other), else 4 when a flow was busy, 1 when records failed, 130 when Ctrl-C stopped it."""
+    for result in results:
+        if result.status == RunStatus.ERROR:
+            return _error_code(result.exception)
+    statuses = {result.status for result in results}
+    if RunStatus.BUSY in statuses:
+        return EXIT_BUSY
+    if RunStatus.FAILED in statuses:
+        return EXIT_FAILED
+    return EXIT_INTERRUPTED if RunStatus.INTERRUPTED in statuses else 0
+
+
+def _error_code(error: BaseException | None) -> int:
+    if isinstance(error, ConfigError):  # includes StoreError
+        return EXIT_CONFIG
+    if isinstance(error, AuthError | TransportError | BCAPIError):
+        return EXIT_BC
+    return EXIT_FAILED
 
 
 def run(
@@ -153,16 +193,37 @@ def run(
         False, "--scheduled", help="Repeat each flow on the `schedule` in the project file."
     ),
     once: bool = typer.Option(False, "--once", help="Run once and exit (the default)."),
+    wait: bool = typer.Option(
+        False,
+        "--wait",
+        help="When a flow is already running in another process, wait for it to end "
+        "(default: exit with code 4 at once).",
+    ),
+    wait_timeout: float | None = typer.Option(
+        None,
+        "--wait-timeout",
+        min=0,
+        help="With --wait: give up (exit code 4) after this many seconds (default: no limit).",
+    ),
     config: Path | None = PROJECT_OPTION,
 ) -> None:
     """Run flows: records from the source, through the transformers, to the target.
 
+    One run per flow at a time: a flow already running elsewhere exits with code 4 (or is
+    waited for with --wait). Exit codes: 0 ok, 1 records failed, 2 usage/project/store error,
+    3 Business Central or network error, 4 flow busy, 130 Ctrl-C.
+
     Example: bcbridge run customers_to_sqlite --config examples/bcbridge.yaml --every 5m
     """
     stop = threading.Event()
-    project, store = _open(config)
+    project, store = _open(config, code=EXIT_CONFIG)
     names = list(flows or project.flows)
+    waiting = (math.inf if wait_timeout is None else wait_timeout) if wait else None
     try:
+        for name in names:
+            project.flow(name)  # an unknown name fails before anything runs
+        if wait_timeout is not None and not wait:
+            raise BCBridgeError("--wait-timeout goes with --wait")
         if once and (every or scheduled):
             raise BCBridgeError("--once runs once: leave out --every and --scheduled")
         schedule = every
@@ -170,14 +231,15 @@ def run(
             schedule = _common_schedule(project, names)
         next_start = parse_schedule(schedule) if schedule else None
     except BCBridgeError as exc:
-        raise fail(exc) from None
+        store.close()
+        raise _usage_error(exc) from None
     code = 0
     with _ctrl_c_stops(stop):
         while True:
             started = datetime.now(UTC)
-            results = _run_flows(project, store, names, stop)
+            results = _run_flows(project, store, names, stop, wait=waiting)
             _summary(results)
-            code = max(code, _exit_code(results))
+            code = code or _exit_code(results)  # the first trouble is the one to report
             if next_start is None or stop.is_set():
                 break
             moment = next_start(started)
@@ -186,7 +248,7 @@ def run(
                 break
     store.close()
     if stop.is_set() and code == 0:
-        code = 130  # stopped with Ctrl-C, also between scheduled runs
+        code = EXIT_INTERRUPTED  # stopped with Ctrl-C, also between scheduled runs
     raise typer.Exit(code)
 
 
@@ -279,11 +341,12 @@ def tasks_retry(
     try:
         tasks = _chosen(store, task_ids or [], failed, flow)
         results = anyio.run(FlowRunner(project, store).retry, tasks)
+        _summary(results)
+        stdout.print(_task_table([t for t in (store.task(task.id) for task in tasks) if t]))
     except BCBridgeError as exc:
         raise fail(exc) from None
-    _summary(results)
-    stdout.print(_task_table([t for t in (store.task(task.id) for task in tasks) if t]))
-    store.close()
+    finally:
+        store.close()
     raise typer.Exit(_exit_code(results))
 
 
