@@ -4,6 +4,12 @@ The schema is owned by Alembic migrations (`bcbridge/migrations`), applied on op
 upgrade of bcbridge keeps the data of an older store. Every change that matters for crash safety
 is its own committed transaction: a task is marked `sending` before its record goes to BC and
 `done`/`failed` after; a cursor moves only after the records before it are written.
+
+One process runs a flow at a time: it holds the flow's lease (a row in `leases`), renews its
+heartbeat while it works and deletes it at the end. A lease whose heartbeat is older than the
+TTL (`BCBRIDGE_LEASE_TTL`, 30 s), or whose process on this machine is gone, may be taken over.
+A database that cannot be written (read-only, full, deleted) is a one-line `StoreError` naming
+the store; the transaction it stopped is rolled back whole.
 """
 
 from __future__ import annotations
@@ -413,8 +419,19 @@ _ADVICE = (
 )
 
 
+def _reason(exc: BaseException) -> str:
+    """The driver's words (not SQLAlchemy's wrapping, which adds the SQL), on one line."""
+    text = str(getattr(exc, "orig", None) or exc)
+    return _redact.text(" ".join(line.strip() for line in text.splitlines() if line.strip()))
+
+
+def _advice(reason: str) -> str | None:
+    lowered = reason.lower()
+    return next((text for words, text in _ADVICE if any(word in lowered for word in words)), None)
+
+
 def _explain(url: str, exc: BaseException) -> StoreError:
-    reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+    reason = _reason(exc)
     path = sqlite_path(url)
     if path is not None and not path.exists():
         advice = (
@@ -422,12 +439,8 @@ def _explain(url: str, exc: BaseException) -> StoreError:
             "run again to create a new store, or restore the file"
         )
     else:
-        lowered = reason.lower()
-        advice = next(
-            (text for words, text in _ADVICE if any(word in lowered for word in words)),
-            "check the database behind `store:` and run again",
-        )
-    return StoreError(f"store {_shown(url)}: {_redact.text(reason)}; {advice}")
+        advice = _advice(reason) or "check the database behind `store:` and run again"
+    return StoreError(f"store {_shown(url)}: {reason}; {advice}")
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -441,9 +454,11 @@ class Store:
             self.engine = _store_engine(url)
             migrate(url)
         except (sa.exc.SQLAlchemyError, ImportError, OSError) as exc:
-            reason = getattr(exc, "orig", None) or exc  # the driver's words, not SQLAlchemy's
+            reason = _reason(exc)
+            advice = _advice(reason)
             raise ConfigError(
-                f"cannot open the store at {_shown(url)}: {_redact.text(str(reason))}",
+                f"cannot open the store at {_shown(url)}: {reason}"
+                + (f"; {advice}" if advice else ""),
                 field="store",
             ) from None
 

@@ -272,3 +272,15 @@ def test_a_run_failing_before_it_starts_is_not_reported_as_the_previous_run(
     assert result.error is not None and "unknown type 'money'" in result.error
     assert [run["status"] for run in store.runs("items_from_csv")] == ["ok"]  # untouched
     store.close()
+
+
+def test_ctrl_c_releases_the_lease(examples: Path, bc_env: dict[str, str]) -> None:
+    process = start_run(bc_env, examples, FLOW)
+    wait_until_running(examples, process)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    store = store_of(examples)
+    assert store.lease(FLOW) is None
+    assert store.runs(FLOW, limit=1)[0]["status"] == "interrupted"
+    store.close()

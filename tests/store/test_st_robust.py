@@ -298,3 +298,17 @@ def test_a_lease_whose_process_is_gone_is_taken_over_at_once(store_url: str) -> 
     taken = store.acquire_lease("orders")
     assert taken.pid == os.getpid() and taken.holder != dead.holder
     store.close()
+
+
+def test_the_lease_ttl_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BCBRIDGE_LEASE_TTL", "2.5")
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    assert store.lease_ttl == 2.5
+    lease = store.acquire_lease("orders")
+    assert (lease.expires_at - lease.heartbeat_at).total_seconds() == 2.5
+    store.close()
+    monkeypatch.setenv("BCBRIDGE_LEASE_TTL", "soon")
+    with pytest.raises(ConfigError, match="BCBRIDGE_LEASE_TTL: 'soon' is not a lease TTL"):
+        Store(f"sqlite:///{tmp_path / 'state.db'}")
