@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 
 from bcbridge import _json
 from bcbridge.testing import RunningEmulator
-from tests.flows.conftest import BC, CRONUS, run_flow, store_of, write_project
+from tests.flows.conftest import BC, CRONUS, cli, run_flow, store_of, write_project
 
 # 19 significant digits: within BC's decimal (.NET System.Decimal, 28-29 digits), beyond a float.
 WIDE = "12345678901234567.12"
@@ -33,12 +34,12 @@ GOOD, BAD = ["X1", "X2", "X3", "X4"], ["X5", "X6", "X7"]
 
 
 @pytest.fixture
-def bc(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> BC:
+def bc(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[BC]:
     emulator.reset()
     for name, value in emulator.info.env().items():
         monkeypatch.setenv(name, value)
     view = BC(emulator)
-    yield view  # type: ignore[misc]
+    yield view
     view.close()
 
 
@@ -103,6 +104,8 @@ def test_prices_land_exactly_and_impossible_ones_fail_naming_the_field(
         failed = store.tasks("load", "failed", limit=None)
     finally:
         store.close()
+    shown = cli(dict(os.environ), "tasks", "show", str(sent["X4"].id), "--config", str(project))
+    assert f'"unitPrice": {WIDE}' in shown.stdout, shown.stderr
     assert sorted(str(t.record_key) for t in failed) == BAD
     for task in failed:
         assert task.stage == "transform"

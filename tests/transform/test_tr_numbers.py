@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from bcbridge import _json
 from bcbridge.errors import TransformError
 from bcbridge.publisher import _same
+from bcbridge.sinks import jsonl_text, open_writer
 from bcbridge.store import Store, payload_hash
 from bcbridge.transform import Convert
 
@@ -223,3 +224,12 @@ def test_any_payload_round_trips_through_the_store_and_hashes_deterministically(
 )
 def test_upsert_compares_decimals_exactly(ours: Any, theirs: Any, same: bool) -> None:
     assert _same(ours, theirs) is same
+
+
+def test_decimals_reach_json_lines_and_csv_files_exactly(tmp_path: Path) -> None:
+    records = [{"number": "I1", "price": Decimal(BIG), "tags": [Decimal("0.1")]}]
+    assert jsonl_text(records) == f'{{"number":"I1","price":{BIG},"tags":[0.1]}}\n'
+    writer = open_writer(str(tmp_path / "out.csv"))
+    writer.write_many(records)
+    writer.close()
+    assert (tmp_path / "out.csv").read_text().splitlines()[1] == f"I1,{BIG},[0.1]"
