@@ -321,7 +321,11 @@ CONVERTERS: Mapping[str, Callable[[Any], Any]] = {
 
 @dataclass
 class Convert(Step):
-    """field -> type: str, int, decimal, bool, date, datetime (empty strings become null)."""
+    """field -> type: str, int, decimal, bool, date, datetime (empty strings become null).
+
+    ``decimal`` (alias ``float``) gives an exact `Decimal` that BC's decimal can hold; ``int`` a
+    whole number within Int64 (12.0 is 12, 12.5 an error); ``date``/``datetime`` only full,
+    valid values. Anything else fails the record, naming the field."""
 
     fields: Mapping[str, str]
     name: ClassVar[str] = "convert"
