@@ -18,7 +18,7 @@ import anyio.abc
 import httpx
 import orjson
 
-from bcbridge import _redact, _retry
+from bcbridge import _json, _redact, _retry
 from bcbridge._limits import limiter_for
 from bcbridge._logging import RequestLog
 from bcbridge.auth import Token, TokenProvider
@@ -170,7 +170,8 @@ class BusinessCentralClient:
         policy = self.settings.retry
         attempts: list[Attempt] = []
         refused: Token | None = None  # the token BC just answered 401 to
-        content = orjson.dumps(json) if json is not None else None
+        # Decimals go out as JSON numbers with their exact digits ($batch bodies pass here too)
+        content = _json.dumps(json) if json is not None else None
         while True:
             number = len(attempts) + 1
             token = await self.tokens.token(stale=refused)

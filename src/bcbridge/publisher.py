@@ -17,13 +17,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from bcbridge import catalog
+from bcbridge import _json, catalog
 from bcbridge.catalog import EntitySet, Scope
 from bcbridge.client import BatchOperation, BatchResult, BusinessCentralClient, task_group
 from bcbridge.errors import BCAPIError, ConfigError, TransformError
@@ -395,13 +396,21 @@ def _unchanged(payload: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:
 
 
 def _same(ours: Any, theirs: Any) -> bool:
-    if (
-        isinstance(ours, int | float)
-        and isinstance(theirs, int | float)
-        and not isinstance(ours, bool)
-    ):
+    if _is_number(ours) and _is_number(theirs):
+        if isinstance(ours, Decimal) or isinstance(theirs, Decimal):
+            # exact: a float read from BC counts as the digits BC wrote (its shortest repr). A BC
+            # value with more digits than a float holds reads as changed: one redundant PATCH.
+            return _exact(ours) == _exact(theirs)
         return float(ours) == float(theirs)
     return bool(ours == theirs)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
+
+
+def _exact(number: int | float | Decimal) -> Decimal:
+    return Decimal(repr(number)) if isinstance(number, float) else Decimal(number)
 
 
 # --- failed records ---------------------------------------------------------------------------
@@ -425,7 +434,7 @@ def write_failed(path: Path, results: Iterable[RecordResult], *, entity: str, ac
                 "message": result.message,
                 "failed_at": datetime.now(UTC).isoformat(),
             }
-            handle.write(orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE))
+            handle.write(_json.dumps(entry, option=_json.OPT_APPEND_NEWLINE))
     return count
 
 

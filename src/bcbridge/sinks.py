@@ -12,12 +12,14 @@ import csv
 import io
 import sys
 from collections.abc import Iterable, Iterator
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
 import orjson
 import sqlalchemy as sa
 
+from bcbridge import _json
 from bcbridge.errors import ConfigError
 
 __all__ = ["Writer", "open_reader", "open_writer", "sql_engine", "sql_target"]
@@ -207,7 +209,7 @@ class JsonlWriter(_FileWriter):
 
     def _write(self, records: list[dict[str, Any]]) -> None:
         self.handle.write(
-            b"".join(orjson.dumps(r, option=orjson.OPT_APPEND_NEWLINE) for r in records)
+            b"".join(_json.dumps(r, option=_json.OPT_APPEND_NEWLINE) for r in records)
         )
 
 
@@ -242,7 +244,7 @@ class CsvWriter(_FileWriter):
 
 def _to_cell(value: Any) -> Any:
     if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
+        return _json.dumps(value).decode()
     return value
 
 
@@ -294,6 +296,8 @@ def _sql_type(value: Any) -> sa.types.TypeEngine[Any]:
         return sa.BigInteger()
     if isinstance(value, float):
         return sa.Float()
+    if isinstance(value, Decimal):  # `convert: decimal`: exact where the database is (not SQLite)
+        return sa.Numeric()
     return sa.Text()
 
 
@@ -311,5 +315,5 @@ def jsonl_text(records: Iterable[dict[str, Any]]) -> str:
     """Records as JSON Lines text (for messages and tests)."""
     buffer = io.BytesIO()
     for record in records:
-        buffer.write(orjson.dumps(record, option=orjson.OPT_APPEND_NEWLINE))
+        buffer.write(_json.dumps(record, option=_json.OPT_APPEND_NEWLINE))
     return buffer.getvalue().decode()

@@ -35,7 +35,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from bcbridge import _redact
+from bcbridge import _json, _redact
 from bcbridge.errors import BCBridgeError, ConfigError
 
 __all__ = [
@@ -136,7 +136,8 @@ leases = sa.Table(
 
 
 def payload_hash(record: Any) -> str:
-    return hashlib.sha256(orjson.dumps(record, option=orjson.OPT_SORT_KEYS)).hexdigest()
+    # the store's encoding: the same digest as plain orjson when no Decimal is in the record
+    return hashlib.sha256(_json.store_dumps(record, option=_json.OPT_SORT_KEYS)).hexdigest()
 
 
 def _now() -> datetime:
@@ -666,7 +667,7 @@ class Store:
                             "status": TaskStatus.PENDING,
                             "stage": stage,
                             "attempts": 0,
-                            "payload": orjson.dumps(payload).decode(),
+                            "payload": _json.store_dumps(payload).decode(),
                             "created_at": now,
                             "updated_at": now,
                         }
@@ -746,7 +747,7 @@ class Store:
                 if update.result_id is not None:
                     values["result_id"] = update.result_id
                 if update.payload is not None:
-                    values["payload"] = orjson.dumps(update.payload).decode()
+                    values["payload"] = _json.store_dumps(update.payload).decode()
                     values["stage"] = "send"
                 conn.execute(tasks.update().where(tasks.c.id == update.id).values(**values))
 
@@ -777,7 +778,7 @@ class Store:
 
 
 def _task(row: Any) -> Task:
-    return Task(**{**row, "payload": orjson.loads(row["payload"])})
+    return Task(**{**row, "payload": _json.store_loads(row["payload"])})
 
 
 class LeaseKeeper:

@@ -6,7 +6,9 @@ portal); iterators are consumed page by page, so memory stays flat here too.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx
@@ -27,9 +29,17 @@ __all__ = ["Client"]
 
 class Client:
     def __init__(self, settings: ClientSettings):
-        self._portal_cm = start_blocking_portal()
-        self._portal: BlockingPortal = self._portal_cm.__enter__()
-        self._client = self._portal.call(self._make, settings)
+        portal_cm = start_blocking_portal()
+        self._portal: BlockingPortal = portal_cm.__enter__()
+        try:
+            self._client = self._portal.call(self._make, settings)
+        except BaseException:
+            portal_cm.__exit__(None, None, None)
+            raise
+        # A Client never closed is closed when collected, or at interpreter exit while its portal
+        # thread still runs: left to module teardown, the portal's context manager would wait
+        # forever on a loop that no longer runs, and the process would never exit.
+        self._closer = weakref.finalize(self, _shut, portal_cm, self._portal, self._client)
 
     @staticmethod
     async def _make(settings: ClientSettings) -> BusinessCentralClient:
@@ -42,8 +52,7 @@ class Client:
         self.close()
 
     def close(self) -> None:
-        self._portal.call(self._client.aclose)
-        self._portal_cm.__exit__(None, None, None)
+        self._closer()
 
     def request(self, method: str, path_or_url: str, **kwargs: Any) -> httpx.Response:
         return self._portal.call(lambda: self._client.request(method, path_or_url, **kwargs))
@@ -74,3 +83,14 @@ class Client:
 
     def grant(self) -> GrantResult:
         return self._portal.call(self._client.grant)
+
+
+def _shut(
+    portal_cm: AbstractContextManager[BlockingPortal],
+    portal: BlockingPortal,
+    client: BusinessCentralClient,
+) -> None:
+    try:
+        portal.call(client.aclose)
+    finally:
+        portal_cm.__exit__(None, None, None)

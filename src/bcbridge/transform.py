@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import re
 import string
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -188,41 +189,128 @@ class Filter(Step):
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
+    if isinstance(value, int | float | Decimal) and value in (0, 1):
+        return bool(value)
     text = str(value).strip().lower()
     if text in ("true", "1", "yes", "y"):
         return True
-    if text in ("false", "0", "no", "n", ""):
+    if text in ("false", "0", "no", "n"):
         return False
-    raise ValueError(f"{value!r} is not a boolean")
+    raise ValueError(f"{value!r} is not a boolean (true/false, yes/no, y/n, 1/0)")
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# A full date and time, seconds optional, fraction optional, offset or Z optional (naive = UTC).
+_DATETIME = re.compile(
+    r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|z|[+-]\d{2}:?\d{2})?"
+)
 
 
 def _to_date(value: Any) -> str:
+    """A full ``YYYY-MM-DD`` date, or the date part of a full valid datetime; nothing else."""
     if isinstance(value, datetime):
         return value.date().isoformat()
     if isinstance(value, date):
         return value.isoformat()
-    return date.fromisoformat(str(value).strip()[:10]).isoformat()
+    text = str(value).strip()
+    if _DATETIME.fullmatch(text):
+        _parse_datetime(text)  # the time part must be valid too, not just well shaped
+    elif not _DATE.fullmatch(text):
+        raise ValueError(f"{value!r} is not a date such as 2024-01-31")
+    return date.fromisoformat(text[:10]).isoformat()
+
+
+def _parse_datetime(text: str) -> datetime:
+    if not _DATETIME.fullmatch(text):
+        raise ValueError(f"{text!r} is not a datetime such as 2024-01-31T12:00:00Z")
+    return datetime.fromisoformat(text.replace("z", "Z").replace("Z", "+00:00"))
 
 
 def _to_datetime(value: Any) -> str:
-    from bcbridge.odata import format_datetime, parse_datetime
+    """A full ISO 8601 datetime, written as BC writes it: UTC, milliseconds, ``Z``."""
+    from bcbridge.odata import format_datetime
 
-    if isinstance(value, datetime):
-        return format_datetime(value)
-    return format_datetime(parse_datetime(str(value).strip()))
-
-
-def _to_decimal(value: Any) -> float:
-    # BC decimals travel as JSON numbers; Decimal parses exactly, float is what JSON carries.
+    moment = value if isinstance(value, datetime) else _parse_datetime(str(value).strip())
     try:
-        return float(Decimal(str(value).strip()))
+        return format_datetime(moment)
+    except OverflowError:
+        # 9999-12-31T23:00:00-05:00 is year 10000 in UTC: past what BC (and Python) can hold
+        raise ValueError(f"{value!r} is out of range once moved to UTC") from None
+
+
+# BC's Decimal is .NET's System.Decimal: a 96-bit integer scaled by 10**-0..28, so at most
+# ±79,228,162,514,264,337,593,543,950,335 and 28 decimal places. bc-api.md only says "Decimals
+# are JSON numbers" (§1, value formats); the .NET range is our reading of AL's Decimal type. What
+# BC does with more digits than .NET holds (round, or refuse) is UNCONFIRMED, so we refuse: a
+# value is sent exactly or not at all.
+BC_DECIMAL_MAX = Decimal(2**96 - 1)
+BC_DECIMAL_SCALE = 28
+# BC's Integer is Int32, BigInteger Int64; `convert: int` does not know which the field is, so it
+# allows the wider Int64 and leaves an Int32 overflow for BC to refuse on that record.
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+
+def _to_decimal(value: Any) -> Decimal:
+    """The exact number, as a Decimal (a float gives the digits of its shortest repr)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean, not a number")
+    if isinstance(value, float):
+        value = repr(value)  # the digits the source wrote, not the binary float's expansion
+    try:
+        number = value if isinstance(value, Decimal) else Decimal(str(value).strip())
     except InvalidOperation:
         raise ValueError(f"{value!r} is not a number") from None
+    if not number.is_finite():
+        raise ValueError(f"{value!r} is not a finite number")
+    _check_bc_decimal(value, number)
+    return number
+
+
+def _check_bc_decimal(value: Any, number: Decimal) -> None:
+    # Decimal comparisons are exact; abs() and normalize() would round to the context's 28 digits
+    if number.copy_abs() > BC_DECIMAL_MAX:
+        raise ValueError(f"{value!r} is outside BC's decimal range (±{BC_DECIMAL_MAX})")
+    _, digits, exponent = number.as_tuple()
+    coefficient = int("".join(map(str, digits)))
+    assert isinstance(exponent, int)  # finite, checked by the caller
+    while coefficient and exponent < 0 and coefficient % 10 == 0:
+        coefficient, exponent = coefficient // 10, exponent + 1  # 1.50 needs one place, not two
+    if coefficient and (exponent < -BC_DECIMAL_SCALE or coefficient > BC_DECIMAL_MAX):
+        raise ValueError(
+            f"{value!r} has more digits than BC's decimal holds "
+            f"({BC_DECIMAL_SCALE} decimal places, 28-29 significant digits)"
+        )
+
+
+def _to_int(value: Any) -> int:
+    """A whole number within Int64; 12.0 and "12.0" are 12, 12.5 is an error (no truncation)."""
+    if isinstance(value, bool):
+        raise ValueError(f"{value!r} is a boolean, not a number")
+    if isinstance(value, int):
+        number: int = value
+    else:
+        text = repr(value) if isinstance(value, float) else str(value).strip()
+        try:
+            exact = Decimal(text)
+        except InvalidOperation:
+            raise ValueError(f"{value!r} is not a whole number") from None
+        if not exact.is_finite() or exact != exact.to_integral_value():
+            raise ValueError(f"{value!r} is not a whole number")
+        if not INT64_MIN <= exact <= INT64_MAX:  # before int(): 1e999999999 is a huge int
+            raise ValueError(f"{value!r} is outside BC's integer range (Int64)")
+        number = int(exact)
+    if not INT64_MIN <= number <= INT64_MAX:
+        raise ValueError(f"{value!r} is outside BC's integer range (Int64)")
+    return number
+
+
+def _to_str(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 CONVERTERS: Mapping[str, Callable[[Any], Any]] = {
-    "str": lambda v: "" if v is None else str(v),
-    "int": lambda v: int(str(v).strip()) if not isinstance(v, int) else v,
+    "str": _to_str,
+    "int": _to_int,
     "decimal": _to_decimal,
     "float": _to_decimal,
     "bool": _to_bool,
@@ -233,7 +321,11 @@ CONVERTERS: Mapping[str, Callable[[Any], Any]] = {
 
 @dataclass
 class Convert(Step):
-    """field -> type: str, int, decimal, bool, date, datetime (empty strings become null)."""
+    """field -> type: str, int, decimal, bool, date, datetime (empty strings become null).
+
+    ``decimal`` (alias ``float``) gives an exact `Decimal` that BC's decimal can hold; ``int`` a
+    whole number within Int64 (12.0 is 12, 12.5 an error); ``date``/``datetime`` only full,
+    valid values. Anything else fails the record, naming the field."""
 
     fields: Mapping[str, str]
     name: ClassVar[str] = "convert"

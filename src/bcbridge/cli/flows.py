@@ -14,12 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import orjson
 import typer
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bcbridge import _json
 from bcbridge.cli._settings import fail
 from bcbridge.errors import AuthError, BCAPIError, BCBridgeError, ConfigError, TransportError
 from bcbridge.flowconfig import ProjectConfig, find_config, load_project
@@ -323,7 +323,7 @@ def tasks_show(task_id: int = typer.Argument(...), config: Path | None = PROJECT
     if task is None:
         raise fail(BCBridgeError(f"no task {task_id}"))
     data = {**task.__dict__, "created_at": str(task.created_at), "updated_at": str(task.updated_at)}
-    typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
+    typer.echo(_json.dumps(data, option=_json.OPT_INDENT_2).decode())
 
 
 @tasks_group.command("retry")

@@ -30,6 +30,10 @@ Row = Mapping[Any, Any]  # a stored record as SQLAlchemy returns it (RowMapping)
 
 _COLUMN_TYPES: Mapping[FieldType, type[sa.types.TypeEngine[Any]]] = {
     FieldType.INT: sa.Integer,
+    # Not exact: BC keeps Edm.Decimal as .NET decimal (28-29 digits); a REAL holds ~15-17, so a
+    # value such as 12345678901234567.12 reads back rounded here. Exact storage would take a text
+    # column plus casts in $filter/$orderby/keyset paging, Decimal body parsing, and Decimal
+    # arithmetic in documents.py: not done (see tests/subpub/test_sp_exact.py).
     FieldType.DECIMAL: sa.Float,
     FieldType.BOOL: sa.Boolean,
 }
