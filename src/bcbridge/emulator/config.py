@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -48,7 +49,7 @@ def parse_scale(text: str | None) -> dict[str, int]:
     scale: dict[str, int] = {}
     for part in filter(None, (text or "").split(",")):
         name, _, count = part.partition("=")
-        if not count.strip().isdigit():
+        if not re.fullmatch(r"[0-9]+", count.strip()):
             raise ValueError(f"expected NAME=COUNT with COUNT a whole number, in {part!r}")
         scale[name.strip()] = int(count)
     return check_scale(scale)
