@@ -172,3 +172,10 @@ def test_start_emulator_refuses_before_starting(options: dict[str, object], expe
     with pytest.raises(ConfigError) as raised:
         start_emulator(**options)
     assert str(raised.value).startswith(expected), raised.value
+
+
+def test_running_emulator_methods_raise_the_message(emulator: RunningEmulator) -> None:
+    with pytest.raises(ConfigError, match=r"^/_emulator/config: max_queue: input should be"):
+        emulator.configure(max_queue=-1)
+    with pytest.raises(ConfigError, match=r"^/_emulator/faults: kind: input should be"):
+        emulator.fault("explode")

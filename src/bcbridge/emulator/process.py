@@ -122,7 +122,12 @@ class RunningEmulator:
         self.stop()
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to a control endpoint; a refused body raises ConfigError with its message."""
+        from bcbridge.errors import ConfigError
+
         response = self._control.post(path, json=body)
+        if response.status_code == 400:
+            raise ConfigError(response.json()["error"]["message"], source=path)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
