@@ -7,7 +7,8 @@ Facts come from ``shared/bc-api.md`` §3 (itself from Microsoft's docs and AL so
 lists are written in a compact form, one token per property: ``name[:type][:ro]`` where the type
 is one of ``guid string int decimal bool date datetime`` or ``enum=A|B|C`` (``_`` stands for BC's
 blank option ``" "`` and ``~`` for a space inside an option name, e.g. ``In~Review``). A missing
-type means ``string``. The exact spelling of option names holding spaces is UNCONFIRMED in BC's
+type means ``string``. ``len=N`` gives a string's maximum length (BC's Text[N] or Code[N]),
+``Field.max_length``. The exact spelling of option names holding spaces is UNCONFIRMED in BC's
 docs (bc-api.md §1.6); we use the caption with its space.
 """
 
@@ -68,6 +69,7 @@ class Field:
     type: FieldType = FieldType.STRING
     read_only: bool = False
     options: tuple[str, ...] = ()  # enum values, as BC serialises them
+    max_length: int | None = None  # BC's Text[N] / Code[N]; longer values are refused
 
     @property
     def is_key_like(self) -> bool:
@@ -149,9 +151,14 @@ def _parse_field(token: str) -> Field:
     name, *parts = token.split(":")
     kind, read_only = FieldType.STRING, False
     options: tuple[str, ...] = ()
+    max_length: int | None = None
     for part in parts:
         if part == "ro":
             read_only = True
+        elif part.startswith("len="):
+            max_length = int(part[len("len=") :])
+            if max_length < 1:
+                raise ValueError(f"{token}: len= must be at least 1")
         elif part.startswith("enum="):
             kind = FieldType.ENUM
             options = tuple(
@@ -160,7 +167,9 @@ def _parse_field(token: str) -> Field:
             )
         else:
             kind = FieldType(part)
-    return Field(name, kind, read_only, options)
+    if max_length is not None and kind is not FieldType.STRING:
+        raise ValueError(f"{token}: len= applies to string properties only")
+    return Field(name, kind, read_only, options, max_length)
 
 
 def _fields(*specs: str) -> tuple[Field, ...]:
@@ -173,20 +182,48 @@ def _fields(*specs: str) -> tuple[Field, ...]:
 
 ID = "id:guid:ro"
 MODIFIED = "lastModifiedDateTime:datetime:ro"
-ADDRESS = "addressLine1 addressLine2 city state country postalCode"
-CONTACT = "phoneNumber email website"
+
+# --- BC's field lengths ---------------------------------------------------------------------
+# bc-api.md lists no field lengths. Each ``len=N`` below is the length of the BC base-app table
+# field behind the API property (Text[N] or Code[N], named in the comment next to it), from
+# BC's table definitions; only lengths we are sure of are given, other strings are unchecked.
+# BC stores Code[N] values in upper case; that the API upper-cases a Code value on write is NOT
+# confirmed by bc-api.md, so the emulator keeps values as sent.
+NUMBER = "len=20"  # "No." Code[20] (Customer, Vendor, Item, Contact, Employee, documents)
+NAME = "len=100"  # "Name" Text[100]; Item "Description" Text[100]
+# Address Text[100], "Address 2" Text[50], City Text[30], County Text[30],
+# "Country/Region Code" Code[10], "Post Code" Code[20]
+ADDRESS = (
+    "addressLine1:len=100 addressLine2:len=50 city:len=30 state:len=30 country:len=10 "
+    "postalCode:len=20"
+)
+CONTACT = "phoneNumber:len=30 email:len=80 website"  # "Phone No." Text[30], "E-Mail" Text[80]
+CURRENCY_CODE = "currencyCode:len=10"  # "Currency Code" Code[10]
+VAT_NUMBER = "taxRegistrationNumber:len=20"  # "VAT Registration No." Text[20]
 
 
 def _address(prefix: str, *, read_only: bool = False) -> str:
     suffix = ":ro" if read_only else ""
-    parts = ("AddressLine1", "AddressLine2", "City", "Country", "State", "PostCode")
-    return " ".join(f"{prefix}{part}{suffix}" for part in parts)
+    # "<Sell-to|Bill-to|Ship-to|Buy-from|Pay-to> Address" Text[100], "... Address 2" Text[50],
+    # "... City" Text[30], "... Country/Region Code" Code[10], "... County" Text[30],
+    # "... Post Code" Code[20]
+    parts = (
+        ("AddressLine1", 100),
+        ("AddressLine2", 50),
+        ("City", 30),
+        ("Country", 10),
+        ("State", 30),
+        ("PostCode", 20),
+    )
+    return " ".join(f"{prefix}{part}:len={length}{suffix}" for part, length in parts)
 
 
 SALES_PARTY = " ".join(
     [
-        "customerId:guid customerNumber customerName:ro billToName:ro",
-        "billToCustomerId:guid billToCustomerNumber shipToName shipToContact",
+        # "Sell-to/Bill-to Customer No." Code[20], "Ship-to Name"/"Ship-to Contact" Text[100]
+        f"customerId:guid customerNumber:{NUMBER} customerName:ro billToName:ro",
+        f"billToCustomerId:guid billToCustomerNumber:{NUMBER} shipToName:{NAME}",
+        f"shipToContact:{NAME}",
         _address("sellTo"),
         _address("billTo", read_only=True),
         _address("shipTo"),
@@ -194,8 +231,10 @@ SALES_PARTY = " ".join(
 )
 PURCHASE_PARTY = " ".join(
     [
-        "vendorId:guid vendorNumber vendorName:ro payToName:ro payToContact:ro",
-        "payToVendorId:guid payToVendorNumber shipToName shipToContact",
+        # "Buy-from/Pay-to Vendor No." Code[20], "Ship-to Name"/"Ship-to Contact" Text[100]
+        f"vendorId:guid vendorNumber:{NUMBER} vendorName:ro payToName:ro payToContact:ro",
+        f"payToVendorId:guid payToVendorNumber:{NUMBER} shipToName:{NAME}",
+        f"shipToContact:{NAME}",
         _address("buyFrom"),
         _address("payTo", read_only=True),
         _address("shipTo"),
@@ -206,21 +245,31 @@ TOTALS = (
     "totalAmountExcludingTax:decimal:ro totalTaxAmount:decimal:ro "
     "totalAmountIncludingTax:decimal:ro"
 )
-DOCUMENT_COMMON = (
-    "shortcutDimension1Code shortcutDimension2Code currencyId:guid currencyCode "
-    "pricesIncludeTax:bool paymentTermsId:guid shipmentMethodId:guid"
+DOCUMENT_COMMON = (  # "Shortcut Dimension 1/2 Code" Code[20]
+    "shortcutDimension1Code:len=20 shortcutDimension2Code:len=20 currencyId:guid "
+    f"{CURRENCY_CODE} pricesIncludeTax:bool paymentTermsId:guid shipmentMethodId:guid"
 )
 LINE_TYPES = "enum=Comment|Account|Item|Resource|Fixed~Asset|Charge"
+# Line "No." Code[20], Description Text[100], "Description 2" Text[50],
+# "Unit of Measure Code" Code[10], "Tax Group Code" Code[20]
 LINE_COMMON = (
     f"{ID} documentId:guid sequence:int itemId:guid accountId:guid lineType:{LINE_TYPES} "
-    "lineObjectNumber description description2 unitOfMeasureId:guid unitOfMeasureCode "
+    "lineObjectNumber:len=20 description:len=100 description2:len=50 unitOfMeasureId:guid "
+    "unitOfMeasureCode:len=10 "
     "quantity:decimal discountAmount:decimal discountPercent:decimal "
-    "discountAppliedBeforeTax:bool:ro amountExcludingTax:decimal:ro taxCode "
+    "discountAppliedBeforeTax:bool:ro amountExcludingTax:decimal:ro taxCode:len=20 "
     "taxPercent:decimal:ro totalTaxAmount:decimal:ro amountIncludingTax:decimal:ro "
     "invoiceDiscountAllocation:decimal:ro netAmount:decimal:ro netTaxAmount:decimal:ro "
     "netAmountIncludingTax:decimal:ro itemVariantId:guid locationId:guid"
 )
 DOC_STATUS = "enum=Draft|In~Review|Open"
+# "External Document No." Code[35], "Your Reference" Text[35], "Vendor Invoice No." Code[35],
+# "Salesperson Code"/"Purchaser Code" Code[20], "Sell-to Phone No." Text[30],
+# "Sell-to E-Mail" Text[80]
+EXTERNAL_NUMBER = "externalDocumentNumber:len=35"
+SALESPERSON = "salesperson:len=20"
+PURCHASER = "purchaser:len=20"
+SELL_TO_CONTACT = "phoneNumber:len=30 email:len=80"
 INVOICE_STATUS = "enum=_|Draft|In~Review|Open|Paid|Canceled|Corrective"
 
 
@@ -297,9 +346,9 @@ _SALES_ORDERS = _document(
     "salesOrderLine",
     party="sales",
     header_fields=(
-        "externalDocumentNumber orderDate:date postingDate:date salesperson "
+        f"{EXTERNAL_NUMBER} orderDate:date postingDate:date {SALESPERSON} "
         "partialShipping:bool requestedDeliveryDate:date fullyShipped:bool:ro "
-        f"status:{DOC_STATUS}:ro phoneNumber email"
+        f"status:{DOC_STATUS}:ro {SELL_TO_CONTACT}"
     ),
     line_fields=(
         f"{SALES_LINE_PRICE} shippedQuantity:decimal:ro invoicedQuantity:decimal:ro "
@@ -315,10 +364,10 @@ _SALES_INVOICES = _document(
     "salesInvoiceLine",
     party="sales",
     header_fields=(
-        "externalDocumentNumber invoiceDate:date postingDate:date dueDate:date "
-        "promisedPayDate:date customerPurchaseOrderReference orderId:guid:ro orderNumber:ro "
-        "salesperson disputeStatusId:guid disputeStatus remainingAmount:decimal:ro "
-        f"status:{INVOICE_STATUS}:ro phoneNumber email"
+        f"{EXTERNAL_NUMBER} invoiceDate:date postingDate:date dueDate:date "
+        "promisedPayDate:date customerPurchaseOrderReference:len=35 orderId:guid:ro "
+        f"orderNumber:ro {SALESPERSON} disputeStatusId:guid disputeStatus "
+        f"remainingAmount:decimal:ro status:{INVOICE_STATUS}:ro {SELL_TO_CONTACT}"
     ),
     line_fields=SALES_LINE_PRICE,
     actions=("post", "postAndSend", "send", "cancel", "cancelAndSend", "makeCorrectiveCreditMemo"),
@@ -331,9 +380,9 @@ _SALES_QUOTES = _document(
     "salesQuoteLine",
     party="sales",
     header_fields=(
-        "externalDocumentNumber documentDate:date postingDate:date dueDate:date "
-        "validUntilDate:date sentDate:datetime:ro acceptedDate:date salesperson "
-        "status:enum=Draft|Sent|Accepted|Expired|Open:ro phoneNumber email"
+        f"{EXTERNAL_NUMBER} documentDate:date postingDate:date dueDate:date "
+        f"validUntilDate:date sentDate:datetime:ro acceptedDate:date {SALESPERSON} "
+        f"status:enum=Draft|Sent|Accepted|Expired|Open:ro {SELL_TO_CONTACT}"
     ),
     line_fields=SALES_LINE_PRICE,
     actions=("makeInvoice", "makeOrder", "send"),
@@ -346,7 +395,7 @@ _PURCHASE_ORDERS = _document(
     "purchaseOrderLine",
     party="purchase",
     header_fields=(
-        "orderDate:date postingDate:date purchaser requestedReceiptDate:date "
+        f"orderDate:date postingDate:date {PURCHASER} requestedReceiptDate:date "
         f"fullyReceived:bool:ro status:{DOC_STATUS}:ro"
     ),
     line_fields=(
@@ -363,8 +412,8 @@ _PURCHASE_INVOICES = _document(
     "purchaseInvoiceLine",
     party="purchase",
     header_fields=(
-        "invoiceDate:date postingDate:date dueDate:date vendorInvoiceNumber "
-        f"orderId:guid:ro orderNumber:ro purchaser status:{INVOICE_STATUS}:ro"
+        "invoiceDate:date postingDate:date dueDate:date vendorInvoiceNumber:len=35 "
+        f"orderId:guid:ro orderNumber:ro {PURCHASER} status:{INVOICE_STATUS}:ro"
     ),
     line_fields=PURCHASE_LINE_PRICE,
     actions=("post",),
@@ -377,12 +426,13 @@ _MASTER_DATA = (
         "customer",
         fields=_fields(
             ID,
-            "number displayName type:enum=Company|Person",
+            f"number:{NUMBER} displayName:{NAME} type:enum=Company|Person",
             ADDRESS,
             CONTACT,
-            "salespersonCode balanceDue:decimal:ro creditLimit:decimal taxLiable:bool",
-            "taxAreaId:guid taxAreaDisplayName:ro taxRegistrationNumber currencyId:guid",
-            "currencyCode paymentTermsId:guid shipmentMethodId:guid paymentMethodId:guid",
+            # "Salesperson Code" Code[20]
+            "salespersonCode:len=20 balanceDue:decimal:ro creditLimit:decimal taxLiable:bool",
+            f"taxAreaId:guid taxAreaDisplayName:ro {VAT_NUMBER} currencyId:guid",
+            f"{CURRENCY_CODE} paymentTermsId:guid shipmentMethodId:guid paymentMethodId:guid",
             "blocked:enum=_|Ship|Invoice|All",
             MODIFIED,
         ),
@@ -398,10 +448,10 @@ _MASTER_DATA = (
         "vendor",
         fields=_fields(
             ID,
-            "number displayName",
+            f"number:{NUMBER} displayName:{NAME}",
             ADDRESS,
             CONTACT,
-            "taxRegistrationNumber currencyId:guid currencyCode irs1099Code",
+            f"{VAT_NUMBER} currencyId:guid {CURRENCY_CODE} irs1099Code",
             "paymentTermsId:guid paymentMethodId:guid taxLiable:bool",
             "blocked:enum=_|Payment|All balance:decimal:ro",
             MODIFIED,
@@ -418,12 +468,18 @@ _MASTER_DATA = (
         "item",
         fields=_fields(
             ID,
-            "number displayName displayName2 type:enum=Inventory|Service|Non-Inventory",
-            "itemCategoryId:guid itemCategoryCode blocked:bool gtin inventory:decimal:ro",
+            # Item "No." Code[20], Description Text[100], "Description 2" Text[50]
+            f"number:{NUMBER} displayName:{NAME} displayName2:len=50",
+            "type:enum=Inventory|Service|Non-Inventory",
+            # "Item Category Code" Code[20], GTIN Code[14]
+            "itemCategoryId:guid itemCategoryCode:len=20 blocked:bool gtin:len=14",
+            "inventory:decimal:ro",
             "unitPrice:decimal priceIncludesTax:bool unitCost:decimal taxGroupId:guid",
-            "taxGroupCode baseUnitOfMeasureId:guid baseUnitOfMeasureCode",
-            "generalProductPostingGroupId:guid generalProductPostingGroupCode",
-            "inventoryPostingGroupId:guid inventoryPostingGroupCode",
+            # "Tax Group Code" Code[20], "Base Unit of Measure" Code[10]
+            "taxGroupCode:len=20 baseUnitOfMeasureId:guid baseUnitOfMeasureCode:len=10",
+            # "Gen. Prod. Posting Group" and "Inventory Posting Group" Code[20]
+            "generalProductPostingGroupId:guid generalProductPostingGroupCode:len=20",
+            "inventoryPostingGroupId:guid inventoryPostingGroupCode:len=20",
             MODIFIED,
         ),
         navigations=(Navigation("itemCategory", "itemCategories", "itemCategoryId"),),
@@ -435,11 +491,14 @@ _MASTER_DATA = (
         "contact",
         fields=_fields(
             ID,
-            "number type:enum=Company|Person displayName jobTitle companyNumber companyName",
-            "contactBusinessRelation:ro",
+            # "Job Title" Text[30], "Company No." Code[20], "Company Name" Text[100]
+            f"number:{NUMBER} type:enum=Company|Person displayName:{NAME} jobTitle:len=30",
+            f"companyNumber:{NUMBER} companyName:{NAME} contactBusinessRelation:ro",
             ADDRESS,
-            "phoneNumber mobilePhoneNumber email website searchName privacyBlocked:bool",
-            "taxRegistrationNumber lastInteractionDate:date:ro",
+            # "Mobile Phone No." Text[30], "Search Name" Code[100]
+            "phoneNumber:len=30 mobilePhoneNumber:len=30 email:len=80 website",
+            "searchName:len=100 privacyBlocked:bool",
+            f"{VAT_NUMBER} lastInteractionDate:date:ro",
             MODIFIED,
         ),
         natural_key="number",
@@ -450,9 +509,13 @@ _MASTER_DATA = (
         "employee",
         fields=_fields(
             ID,
-            "number displayName:ro givenName middleName surname jobTitle",
+            # "First Name", "Middle Name", "Last Name", "Job Title" Text[30]
+            f"number:{NUMBER} displayName:ro givenName:len=30 middleName:len=30",
+            "surname:len=30 jobTitle:len=30",
             ADDRESS,
-            "phoneNumber mobilePhone email personalEmail employmentDate:date",
+            # "Phone No."/"Mobile Phone No." Text[30], "E-Mail" Text[80]
+            "phoneNumber:len=30 mobilePhone:len=30 email:len=80 personalEmail",
+            "employmentDate:date",
             "terminationDate:date status:enum=Active|Inactive birthDate:date",
             "statisticsGroupCode bankBranchNumber bankAccountNumber iban",
             MODIFIED,
@@ -463,7 +526,8 @@ _MASTER_DATA = (
     EntitySet(
         "itemCategories",
         "itemCategory",
-        fields=_fields(ID, "code displayName", MODIFIED),
+        # Item Category: Code Code[20], Description Text[100]
+        fields=_fields(ID, f"code:len=20 displayName:{NAME}", MODIFIED),
         natural_key="code",
     ),
     EntitySet(
@@ -471,7 +535,8 @@ _MASTER_DATA = (
         "currency",
         fields=_fields(
             ID,
-            "code displayName symbol amountDecimalPlaces amountRoundingPrecision:decimal",
+            # Currency: Code Code[10]
+            "code:len=10 displayName symbol amountDecimalPlaces amountRoundingPrecision:decimal",
             MODIFIED,
         ),
         natural_key="code",
@@ -481,7 +546,8 @@ _MASTER_DATA = (
         "paymentTerm",
         fields=_fields(
             ID,
-            "code displayName dueDateCalculation discountDateCalculation",
+            # Payment Terms: Code Code[10]
+            "code:len=10 displayName dueDateCalculation discountDateCalculation",
             "discountPercent:decimal calculateDiscountOnCreditMemos:bool",
             MODIFIED,
         ),
@@ -527,7 +593,7 @@ _FINANCE = (
         actions=("post",),
         fields=_fields(
             ID,
-            "code displayName templateDisplayName:ro",
+            "code:len=10 displayName templateDisplayName:ro",  # batch "Name" Code[10]
             MODIFIED,
             "balancingAccountId:guid balancingAccountNumber:ro",
         ),
@@ -542,8 +608,10 @@ _FINANCE = (
             ID,
             "journalId:guid journalDisplayName:ro lineNumber:int",
             "accountType:enum=G/L~Account|Customer|Vendor|Bank~Account|Fixed~Asset|Employee",
-            "accountId:guid accountNumber postingDate:date documentNumber externalDocumentNumber",
-            "amount:decimal description comment taxCode",
+            # "Account No." Code[20], "Document No." Code[20], Description Text[100]
+            f"accountId:guid accountNumber:{NUMBER} postingDate:date documentNumber:{NUMBER}",
+            EXTERNAL_NUMBER,
+            f"amount:decimal description:{NAME} comment taxCode",
             "balanceAccountType:enum=G/L~Account|Customer|Vendor|Bank~Account|Fixed~Asset|Employee",
             "balancingAccountId:guid balancingAccountNumber",
             MODIFIED,

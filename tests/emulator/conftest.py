@@ -52,3 +52,12 @@ def assert_bc_error(response: httpx.Response, status: int, code: str) -> str:
     assert match, error["message"]
     assert response.headers["request-id"] == match.group(1)
     return str(error["message"])
+
+
+def control_client(emulator: RunningEmulator) -> httpx.Client:
+    """A client for the control endpoints (``/_emulator/*``), which need no token."""
+    return httpx.Client(
+        base_url=emulator.info.base_url,
+        verify=ssl.create_default_context(cafile=emulator.info.ca_bundle),
+        timeout=60,
+    )

@@ -6,11 +6,11 @@ from pathlib import Path
 from typing import Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from bcbridge.emulator.config import EmulatorConfig, default_state_dir, parse_scale
-from bcbridge.errors import ConfigError
+from bcbridge.emulator.config import EmulatorConfig, default_state_dir, describe, flag_name
 
 
 def _show(info: dict[str, Any]) -> None:
@@ -38,11 +38,13 @@ def emulator(
     port: int = typer.Option(8080, help="Port; 0 picks a free one."),
     seed: int = typer.Option(1, help="Seed for the deterministic demo data and credentials."),
     scale: str = typer.Option("", help="Row counts, e.g. customers=100000,items=500."),
-    token_lifetime: int = typer.Option(3599, help="Access-token lifetime in seconds."),
-    latency_ms: int = typer.Option(0, help="Added latency per API request."),
-    rate_limit: str = typer.Option("6000/300", help="REQUESTS/SECONDS per principal."),
-    max_concurrent: int = typer.Option(5, help="Requests processed at once per principal."),
-    max_queue: int = typer.Option(95, help="Requests waiting per principal before 429."),
+    token_lifetime: int = typer.Option(3599, help="Access-token lifetime, 1..86400 seconds."),
+    latency_ms: int = typer.Option(0, help="Added latency per API request, 0..60000 ms."),
+    rate_limit: str = typer.Option(
+        "6000/300", help="REQUESTS/SECONDS per principal (>= 1 request, 0 < SECONDS <= 86400)."
+    ),
+    max_concurrent: int = typer.Option(5, help="Requests processed at once per principal (>= 1)."),
+    max_queue: int = typer.Option(95, help="Requests waiting per principal before 429 (>= 0)."),
     data: Path | None = typer.Option(None, help="SQLite file to keep data in (default: memory)."),
     state_dir: Path = typer.Option(default_state_dir, help="Where the CA and keys are kept."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON line for scripts."),
@@ -54,21 +56,23 @@ def emulator(
     from bcbridge.emulator.server import announce_json, run
 
     try:
-        config = EmulatorConfig(
-            host=host,
-            port=port,
-            seed=seed,
-            scale=parse_scale(scale),
-            token_lifetime=token_lifetime,
-            latency_ms=latency_ms,
-            rate_limit=rate_limit,
-            max_concurrent=max_concurrent,
-            max_queue=max_queue,
-            data=data,
-            state_dir=state_dir,
+        config = EmulatorConfig.model_validate(
+            {
+                "host": host,
+                "port": port,
+                "seed": seed,
+                "scale": scale,
+                "token_lifetime": token_lifetime,
+                "latency_ms": latency_ms,
+                "rate_limit": rate_limit,
+                "max_concurrent": max_concurrent,
+                "max_queue": max_queue,
+                "data": data,
+                "state_dir": state_dir,
+            }
         )
-    except (ConfigError, ValueError) as exc:
-        typer.echo(f"error: {exc}", err=True)
+    except ValidationError as exc:
+        typer.echo(f"error: {describe(exc, label=flag_name)}", err=True)
         raise typer.Exit(2) from None
     run(config, announce_json if as_json else _show)
 

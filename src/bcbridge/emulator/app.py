@@ -7,7 +7,9 @@ carries a ``request-id``; every error is made by `bcbridge.emulator.errors`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -18,8 +20,22 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from bcbridge.emulator.config import EmulatorConfig, parse_rate
-from bcbridge.emulator.errors import BCError, error_response, from_exception, new_correlation_id
+from bcbridge.emulator.config import EmulatorConfig, describe
+from bcbridge.emulator.control import (
+    ConfigUpdate,
+    ControlError,
+    EntitySpec,
+    ResetRequest,
+    SeedRequest,
+    read_body,
+)
+from bcbridge.emulator.errors import (
+    BCError,
+    control_error,
+    error_response,
+    from_exception,
+    new_correlation_id,
+)
 from bcbridge.emulator.faults import Faults, FaultSpec, status_error
 from bcbridge.emulator.identity import Identity
 from bcbridge.emulator.limits import Limits
@@ -49,14 +65,14 @@ class EmulatorApp:
             Route("/{tenant}/v2.0/.well-known/openid-configuration", idn.discovery),
             Route("/{tenant}/.well-known/openid-configuration", idn.discovery),
             Route("/{tenant}/discovery/v2.0/keys", idn.jwks),
-            Route("/_emulator/faults", self._add_fault, methods=["POST"]),
+            Route("/_emulator/faults", _answers_400(self._add_fault), methods=["POST"]),
             Route("/_emulator/faults", self._clear_faults, methods=["DELETE"]),
-            Route("/_emulator/reset", self._reset, methods=["POST"]),
-            Route("/_emulator/seed", self._seed, methods=["POST"]),
-            Route("/_emulator/config", self._configure, methods=["POST"]),
+            Route("/_emulator/reset", _answers_400(self._reset), methods=["POST"]),
+            Route("/_emulator/seed", _answers_400(self._seed), methods=["POST"]),
+            Route("/_emulator/config", _answers_400(self._configure), methods=["POST"]),
             Route("/_emulator/stats", self._stats),
             Route("/_emulator/info", self._info),
-            Route("/_emulator/entities", self._register_entity, methods=["POST"]),
+            Route("/_emulator/entities", _answers_400(self._register_entity), methods=["POST"]),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -127,10 +143,7 @@ class EmulatorApp:
     # --- control endpoints ----------------------------------------------------------------------
 
     async def _add_fault(self, request: Request) -> Response:
-        try:
-            self.faults.add(FaultSpec.model_validate(await request.json()))
-        except ValidationError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+        self.faults.add(await read_body(request, FaultSpec))
         return JSONResponse({"pending": len(self.faults.pending)})
 
     async def _clear_faults(self, request: Request) -> Response:
@@ -143,28 +156,21 @@ class EmulatorApp:
         self.faults.clear()
 
     async def _reset(self, request: Request) -> Response:
+        await read_body(request, ResetRequest)
         await self._reseed()
         return JSONResponse({"companies": self.service.companies()})
 
     async def _seed(self, request: Request) -> Response:
-        body = await request.json()
-        if "seed" in body:
-            self.config.seed = int(body["seed"])
-        if "scale" in body:
-            self.config.scale = {str(k): int(v) for k, v in dict(body["scale"]).items()}
+        body = await read_body(request, SeedRequest)
+        self.config = self._changed_config(body.model_dump(exclude_none=True))
         await self._reseed()
         return JSONResponse({"companies": self.service.companies()})
 
     async def _configure(self, request: Request) -> Response:
-        body = await request.json()
-        if "token_lifetime" in body:
-            self.identity.token_lifetime = int(body["token_lifetime"])
-        if "latency_ms" in body:
-            self.config.latency_ms = int(body["latency_ms"])
-        for name in ("rate_limit", "max_concurrent", "max_queue", "queue_timeout_s"):
-            if name in body:
-                setattr(self.config, name, body[name])
-        rate, per = parse_rate(self.config.rate_limit)
+        body = await read_body(request, ConfigUpdate)
+        self.config = self._changed_config(body.model_dump(exclude_none=True))
+        self.identity.token_lifetime = self.config.token_lifetime
+        rate, per = self.config.rate
         self.limits.configure(
             rate,
             per,
@@ -173,6 +179,13 @@ class EmulatorApp:
             self.config.queue_timeout_s,
         )
         return JSONResponse(self.config.model_dump(mode="json", exclude={"state_dir", "data"}))
+
+    def _changed_config(self, changes: dict[str, Any]) -> EmulatorConfig:
+        """The whole config with `changes`, checked as a whole before anything is applied."""
+        try:
+            return EmulatorConfig.model_validate({**self.config.model_dump(), **changes})
+        except ValidationError as exc:
+            raise ControlError(describe(exc)) from None
 
     async def _stats(self, request: Request) -> Response:
         return JSONResponse(
@@ -183,11 +196,27 @@ class EmulatorApp:
         return JSONResponse(self.info)
 
     async def _register_entity(self, request: Request) -> Response:
+        spec = await read_body(request, EntitySpec)
         try:
-            self.service.register_custom_entity(await request.json())
-        except (BCError, KeyError, ValueError) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"registered": True}, status_code=201)
+            created = self.service.register_custom_entity(spec.model_dump())
+        except BCError as exc:
+            raise ControlError(exc.message) from None
+        return JSONResponse({"registered": True}, status_code=201 if created else 200)
+
+
+def _answers_400(
+    handler: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A control endpoint whose ControlError becomes a 400 ``<field>: <what was expected>``."""
+
+    @functools.wraps(handler)
+    async def checked(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except ControlError as exc:
+            return control_error(str(exc))
+
+    return checked
 
 
 def _split_api_path(path: str) -> tuple[str | None, str, str]:

@@ -64,25 +64,42 @@ def run_batch(service: DataService, call: Call) -> Result:
     return Result(200, {"responses": responses})
 
 
+def _shape(request: Any) -> tuple[str, str, dict[str, str]]:
+    """An operation's method, URL and lower-cased headers, or BC's 400 when one is malformed."""
+    if not isinstance(request, dict) or "method" not in request or "url" not in request:
+        raise BCError(400, "BadRequest", "Each batch request needs 'method' and 'url'.")
+    method, url, headers = request["method"], request["url"], request.get("headers") or {}
+    if not isinstance(method, str) or not isinstance(url, str):
+        raise BCError(400, "BadRequest", "A batch request's 'method' and 'url' must be strings.")
+    if not isinstance(headers, dict) or not all(
+        isinstance(value, str | int | float) for value in headers.values()
+    ):
+        raise BCError(
+            400, "BadRequest", "A batch request's 'headers' must map names to string values."
+        )
+    return method.upper(), url, {str(k).lower(): str(v) for k, v in headers.items()}
+
+
 def _one(service: DataService, conn: Any, outer: Call, request: Any) -> dict[str, Any]:
     from bcbridge.emulator.service import Call, error_result
 
     op_id = request.get("id") if isinstance(request, dict) else None
     correlation_id = new_correlation_id()
     try:
-        if not isinstance(request, dict) or "method" not in request or "url" not in request:
-            raise BCError(400, "BadRequest", "Each batch request needs 'method' and 'url'.")
-        url = str(request["url"])
-        parts = urlsplit(url)
+        method, url, headers = _shape(request)
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            raise BCError(400, "BadRequest_InvalidRequestUrl", f"'{url}' is not a URL.") from None
         path = parts.path
-        if "/api/" in path:  # absolute URL: keep what follows the route
-            path = path.split("/api/", 1)[1].split("/", 1)[1] if outer.route == "v2.0" else path
+        if "/api/" in path and outer.route == "v2.0":  # absolute URL: keep what follows the route
+            path = path.split("/api/", 1)[1].partition("/")[2]
         inner = Call(
-            method=str(request["method"]).upper(),
+            method=method,
             route=outer.route,
             path=path.lstrip("/"),
             query=dict(parse_qsl(parts.query)),
-            headers={**{k.lower(): str(v) for k, v in (request.get("headers") or {}).items()}},
+            headers=headers,
             body=request.get("body"),
             root_url=outer.root_url,
         )

@@ -13,7 +13,14 @@ from collections.abc import Mapping
 import orjson
 from starlette.responses import Response
 
-__all__ = ["BCError", "error_body", "error_response", "from_exception", "new_correlation_id"]
+__all__ = [
+    "BCError",
+    "control_error",
+    "error_body",
+    "error_response",
+    "from_exception",
+    "new_correlation_id",
+]
 
 
 class BCError(Exception):
@@ -65,4 +72,13 @@ def error_response(
 def from_exception(exc: BCError, correlation_id: str | None = None) -> Response:
     return error_response(
         exc.status, exc.code, exc.message, headers=exc.headers, correlation_id=correlation_id
+    )
+
+
+def control_error(message: str, status: int = 400) -> Response:
+    """The control endpoints' error (not BC's: no correlation id): ``<field>: <expected>``."""
+    return Response(
+        orjson.dumps({"error": {"code": "BadRequest", "message": message}}),
+        status_code=status,
+        media_type="application/json",
     )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from bcbridge.emulator.errors import BCError
 
@@ -26,14 +26,18 @@ _CODES = {
 
 
 class FaultSpec(BaseModel):
+    """The body of ``POST /_emulator/faults``; unknown keys and wrong types are refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
     kind: Literal["status", "drop", "stall"] = "status"
-    count: int = Field(1, ge=1)
+    count: int = Field(1, ge=1, le=1_000_000)
     status: int = Field(503, ge=400, le=599)
-    retry_after: float | None = None
-    seconds: float = Field(5.0, ge=0)
+    retry_after: float | None = Field(None, ge=0, le=86_400)
+    seconds: float = Field(5.0, ge=0, le=600)  # a stall beyond 10 minutes would look like a hang
     after: bool = False  # drop: carry the request out, then drop the answer
     path_contains: str | None = None
-    method: str | None = None
+    method: str | None = Field(None, pattern=r"^[A-Za-z]{1,16}$")
 
 
 @dataclass

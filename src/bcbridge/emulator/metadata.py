@@ -19,9 +19,10 @@ def _entity_type(
     ]
     for field in fields_of(entity_set):
         nullable = "false" if field.name == entity_set.key else "true"
+        max_length = f' MaxLength="{field.max_length}"' if field.max_length else ""
         lines.append(
             f"<Property Name={quoteattr(field.name)} Type={quoteattr(edm_type(field))} "
-            f'Nullable="{nullable}"/>'
+            f'Nullable="{nullable}"{max_length}/>'
         )
     for nav in entity_set.navigations:
         if nav.target not in known:

@@ -15,6 +15,8 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -106,6 +108,7 @@ class RunningEmulator:
     def __init__(self, process: subprocess.Popen[str], info: EmulatorInfo):
         self.process = process
         self.info = info
+        self.log: deque[str] = deque(maxlen=2000)  # the last lines the emulator wrote to stderr
         self._control = httpx.Client(
             base_url=info.base_url,
             verify=ssl.create_default_context(cafile=info.ca_bundle),
@@ -119,7 +122,12 @@ class RunningEmulator:
         self.stop()
 
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST to a control endpoint; a refused body raises ConfigError with its message."""
+        from bcbridge.errors import ConfigError
+
         response = self._control.post(path, json=body)
+        if response.status_code == 400:
+            raise ConfigError(response.json()["error"]["message"], source=path)
         response.raise_for_status()
         result: dict[str, Any] = response.json()
         return result
@@ -183,8 +191,46 @@ def _shared_state_dir() -> Path:
     return folder
 
 
+# EmulatorConfig fields that have a `bcbridge emulator` flag (the port is always 0 here).
+_FLAG_OPTIONS = (
+    "host",
+    "seed",
+    "scale",
+    "token_lifetime",
+    "latency_ms",
+    "rate_limit",
+    "max_concurrent",
+    "max_queue",
+    "data",
+    "state_dir",
+)
+
+
+def check_options(options: Mapping[str, Any]) -> None:
+    """Refuse, before a process starts, what `bcbridge emulator` would refuse (ConfigError)."""
+    from pydantic import ValidationError
+
+    from bcbridge.emulator.config import EmulatorConfig, describe
+    from bcbridge.errors import ConfigError
+
+    for name in options:
+        if name not in _FLAG_OPTIONS:
+            raise ConfigError(
+                f"unknown start_emulator option; expected one of: {', '.join(_FLAG_OPTIONS)}",
+                field=name,
+            )
+    try:
+        EmulatorConfig.model_validate({k: v for k, v in options.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe(exc)) from None
+
+
 def start_emulator(*, timeout: float = 60.0, **options: Any) -> RunningEmulator:
-    """Start ``bcbridge emulator --json --port 0`` with options named like its flags."""
+    """Start ``bcbridge emulator --json --port 0`` with options named like its flags.
+
+    Options are checked first (`check_options`): a bad one raises ConfigError at once.
+    """
+    check_options(options)
     args = [sys.executable, "-m", "bcbridge", "emulator", "--json", "--port", "0"]
     options.setdefault("state_dir", _shared_state_dir())
     for name, value in options.items():
@@ -204,14 +250,17 @@ def start_emulator(*, timeout: float = 60.0, **options: Any) -> RunningEmulator:
         process.kill()
         _, err = process.communicate()
         raise RuntimeError(f"the emulator did not start: {err.strip()[-2000:]}")
-    threading.Thread(target=_drain, args=(process,), daemon=True).start()
     data = json.loads(line[0])
     known = {f.name for f in fields(EmulatorInfo)}
-    return RunningEmulator(process, EmulatorInfo(**{k: v for k, v in data.items() if k in known}))
+    running = RunningEmulator(
+        process, EmulatorInfo(**{k: v for k, v in data.items() if k in known})
+    )
+    threading.Thread(target=_drain, args=(process, running.log), daemon=True).start()
+    return running
 
 
-def _drain(process: subprocess.Popen[str]) -> None:
-    """Keep reading the emulator's stderr so a full pipe never blocks it."""
+def _drain(process: subprocess.Popen[str], log: deque[str]) -> None:
+    """Keep reading the emulator's stderr so a full pipe never blocks it; keep its tail."""
     if process.stderr:
-        for _ in process.stderr:
-            pass
+        for text in process.stderr:
+            log.append(text.rstrip("\n"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +20,14 @@ from odata_query import exceptions as odata_errors
 from odata_query.grammar import ODataLexer, ODataParser
 from odata_query.sqlalchemy.core import AstToSqlAlchemyCoreVisitor
 
-from bcbridge.catalog import EntitySet
+from bcbridge.catalog import EntitySet, FieldType
 from bcbridge.emulator.errors import BCError
 from bcbridge.emulator.store import fields_of
 
 MAX_PAGE_SIZE = 20_000
+MAX_INT64 = 2**63 - 1  # OData reads $top, $skip and integer literals as Edm.Int64
+BOOLEAN_FUNCTIONS = {"startswith", "endswith", "contains"}
+_DIGITS = re.compile(r"^[0-9]+$")  # ASCII only: str.isdigit() accepts '²', which int() refuses
 ALLOWED_FUNCTIONS = {"startswith", "endswith", "contains", "tolower", "toupper", "substring"}
 UNSUPPORTED_OPTIONS = ("$apply", "$search", "$compute", "$deltatoken")
 
@@ -75,6 +79,8 @@ def _check_and_normalize(node: Any) -> Any:
         return odata_ast.String(format_datetime(parse_datetime(node.val)))
     if isinstance(node, odata_ast.Date):
         return odata_ast.String(node.val)
+    if isinstance(node, odata_ast.Integer) and abs(int(node.val)) > MAX_INT64:
+        return odata_ast.Float(node.val)  # beyond SQLite's integers; compared as a number
     for key, value in list(getattr(node, "__dict__", {}).items()):
         if isinstance(value, odata_ast._Node):
             object.__setattr__(node, key, _check_and_normalize(value))
@@ -87,6 +93,22 @@ def _check_and_normalize(node: Any) -> Any:
     return node
 
 
+def _is_boolean(node: Any, entity_set: EntitySet) -> bool:
+    """Whether `node` is a condition (a comparison, and/or/not, a bool property or function)."""
+    if isinstance(node, odata_ast.Compare | odata_ast.Boolean):
+        return True
+    if isinstance(node, odata_ast.BoolOp):
+        return _is_boolean(node.left, entity_set) and _is_boolean(node.right, entity_set)
+    if isinstance(node, odata_ast.UnaryOp):
+        return isinstance(node.op, odata_ast.Not) and _is_boolean(node.operand, entity_set)
+    if isinstance(node, odata_ast.Call):
+        return node.func.name.lower() in BOOLEAN_FUNCTIONS
+    if isinstance(node, odata_ast.Identifier):
+        kinds = {f.name: f.type for f in fields_of(entity_set)}
+        return kinds.get(node.name) is FieldType.BOOL
+    return isinstance(node, odata_ast.CollectionLambda)  # refused later as not emulated
+
+
 def filter_clause(table: sa.Table, entity_set: EntitySet, text: str) -> Any:
     try:
         tree = ODataParser().parse(ODataLexer().tokenize(text))
@@ -94,6 +116,9 @@ def filter_clause(table: sa.Table, entity_set: EntitySet, text: str) -> Any:
         raise bad_request(
             f"Bad Request - Error in query syntax. {exc}", "BadRequest_NotFound"
         ) from exc
+    if not _is_boolean(tree, entity_set):
+        # ODL's wording, which BC passes on (UNCONFIRMED for BC)
+        raise bad_request("The $filter expression must evaluate to a single boolean value.")
     tree = _check_and_normalize(tree)
     try:
         return AstToSqlAlchemyCoreVisitor(table).visit(tree)  # type: ignore[arg-type]
@@ -169,17 +194,48 @@ def split_top_level(text: str, separator: str) -> list[str]:
     return parts
 
 
+_EXPAND_ITEM = re.compile(r"^(?P<name>[A-Za-z_]\w*)(?:\((?P<options>.*)\))?$", re.DOTALL)
+EXPAND_OPTIONS = {"$select", "$expand", "$filter"}
+QUERY_OPTIONS = {"$top", "$skip", "$orderby", "$count", "$levels", "$search", "$compute", "$apply"}
+
+
+def _balanced(text: str) -> bool:
+    depth = 0
+    for char in text:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return False
+    return depth == 0
+
+
 def parse_expand(text: str | None) -> list[Expand]:
     """``lines($select=a;$expand=item),customer`` -> [Expand(lines, {...}), Expand(customer)]."""
+    if text is not None and not _balanced(text):
+        raise bad_request(
+            f"Bad Request - Error in query syntax: unbalanced parentheses in $expand={text}",
+            "BadRequest_NotFound",
+        )
     expands = []
     for item in split_top_level(text or "", ","):
-        name, _, rest = item.partition("(")
+        match = _EXPAND_ITEM.match(item)
+        if not match:
+            raise bad_request(
+                f"Bad Request - Error in query syntax: '{item}' in $expand.", "BadRequest_NotFound"
+            )
         options = {}
-        if rest:
-            for option in split_top_level(rest.rstrip(")"), ";"):
-                key, _, value = option.partition("=")
-                options[key.strip()] = value.strip()
-        expands.append(Expand(name.strip(), options))
+        for option in split_top_level(match["options"] or "", ";"):
+            key, _, value = option.partition("=")
+            key = key.strip()
+            if key in QUERY_OPTIONS:
+                raise BCError(
+                    501,
+                    "BadRequest_MethodNotImplemented",
+                    f"The emulator does not apply {key} inside $expand.",
+                )
+            if key not in EXPAND_OPTIONS:
+                raise bad_request(f"The query option '{key}' is not valid inside $expand.")
+            options[key] = value.strip()
+        expands.append(Expand(match["name"], options))
     return expands
 
 
@@ -228,7 +284,7 @@ def page_size(prefer: str | None) -> tuple[int, bool]:
     """min(Prefer: odata.maxpagesize, 20000), and whether the preference was honoured."""
     for part in (prefer or "").split(","):
         key, _, value = part.strip().partition("=")
-        if key.strip().lower() == "odata.maxpagesize" and value.strip().isdigit():
+        if key.strip().lower() == "odata.maxpagesize" and _DIGITS.match(value.strip()):
             return max(1, min(int(value), MAX_PAGE_SIZE)), True
     return MAX_PAGE_SIZE, False
 
@@ -236,6 +292,6 @@ def page_size(prefer: str | None) -> tuple[int, bool]:
 def whole_number(name: str, text: str | None) -> int | None:
     if text is None:
         return None
-    if not text.strip().isdigit():
+    if not _DIGITS.match(text.strip()) or int(text) > MAX_INT64:
         raise bad_request(f"The query option {name} must be a non-negative integer, got {text!r}.")
     return int(text)

@@ -81,7 +81,12 @@ class DataService:
             rows = conn.execute(sa.select(table.c.id, table.c.name).order_by(table.c._seq))
             return [{"id": row.id, "name": row.name} for row in rows]
 
-    def register_custom_entity(self, spec: Row) -> None:
+    def register_custom_entity(self, spec: Row) -> bool:
+        """Serve a custom API entity set; False when the same one is already served.
+
+        `spec` is checked by `bcbridge.emulator.control.EntitySpec`. Registering another
+        property list under a served name is refused: its table already exists.
+        """
         from bcbridge.catalog import _fields
 
         route = f"{spec['publisher']}/{spec['group']}/{spec['version']}"
@@ -90,9 +95,20 @@ class DataService:
         )
         if "id" not in entity_set.field_names:
             raise BCError(400, "BadRequest", "A custom entity needs an 'id' (guid) property.")
+        served = self.routes.get(route, {}).get(entity_set.name)
+        if served is not None:
+            if served == entity_set:
+                return False
+            raise BCError(
+                400,
+                "BadRequest",
+                f"name: '{entity_set.name}' is already served under api/{route} with other "
+                "properties; use another name or restart the emulator",
+            )
         table = self.schema.add(route, entity_set)
         table.create(self.engine, checkfirst=True)
         self.routes.setdefault(route, {})[entity_set.name] = entity_set
+        return True
 
     def close(self) -> None:
         self.engine.dispose()

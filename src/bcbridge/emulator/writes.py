@@ -75,6 +75,8 @@ def _convert(entity_set: EntitySet, field: Field, value: Any) -> Any:
         from bcbridge.odata import format_datetime, parse_datetime
 
         return format_datetime(parse_datetime(value))
+    if field.max_length is not None and len(value) > field.max_length:
+        raise string_too_long(field, value)
     if kind is FieldType.ENUM and value not in field.options:
         raise BCError(
             400,
@@ -83,6 +85,19 @@ def _convert(entity_set: EntitySet, field: Field, value: Any) -> Any:
             + ", ".join(repr(option) for option in field.options),
         )
     return value
+
+
+def string_too_long(field: Field, value: str) -> BCError:
+    """BC's error for a value longer than its Text[N]/Code[N] field (code: bc-api.md §7).
+
+    The wording is BC's runtime message as we know it; bc-api.md confirms only the code.
+    """
+    return BCError(
+        400,
+        "Application_StringExceededLength",
+        f"The length of the string is {len(value)}, but it must be less than or equal to "
+        f"{field.max_length} characters. Value: {value}",
+    )
 
 
 def validate(
