@@ -19,32 +19,32 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
-import sqlalchemy as sa
 
-from bcbridge import _redact
+from bcbridge import catalog
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import (
-    BCBridgeError,
+    ConfigError,
     RetriableAPIError,
     TransformError,
     TransportError,
 )
 from bcbridge.flowconfig import FlowConfig, ProjectConfig
 from bcbridge.publisher import WRITE_ACTIONS, Outcome, Publisher, RecordResult
-from bcbridge.sinks import Writer, open_reader, open_writer
+from bcbridge.sinks import BadRecord, FileWriter, Writer, open_writer, read_records
 from bcbridge.store import Store, Task, TaskUpdate
 from bcbridge.subscriber import CursorState, Subscriber
-from bcbridge.transform import Chain, load_chain
+from bcbridge.transform import Chain, Default, Drop, Filter, Keep, load_chain
 
 __all__ = ["FlowRunner", "RunResult"]
 
 Progress = Callable[[str, Counter[str]], None]
+FIX_THE_FILE = "fix the line in the file and run the flow again"  # an unreadable input line
 REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run stops
 
 
@@ -65,7 +65,7 @@ class RunResult:
 
 
 class _Source(Protocol):
-    def records(self) -> AsyncIterator[dict[str, Any]]: ...
+    def records(self) -> AsyncIterator[dict[str, Any] | BadRecord]: ...
     def context(self) -> dict[str, Any]: ...
     def commit(self, records: Iterable[dict[str, Any]]) -> None: ...
 
@@ -105,9 +105,11 @@ class _IncomingSource:
 class _ReaderSource:
     spec: str
     format: str | None
+    encoding: str | None = None
 
-    async def records(self) -> AsyncIterator[dict[str, Any]]:
-        for record in open_reader(self.spec, self.format):
+    async def records(self) -> AsyncIterator[dict[str, Any] | BadRecord]:
+        """A line that is not a record comes as a BadRecord: it fails alone, the rest go on."""
+        for record in read_records(self.spec, self.format, encoding=self.encoding):
             yield record
 
     def context(self) -> dict[str, Any]:
@@ -145,23 +147,39 @@ class _OutgoingTarget:
 
 @dataclass
 class _WriterTarget:
+    """A file or a table. Records are never written twice: a task done in any run is skipped
+    (`redeliver_done` False), and a file is cut back, when the run starts, to the offset saved
+    with the last settled chunk, so a chunk written by a run that died before settling it is
+    written again in its place, not after itself."""
+
     writer: Writer
     spec: str
     key: str | None
+    cursor_name: str  # writer:<flow>, in the store's cursors
     action: str = "write"
+    redeliver_done: bool = False
 
     def key_of(self, payload: dict[str, Any]) -> str | None:
         return _field_text(payload, self.key or "id")
 
+    def resume(self, saved: dict[str, Any] | None) -> None:
+        if isinstance(self.writer, FileWriter):
+            same_file = saved is not None and saved.get("path") == self.spec
+            self.writer.resume(int(saved["offset"]) if saved and same_file else None)
+
+    def committed(self) -> tuple[str, dict[str, Any]] | None:
+        """The offset to save in the transaction that marks the chunk's tasks done."""
+        state = self.writer.committed() if isinstance(self.writer, FileWriter) else None
+        return None if state is None else (self.cursor_name, state)
+
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
-        try:
-            self.writer.write_many(payloads)
-            self.writer.flush()  # durable before the tasks say done
-        except (OSError, sa.exc.SQLAlchemyError) as exc:
-            raise BCBridgeError(f"cannot write to {_redact.url(self.spec)}: {exc}") from exc
+        """Durable before the tasks say done; a failure of the output is a WriteError."""
+        refused = self.writer.write_chunk(payloads)
         return [
             RecordResult(index, Outcome.DONE, payload, id=self.key_of(payload))
-            for index, payload in enumerate(payloads)
+            if error is None
+            else RecordResult(index, Outcome.FAILED, payload, message=error)
+            for index, (payload, error) in enumerate(zip(payloads, refused, strict=True))
         ]
 
 
@@ -193,10 +211,10 @@ class FlowRunner:
             async with AsyncExitStack() as stack:
                 clients = _Clients(self.project, stack)
                 source = await self._source(name, flow, clients)
-                target = await self._target(flow, clients, stack)
+                target = await self._target(name, flow, clients, stack)
                 async for chunk in _chunks(source.records(), flow.chunk_size):
                     await self._chunk(name, run_id, chunk, chain, source, target, result.counts)
-                    source.commit(chunk)
+                    source.commit([r for r in chunk if not isinstance(r, BadRecord)])
                     self.progress(name, result.counts)
                     if self.stop.is_set():
                         result.status = "interrupted"
@@ -221,7 +239,7 @@ class FlowRunner:
             run_id = self.store.start_run(name, recover=False)
             counts: Counter[str] = Counter()
             async with AsyncExitStack() as stack:
-                target = await self._target(flow, _Clients(self.project, stack), stack)
+                target = await self._target(name, flow, _Clients(self.project, stack), stack)
                 mine = [task for task in tasks if task.flow == name]
                 await self._deliver(mine, chain, {}, target, counts)
             status = "failed" if counts.get("failed") else "ok"
@@ -233,7 +251,7 @@ class FlowRunner:
 
     async def _source(self, name: str, flow: FlowConfig, clients: _Clients) -> _Source:
         if flow.source.reader is not None:
-            return _ReaderSource(flow.source.reader, flow.source.format)
+            return _ReaderSource(flow.source.reader, flow.source.format, flow.source.encoding)
         incoming_name = str(flow.source.incoming)
         incoming = self.project.incoming[incoming_name]
         cursor_name = f"{name}:{incoming_name}"  # a flow's own position in the incoming
@@ -253,12 +271,22 @@ class FlowRunner:
         )
         return _IncomingSource(subscriber, self.store, cursor_name)
 
-    async def _target(self, flow: FlowConfig, clients: _Clients, stack: AsyncExitStack) -> _Target:
+    async def _target(
+        self, name: str, flow: FlowConfig, clients: _Clients, stack: AsyncExitStack
+    ) -> _Target:
         if flow.target.writer is not None:
             key = flow.target.key
-            writer = open_writer(flow.target.writer, flow.target.format, key=key, append=True)
+            writer = open_writer(
+                flow.target.writer,
+                flow.target.format,
+                key=key,
+                append=True,
+                types=self._entity_types(flow),
+            )
             stack.callback(writer.close)
-            return _WriterTarget(writer, flow.target.writer, key)
+            target = _WriterTarget(writer, flow.target.writer, key, f"writer:{name}")
+            target.resume(self.store.cursor(target.cursor_name))
+            return target
         outgoing = self.project.outgoing[str(flow.target.outgoing)]
         publisher = Publisher(
             await clients.get(outgoing.client),
@@ -273,22 +301,48 @@ class FlowRunner:
         )
         return _OutgoingTarget(publisher)
 
+    def _entity_types(self, flow: FlowConfig) -> dict[str, catalog.FieldType] | None:
+        """The BC property types of the records a flow writes, for a SQL table's columns: those
+        of the incoming's entity, but for fields a transformer may have renamed or recomputed
+        (map, set, rename, convert); after a python step, none (the values decide)."""
+        if flow.source.incoming is None:
+            return None
+        try:
+            entity = catalog.get(self.project.incoming[flow.source.incoming].entity)
+        except ConfigError:
+            return None
+        types = {field.name: field.type for field in entity.fields}
+        for step in load_chain(flow.transform).steps:
+            if isinstance(step, Keep | Drop | Filter | Default):
+                continue  # names and values keep their meaning
+            changed = getattr(step, "fields", None)
+            if not isinstance(changed, Mapping):
+                return None
+            for old, new in changed.items():
+                types.pop(old, None)
+                if step.name == "rename":
+                    types.pop(str(new), None)
+        return types
+
     # --- one chunk --------------------------------------------------------------------------
 
     async def _chunk(
         self,
         name: str,
         run_id: int,
-        records: list[dict[str, Any]],
+        records: list[dict[str, Any] | BadRecord],
         chain: Chain,
         source: _Source,
         target: _Target,
         counts: Counter[str],
     ) -> None:
         context = {"flow": name, "run": run_id, **source.context()}
-        payloads, broken = [], []
+        payloads, broken, unreadable = [], [], []
         for record in records:
             counts["read"] += 1
+            if isinstance(record, BadRecord):
+                unreadable.append(record)
+                continue
             try:
                 payload = chain.apply(record, context)
             except TransformError as exc:
@@ -299,7 +353,11 @@ class FlowRunner:
             else:
                 payloads.append(payload)
         self._keep_broken(name, run_id, broken, counts)
-        tasks = self.store.register(name, run_id, [(target.key_of(p), p) for p in payloads])
+        self._keep_unreadable(name, run_id, unreadable, counts)
+        redeliver = getattr(target, "redeliver_done", True)  # an appending writer: never
+        tasks = self.store.register(
+            name, run_id, [(target.key_of(p), p) for p in payloads], redeliver_done=redeliver
+        )
         todo = list({task.id: task for task in tasks if task.status != "done"}.values())
         if skipped := len(tasks) - len(todo):  # delivered before a crash, or twice in the input
             counts["skipped"] += skipped
@@ -326,6 +384,26 @@ class FlowRunner:
         )
         counts["failed"] += len(tasks)
 
+    def _keep_unreadable(
+        self, name: str, run_id: int, bad: list[BadRecord], counts: Counter[str]
+    ) -> None:
+        """An input line that is not a record is a failed task (stage `read`) naming file:line,
+        with its text: fixed in the file, it is a new record the next run delivers."""
+        if not bad:
+            return
+        items = [
+            (f"{record.source}:{record.line}", {"line": record.line, "text": record.raw})
+            for record in bad
+        ]
+        tasks = self.store.register(name, run_id, items, stage="read")
+        self.store.settle(
+            [
+                TaskUpdate(task.id, "failed", error=f"read: {record}; {FIX_THE_FILE}")
+                for task, record in zip(tasks, bad, strict=True)
+            ]
+        )
+        counts["failed"] += len(tasks)
+
     async def _deliver(
         self,
         tasks: list[Task],
@@ -338,6 +416,10 @@ class FlowRunner:
         payloads: dict[int, dict[str, Any]] = {}
         for task in tasks:
             payload = task.payload
+            if task.stage == "read":  # not a record: there is nothing to deliver
+                updates.append(TaskUpdate(task.id, "failed", error=task.last_error))
+                counts["failed"] += 1
+                continue
             if task.stage == "transform" and chain is not None:
                 try:
                     transformed = chain.apply(payload, context)
@@ -361,7 +443,8 @@ class FlowRunner:
             outcome = _outcome(result, target.action)
             counts[outcome] += 1
             updates.append(_update(task.id, outcome, result, payloads.get(task.id)))
-        self.store.settle(updates)
+        committed = target.committed() if isinstance(target, _WriterTarget) else None
+        self.store.settle(updates, cursor=committed)
 
 
 def _update(
@@ -399,9 +482,9 @@ def _label(record: dict[str, Any]) -> str | None:
 
 
 async def _chunks(
-    records: AsyncIterator[dict[str, Any]], size: int
-) -> AsyncIterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
+    records: AsyncIterator[dict[str, Any] | BadRecord], size: int
+) -> AsyncIterator[list[dict[str, Any] | BadRecord]]:
+    chunk: list[dict[str, Any] | BadRecord] = []
     async for record in records:
         chunk.append(record)
         if len(chunk) >= size:
