@@ -162,10 +162,19 @@ class _WriterTarget:
     def key_of(self, payload: dict[str, Any]) -> str | None:
         return _field_text(payload, self.key or "id")
 
-    def resume(self, saved: dict[str, Any] | None) -> None:
-        if isinstance(self.writer, FileWriter):
-            same_file = saved is not None and saved.get("path") == self.spec
-            self.writer.resume(int(saved["offset"]) if saved and same_file else None)
+    def resume(self, store: Store) -> None:
+        """Cut a file back to its saved offset. A file without one (new to this flow) keeps what
+        it holds, and that offset is saved at once: a run dying before it settles its first
+        chunk is cut back to it too."""
+        if not isinstance(self.writer, FileWriter):
+            return
+        saved = store.cursor(self.cursor_name)
+        if saved is not None and saved.get("path") == self.spec:
+            self.writer.resume(int(saved["offset"]))
+            return
+        self.writer.resume(None)
+        if (state := self.writer.committed()) is not None:
+            store.save_cursor(self.cursor_name, state)
 
     def committed(self) -> tuple[str, dict[str, Any]] | None:
         """The offset to save in the transaction that marks the chunk's tasks done."""
@@ -285,7 +294,7 @@ class FlowRunner:
             )
             stack.callback(writer.close)
             target = _WriterTarget(writer, flow.target.writer, key, f"writer:{name}")
-            target.resume(self.store.cursor(target.cursor_name))
+            target.resume(self.store)
             return target
         outgoing = self.project.outgoing[str(flow.target.outgoing)]
         publisher = Publisher(
