@@ -266,10 +266,10 @@ def _read_sql(url: str, table_name: str, *, chunk_size: int) -> Iterator[dict[st
             for row in result.mappings():
                 yield {key: _from_sql(value) for key, value in row.items()}
     except sa.exc.NoSuchTableError:
-        raise ConfigError(f"{_redact.url(url)}: no table {table_name!r}", field="in") from None
+        raise ConfigError(f"{shown_url(url)}: no table {table_name!r}", field="in") from None
     except sa.exc.SQLAlchemyError as exc:
         raise ConfigError(
-            f"cannot read {_redact.url(url)}: {_driver_words(exc)}", field="in"
+            f"cannot read {shown_url(url)}: {_driver_words(exc)}", field="in"
         ) from None
     finally:
         engine.dispose()
@@ -282,6 +282,16 @@ def _from_sql(value: Any) -> Any:
         except orjson.JSONDecodeError:
             return value
     return value
+
+
+def shown_url(url: str) -> str:
+    """A database URL fit to print: the password masked (SQLAlchemy's own rendering keeps the
+    slashes of a sqlite:////absolute/path), anything else secret-looking scrubbed."""
+    try:
+        rendered = sa.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return _redact.url(url)
+    return _redact.text(rendered.replace("***", _redact.MASK))
 
 
 def _driver_words(exc: BaseException) -> str:
@@ -677,7 +687,7 @@ class SqlWriter(Writer):
     ):
         super().__init__()
         self.url = url
-        self.name = f"{_redact.url(url)}#{table}"
+        self.name = f"{shown_url(url)}#{table}"
         self.engine = sql_engine(url)
         self.sqlite = self.engine.dialect.name == "sqlite"
         self.table_name = table
@@ -716,6 +726,8 @@ class SqlWriter(Writer):
                     raise _Refused(f"no value for the key field {self.key!r}")
                 row = {}
                 for name, value in record.items():
+                    if value is None and name not in kinds:
+                        continue  # no column yet: it comes with the field's first value
                     try:
                         row[name] = _cell(kinds[name], value, sqlite=self.sqlite)
                     except _Refused as exc:
@@ -726,7 +738,7 @@ class SqlWriter(Writer):
             except _Refused as exc:
                 refused.append(f"{self.name}: {exc}")
                 continue
-            rows.append(row)
+            rows.append({column: row.get(column) for column in kinds})  # one shape for executemany
             refused.append(None)
         return rows, refused
 
