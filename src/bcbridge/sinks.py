@@ -21,6 +21,7 @@ import io
 import os
 import re
 import secrets
+import stat
 import sys
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -377,13 +378,16 @@ class FileWriter(Writer):
         self.spec = spec
         self.name = "stdout" if spec == "-" else spec
         self.fd: int | None = None
+        self.regular = False  # a file that can be cut back (not stdout, /dev/null or a pipe)
         self.offset = 0  # the end of what has been written whole
         if spec != "-":
             try:
                 Path(spec).parent.mkdir(parents=True, exist_ok=True)
                 flags = os.O_RDWR | os.O_CREAT | (0 if append else os.O_TRUNC)
                 self.fd = os.open(spec, flags, 0o666)
-                self.offset = os.lseek(self.fd, 0, os.SEEK_END)
+                self.regular = stat.S_ISREG(os.fstat(self.fd).st_mode)
+                if self.regular:
+                    self.offset = os.lseek(self.fd, 0, os.SEEK_END)
             except OSError as exc:
                 raise _write_error(self.name, exc) from None
 
@@ -393,7 +397,7 @@ class FileWriter(Writer):
         """Cut the file back to `offset`, the end of the last chunk the store knows as written:
         anything after it was written by a run that died before it could say so, and is written
         again. Without an offset (first run, or another file), a partial last line is cut."""
-        if self.fd is None:
+        if self.fd is None or not self.regular:
             return
         size = os.fstat(self.fd).st_size
         if offset is None:
@@ -418,7 +422,7 @@ class FileWriter(Writer):
 
     def committed(self) -> dict[str, Any] | None:
         """What to save with the chunk's tasks: where the file ends after it."""
-        return None if self.fd is None else {"path": self.spec, "offset": self.offset}
+        return {"path": self.spec, "offset": self.offset} if self.regular else None
 
     # --- writing ---------------------------------------------------------------------------
 
@@ -442,12 +446,13 @@ class FileWriter(Writer):
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view) :]
-        os.fsync(self.fd)  # durable before the tasks say done
+        if self.regular:
+            os.fsync(self.fd)  # durable before the tasks say done
 
     def _cut_back(self) -> None:
         """After a failed write: the file ends at its last whole chunk again (best effort: the
         next run cuts it back from the store's offset anyway)."""
-        if self.fd is None:
+        if self.fd is None or not self.regular:
             return
         try:
             os.ftruncate(self.fd, self.offset)
@@ -526,7 +531,7 @@ class CsvWriter(FileWriter):
 
     def _resumed(self) -> None:
         self.columns = None
-        if self.fd is not None and self.offset > 0:
+        if self.fd is not None and self.regular and self.offset > 0:
             first = os.pread(self.fd, min(self.offset, 1 << 20), 0).split(b"\n", 1)[0]
             self.columns = next(csv.reader([first.decode("utf-8-sig")]), None)
 
