@@ -781,7 +781,7 @@ class SqlWriter(Writer):
         widened = {
             name: _wider(have[name], kind)
             for name, kind in needed.items()
-            if name in have and name not in self.fixed and _wider(have[name], kind) != have[name]
+            if name in have and _wider(have[name], kind) != have[name]
         }
         if added or widened:
             self._alter(added, widened)

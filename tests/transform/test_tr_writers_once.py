@@ -136,6 +136,20 @@ def test_catalog_types_fix_the_columns_and_misfits_fail_alone(db_url: str) -> No
     assert Decimal(str(rows["2"]["unitPrice"])) == Decimal("10.75")
 
 
+def test_a_table_an_older_version_typed_from_a_first_zero_is_widened(db_url: str) -> None:
+    engine = sa.create_engine(db_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text('CREATE TABLE t (id TEXT PRIMARY KEY, "unitPrice" BIGINT)'))
+        conn.execute(sa.text("INSERT INTO t VALUES ('1', 0)"))
+    engine.dispose()
+    writer = SqlWriter(db_url, "t", key="id", types={"unitPrice": FieldType.DECIMAL})
+    assert writer.write_chunk([{"id": "2", "unitPrice": 10.75}]) == [None]
+    writer.close()
+    assert is_numeric(column_types(db_url)["unitPrice"])
+    rows = {r["id"]: Decimal(str(r["unitPrice"])) for r in rows_of(db_url)}
+    assert rows == {"1": 0, "2": Decimal("10.75")}
+
+
 def test_nested_values_with_decimals_are_exact_json_text(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'out.db'}"
     writer = SqlWriter(url, "t")
