@@ -228,6 +228,9 @@ class FlowRunner:
                     if self.stop.is_set():
                         result.status = "interrupted"
                         break
+                else:
+                    if isinstance(source, _ReaderSource):
+                        self._close_lines_gone(name, run_id)
         except BaseException as exc:  # the run record must say how it ended, then re-raise
             result.status = "error"
             result.error = str(exc) or type(exc).__name__
@@ -412,6 +415,21 @@ class FlowRunner:
             ]
         )
         counts["failed"] += len(tasks)
+
+    def _close_lines_gone(self, name: str, run_id: int) -> None:
+        """After a whole read: unreadable lines of earlier runs not met again were fixed (their
+        record went out as a new task) or removed, so their failed tasks are closed."""
+        gone = [
+            task
+            for task in self.store.tasks(name, "failed", limit=None)
+            if task.stage == "read" and task.run_id != run_id
+        ]
+        self.store.settle(
+            [
+                TaskUpdate(task.id, "done", error="the line is no longer in the input")
+                for task in gone
+            ]
+        )
 
     async def _deliver(
         self,

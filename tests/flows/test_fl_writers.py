@@ -87,6 +87,7 @@ def test_reruns_after_fixing_a_broken_line_write_each_record_once(tmp_path: Path
     for _ in range(3):
         assert run_flow(project, "copy").status == "ok"
     assert numbers_in(tmp_path / out) == Counter({f"A{n}": 1 for n in range(1, 6)})
+    assert not store_of(project).tasks("copy", "failed")  # the fixed line's task is closed
 
 
 def test_a_chunk_written_but_not_settled_is_cut_back_and_written_once(tmp_path: Path) -> None:
