@@ -277,12 +277,23 @@ def _read_sql(url: str, table_name: str, *, chunk_size: int) -> Iterator[dict[st
 
 
 def _from_sql(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return _plain_number(value)
     if isinstance(value, str) and value[:1] in "[{":
         try:
             return orjson.loads(value)
         except orjson.JSONDecodeError:
             return value
     return value
+
+
+def _plain_number(value: Decimal) -> int | float | Decimal:
+    """A NUMERIC value as JSON's numbers carry it (int, or a float that reads back as the same
+    decimal); a Decimal only where a float would not be exact."""
+    if value.is_finite() and value == value.to_integral_value():
+        return int(value)
+    as_float = float(value)
+    return as_float if Decimal(repr(as_float)) == value else value
 
 
 def shown_url(url: str) -> str:

@@ -14,7 +14,14 @@ import sqlalchemy as sa
 
 from bcbridge.catalog import FieldType
 from bcbridge.errors import ConfigError, WriteError
-from bcbridge.sinks import BadRecord, FileWriter, SqlWriter, open_writer, read_records
+from bcbridge.sinks import (
+    BadRecord,
+    FileWriter,
+    SqlWriter,
+    open_reader,
+    open_writer,
+    read_records,
+)
 from bcbridge.store import Store, TaskUpdate
 from tests.pg_server import PostgresServer
 
@@ -66,6 +73,15 @@ def test_a_column_widens_to_numeric_and_a_late_field_is_added(db_url: str) -> No
     assert isinstance(column_types(db_url)["unitPrice"], sa.Text)
     rows = {r["number"]: r for r in rows_of(db_url)}
     assert rows["I4"]["unitPrice"] == "call us" and rows["I2"]["unitPrice"] == "10.75"
+
+
+def test_numeric_columns_read_back_as_the_numbers_written(db_url: str) -> None:
+    writer = SqlWriter(db_url, "t", key="number")
+    writer.write_chunk([{"number": "R1", "price": 10.75}, {"number": "R2", "price": 3}])
+    writer.close()
+    got = sorted(open_reader(f"{db_url}#t"), key=lambda r: r["number"])
+    assert got == [{"number": "R1", "price": 10.75}, {"number": "R2", "price": 3}]
+    assert isinstance(got[1]["price"], int)
 
 
 def test_decimals_go_in_exactly_or_refuse_their_record(db_url: str) -> None:
