@@ -333,6 +333,31 @@ def test_bc_customers_to_sql_take_their_column_types_from_the_catalog(
     assert Decimal(str(rows[first["id"]]["creditLimit"])) == Decimal("1234.56")
 
 
+def test_a_value_that_does_not_fit_the_bc_type_fails_its_record(
+    tmp_path: Path, bc_env: dict[str, str]
+) -> None:
+    """`default` keeps the meaning of BC's creditLimit (decimal): text there is refused, where
+    a table typed from the values alone would have made the column text."""
+    incoming = {"entity": "customers", "company": CRONUS}
+    project = write_project(
+        tmp_path / "bcbridge.yaml",
+        {
+            "incoming": {"customers": incoming},
+            "flows": {
+                "copy": {
+                    "from": "customers",
+                    "transform": [{"keep": ["id", "number"]}, {"default": {"creditLimit": "n/a"}}],
+                    "to": {"writer": f"sqlite:///{tmp_path / 'out.db'}#customers", "key": "id"},
+                }
+            },
+        },
+    )
+    result = run_flow(project, "copy")
+    assert result.status == "failed" and result.counts["failed"] == result.counts["read"] > 0
+    (task, *_) = store_of(project).tasks("copy", "failed")
+    assert "field 'creditLimit': cannot store 'n/a' exactly in a num column" in str(task.last_error)
+
+
 # --- SIGKILL -------------------------------------------------------------------------------------
 
 
