@@ -303,7 +303,7 @@ def shown_url(url: str) -> str:
         rendered = sa.make_url(url).render_as_string(hide_password=True)
     except sa.exc.ArgumentError:
         return _redact.url(url)
-    return _redact.text(rendered.replace("***", _redact.MASK))
+    return _redact.text(rendered)
 
 
 def _driver_words(exc: BaseException) -> str:
@@ -726,7 +726,9 @@ class SqlWriter(Writer):
         except sa.exc.SQLAlchemyError as exc:
             self.table = None  # read the table again next time: a DDL may have been rolled back
             raise WriteError(
-                f"cannot write to {self.name}: {_driver_words(exc)}", target=self.name
+                f"cannot write to {self.name}: {_driver_words(exc)}; "
+                "the records not written are written by the next run",
+                target=self.name,
             ) from None
         return refused
 
