@@ -4,6 +4,7 @@
 BCBridgeError
 ├── ConfigError              fix the configuration (names the field and what was expected)
 ├── TransformError           a transformer step failed on one record (names step, record, field)
+├── WriteError               an output (file, database) refused the records: disk full, no access
 ├── AuthError                fix credentials / app registration (carries the AADSTS code and a hint)
 ├── TransportError           network trouble; retriable (timeouts, dropped connections)
 └── BCAPIError               Business Central answered with an error
@@ -40,6 +41,7 @@ __all__ = [
     "TransportError",
     "Unauthorized",
     "ValidationFailed",
+    "WriteError",
     "api_error_for",
 ]
 
@@ -79,6 +81,15 @@ class TransformError(BCBridgeError):
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{', '.join(where)}: {message}")
+
+
+class WriteError(BCBridgeError):
+    """A writer could not make records durable (disk full, permission, database refused). Names
+    the output, with any password masked; what was half-written has been cut back."""
+
+    def __init__(self, message: str, *, target: str):
+        self.target = target
+        super().__init__(message)
 
 
 class AuthError(BCBridgeError):

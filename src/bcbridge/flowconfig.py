@@ -87,6 +87,7 @@ class Endpoint(_Strict):
     reader: str | None = None
     writer: str | None = None
     format: str | None = None
+    encoding: str | None = None  # a reader's text encoding (default UTF-8), e.g. latin-1
     key: str | None = None  # a writer's upsert key
 
 

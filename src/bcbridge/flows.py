@@ -21,25 +21,25 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
-import sqlalchemy as sa
 
-from bcbridge import _redact
+from bcbridge import catalog
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import (
     BCBridgeError,
+    ConfigError,
     RetriableAPIError,
     TransformError,
     TransportError,
 )
 from bcbridge.flowconfig import FlowConfig, ProjectConfig
 from bcbridge.publisher import WRITE_ACTIONS, Outcome, Publisher, RecordResult
-from bcbridge.sinks import Writer, open_reader, open_writer
+from bcbridge.sinks import BadRecord, FileWriter, Writer, open_writer, read_records
 from bcbridge.store import (
     FlowBusy,
     Lease,
@@ -51,11 +51,12 @@ from bcbridge.store import (
     TaskUpdate,
 )
 from bcbridge.subscriber import CursorState, Subscriber
-from bcbridge.transform import Chain, load_chain
+from bcbridge.transform import Chain, Default, Drop, Filter, Keep, load_chain
 
 __all__ = ["FlowRunner", "RunResult"]
 
 Progress = Callable[[str, Counter[str]], None]
+FIX_THE_FILE = "fix the line in the file and run the flow again"  # an unreadable input line
 REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run stops
 
 
@@ -77,7 +78,7 @@ class RunResult:
 
 
 class _Source(Protocol):
-    def records(self) -> AsyncIterator[dict[str, Any]]: ...
+    def records(self) -> AsyncIterator[dict[str, Any] | BadRecord]: ...
     def context(self) -> dict[str, Any]: ...
     def commit(self, records: Iterable[dict[str, Any]]) -> None: ...
 
@@ -117,9 +118,11 @@ class _IncomingSource:
 class _ReaderSource:
     spec: str
     format: str | None
+    encoding: str | None = None
 
-    async def records(self) -> AsyncIterator[dict[str, Any]]:
-        for record in open_reader(self.spec, self.format):
+    async def records(self) -> AsyncIterator[dict[str, Any] | BadRecord]:
+        """A line that is not a record comes as a BadRecord: it fails alone, the rest go on."""
+        for record in read_records(self.spec, self.format, encoding=self.encoding):
             yield record
 
     def context(self) -> dict[str, Any]:
@@ -157,23 +160,48 @@ class _OutgoingTarget:
 
 @dataclass
 class _WriterTarget:
+    """A file or a table. Records are never written twice: a task done in any run is skipped
+    (`redeliver_done` False), and a file is cut back, when the run starts, to the offset saved
+    with the last settled chunk, so a chunk written by a run that died before settling it is
+    written again in its place, not after itself."""
+
     writer: Writer
     spec: str
     key: str | None
+    cursor_name: str  # writer:<flow>, in the store's cursors
     action: str = "write"
+    redeliver_done: bool = False
 
     def key_of(self, payload: dict[str, Any]) -> str | None:
         return _field_text(payload, self.key or "id")
 
+    def resume(self, store: Store) -> None:
+        """Cut a file back to its saved offset. A file without one (new to this flow) keeps what
+        it holds, and that offset is saved at once: a run dying before it settles its first
+        chunk is cut back to it too."""
+        if not isinstance(self.writer, FileWriter):
+            return
+        saved = store.cursor(self.cursor_name)
+        if saved is not None and saved.get("path") == self.spec:
+            self.writer.resume(int(saved["offset"]))
+            return
+        self.writer.resume(None)
+        if (state := self.writer.committed()) is not None:
+            store.save_cursor(self.cursor_name, state)
+
+    def committed(self) -> tuple[str, dict[str, Any]] | None:
+        """The offset to save in the transaction that marks the chunk's tasks done."""
+        state = self.writer.committed() if isinstance(self.writer, FileWriter) else None
+        return None if state is None else (self.cursor_name, state)
+
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
-        try:
-            self.writer.write_many(payloads)
-            self.writer.flush()  # durable before the tasks say done
-        except (OSError, sa.exc.SQLAlchemyError) as exc:
-            raise BCBridgeError(f"cannot write to {_redact.url(self.spec)}: {exc}") from exc
+        """Durable before the tasks say done; a failure of the output is a WriteError."""
+        refused = self.writer.write_chunk(payloads)
         return [
             RecordResult(index, Outcome.DONE, payload, id=self.key_of(payload))
-            for index, payload in enumerate(payloads)
+            if error is None
+            else RecordResult(index, Outcome.FAILED, payload, message=error)
+            for index, (payload, error) in enumerate(zip(payloads, refused, strict=True))
         ]
 
 
@@ -235,15 +263,18 @@ class FlowRunner:
         async with AsyncExitStack() as stack:
             clients = _Clients(self.project, stack)
             source = await self._source(name, flow, clients)
-            target = await self._target(flow, clients, stack)
+            target = await self._target(name, flow, clients, stack)
             async for chunk in _chunks(source.records(), flow.chunk_size):
                 keeper.check()  # never work on after another process took the flow over
                 await self._chunk(name, result.run_id, chunk, chain, source, target, result.counts)
-                source.commit(chunk)
+                source.commit([r for r in chunk if not isinstance(r, BadRecord)])
                 self.progress(name, result.counts)
                 if self.stop.is_set():
                     result.status = RunStatus.INTERRUPTED
                     break
+            else:
+                if isinstance(source, _ReaderSource):
+                    self._close_lines_gone(name, result.run_id)
 
     async def _lease(self, name: str, wait: float | None) -> Lease | None:
         """The flow's lease; FlowBusy if another process holds it (after `wait` seconds, when
@@ -293,7 +324,8 @@ class FlowRunner:
                 result.run_id = self.store.start_run(name, recover=False, holder=lease.holder)
                 try:
                     async with AsyncExitStack() as stack:
-                        target = await self._target(flow, _Clients(self.project, stack), stack)
+                        clients = _Clients(self.project, stack)
+                        target = await self._target(name, flow, clients, stack)
                         await self._deliver(tasks, chain, {}, target, result.counts)
                 except BaseException as exc:
                     self._end_with_error(result, exc)
@@ -310,7 +342,7 @@ class FlowRunner:
 
     async def _source(self, name: str, flow: FlowConfig, clients: _Clients) -> _Source:
         if flow.source.reader is not None:
-            return _ReaderSource(flow.source.reader, flow.source.format)
+            return _ReaderSource(flow.source.reader, flow.source.format, flow.source.encoding)
         incoming_name = str(flow.source.incoming)
         incoming = self.project.incoming[incoming_name]
         cursor_name = f"{name}:{incoming_name}"  # a flow's own position in the incoming
@@ -330,12 +362,22 @@ class FlowRunner:
         )
         return _IncomingSource(subscriber, self.store, cursor_name)
 
-    async def _target(self, flow: FlowConfig, clients: _Clients, stack: AsyncExitStack) -> _Target:
+    async def _target(
+        self, name: str, flow: FlowConfig, clients: _Clients, stack: AsyncExitStack
+    ) -> _Target:
         if flow.target.writer is not None:
             key = flow.target.key
-            writer = open_writer(flow.target.writer, flow.target.format, key=key, append=True)
+            writer = open_writer(
+                flow.target.writer,
+                flow.target.format,
+                key=key,
+                append=True,
+                types=self._entity_types(flow),
+            )
             stack.callback(writer.close)
-            return _WriterTarget(writer, flow.target.writer, key)
+            target = _WriterTarget(writer, flow.target.writer, key, f"writer:{name}")
+            target.resume(self.store)
+            return target
         outgoing = self.project.outgoing[str(flow.target.outgoing)]
         publisher = Publisher(
             await clients.get(outgoing.client),
@@ -350,22 +392,48 @@ class FlowRunner:
         )
         return _OutgoingTarget(publisher)
 
+    def _entity_types(self, flow: FlowConfig) -> dict[str, catalog.FieldType] | None:
+        """The BC property types of the records a flow writes, for a SQL table's columns: those
+        of the incoming's entity, but for fields a transformer may have renamed or recomputed
+        (map, set, rename, convert); after a python step, none (the values decide)."""
+        if flow.source.incoming is None:
+            return None
+        try:
+            entity = catalog.get(self.project.incoming[flow.source.incoming].entity)
+        except ConfigError:
+            return None
+        types = {field.name: field.type for field in entity.fields}
+        for step in load_chain(flow.transform).steps:
+            if isinstance(step, Keep | Drop | Filter | Default):
+                continue  # names and values keep their meaning
+            changed = getattr(step, "fields", None)
+            if not isinstance(changed, Mapping):
+                return None
+            for old, new in changed.items():
+                types.pop(old, None)
+                if step.name == "rename":
+                    types.pop(str(new), None)
+        return types
+
     # --- one chunk --------------------------------------------------------------------------
 
     async def _chunk(
         self,
         name: str,
         run_id: int,
-        records: list[dict[str, Any]],
+        records: list[dict[str, Any] | BadRecord],
         chain: Chain,
         source: _Source,
         target: _Target,
         counts: Counter[str],
     ) -> None:
         context = {"flow": name, "run": run_id, **source.context()}
-        payloads, broken = [], []
+        payloads, broken, unreadable = [], [], []
         for record in records:
             counts["read"] += 1
+            if isinstance(record, BadRecord):
+                unreadable.append(record)
+                continue
             try:
                 payload = chain.apply(record, context)
             except TransformError as exc:
@@ -376,7 +444,11 @@ class FlowRunner:
             else:
                 payloads.append(payload)
         self._keep_broken(name, run_id, broken, counts)
-        tasks = self.store.register(name, run_id, [(target.key_of(p), p) for p in payloads])
+        self._keep_unreadable(name, run_id, unreadable, counts)
+        redeliver = getattr(target, "redeliver_done", True)  # an appending writer: never
+        tasks = self.store.register(
+            name, run_id, [(target.key_of(p), p) for p in payloads], redeliver_done=redeliver
+        )
         todo = list({task.id: task for task in tasks if task.status != "done"}.values())
         if skipped := len(tasks) - len(todo):  # delivered before a crash, or twice in the input
             counts["skipped"] += skipped
@@ -403,6 +475,41 @@ class FlowRunner:
         )
         counts["failed"] += len(tasks)
 
+    def _keep_unreadable(
+        self, name: str, run_id: int, bad: list[BadRecord], counts: Counter[str]
+    ) -> None:
+        """An input line that is not a record is a failed task (stage `read`) naming file:line,
+        with its text: fixed in the file, it is a new record the next run delivers."""
+        if not bad:
+            return
+        items = [
+            (f"{record.source}:{record.line}", {"line": record.line, "text": record.raw})
+            for record in bad
+        ]
+        tasks = self.store.register(name, run_id, items, stage="read")
+        self.store.settle(
+            [
+                TaskUpdate(task.id, "failed", error=f"read: {record}; {FIX_THE_FILE}")
+                for task, record in zip(tasks, bad, strict=True)
+            ]
+        )
+        counts["failed"] += len(tasks)
+
+    def _close_lines_gone(self, name: str, run_id: int) -> None:
+        """After a whole read: unreadable lines of earlier runs not met again were fixed (their
+        record went out as a new task) or removed, so their failed tasks are closed."""
+        gone = [
+            task
+            for task in self.store.tasks(name, "failed", limit=None)
+            if task.stage == "read" and task.run_id != run_id
+        ]
+        self.store.settle(
+            [
+                TaskUpdate(task.id, "done", error="the line is no longer in the input")
+                for task in gone
+            ]
+        )
+
     async def _deliver(
         self,
         tasks: list[Task],
@@ -415,6 +522,10 @@ class FlowRunner:
         payloads: dict[int, dict[str, Any]] = {}
         for task in tasks:
             payload = task.payload
+            if task.stage == "read":  # not a record: there is nothing to deliver
+                updates.append(TaskUpdate(task.id, "failed", error=task.last_error))
+                counts["failed"] += 1
+                continue
             if task.stage == "transform" and chain is not None:
                 try:
                     transformed = chain.apply(payload, context)
@@ -438,7 +549,8 @@ class FlowRunner:
             outcome = _outcome(result, target.action)
             counts[outcome] += 1
             updates.append(_update(task.id, outcome, result, payloads.get(task.id)))
-        self.store.settle(updates)
+        committed = target.committed() if isinstance(target, _WriterTarget) else None
+        self.store.settle(updates, cursor=committed)
 
 
 def _update(
@@ -476,9 +588,9 @@ def _label(record: dict[str, Any]) -> str | None:
 
 
 async def _chunks(
-    records: AsyncIterator[dict[str, Any]], size: int
-) -> AsyncIterator[list[dict[str, Any]]]:
-    chunk: list[dict[str, Any]] = []
+    records: AsyncIterator[dict[str, Any] | BadRecord], size: int
+) -> AsyncIterator[list[dict[str, Any] | BadRecord]]:
+    chunk: list[dict[str, Any] | BadRecord] = []
     async for record in records:
         chunk.append(record)
         if len(chunk) >= size:

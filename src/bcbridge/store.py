@@ -637,6 +637,7 @@ class Store:
         items: Sequence[tuple[str | None, dict[str, Any]]],
         *,
         stage: str = "send",
+        redeliver_done: bool = True,
     ) -> list[Task]:
         """One task per record, in input order, found by payload hash.
 
@@ -644,12 +645,13 @@ class Store:
         or in an unfinished one (crashed, interrupted), the record was delivered and the caller
         skips it: that is how a restarted run resumes. Any other earlier task (done in a finished
         run, failed, or in flight when a run died) is moved to this run as `pending`: the record
-        came again and is sent again; creates are matched on the key field, so nothing doubles."""
+        came again and is sent again; creates are matched on the key field, so nothing doubles.
+        Without `redeliver_done` (a writer that appends), a task done in any run stays done."""
         now = _now()
         digests = [payload_hash(payload) for _, payload in items]
         with self._begin() as conn:
             known = self._by_hash(conn, flow, digests)
-            self._claim(conn, run_id, list(known.values()))
+            self._claim(conn, run_id, list(known.values()), redeliver_done)
             new = {
                 digest: (key, payload)
                 for digest, (key, payload) in zip(digests, items, strict=True)
@@ -678,7 +680,9 @@ class Store:
         return [known[digest] for digest in digests]
 
     @staticmethod
-    def _claim(conn: sa.Connection, run_id: int, found: list[Task]) -> None:
+    def _claim(
+        conn: sa.Connection, run_id: int, found: list[Task], redeliver_done: bool = True
+    ) -> None:
         earlier = {task.run_id for task in found if task.run_id != run_id}
         if not earlier:
             return
@@ -687,12 +691,13 @@ class Store:
                 sa.select(runs.c.id).where(runs.c.id.in_(earlier), runs.c.status.in_(UNFINISHED))
             ).scalars()
         )
-
-        def resumable(task: Task) -> bool:
-            return task.status == TaskStatus.DONE and task.run_id in unfinished
-
-        resumed = [t.id for t in found if resumable(t)]
-        again = [t.id for t in found if t.run_id != run_id and not resumable(t)]
+        kept = {
+            t.id
+            for t in found
+            if t.status == TaskStatus.DONE and (t.run_id in unfinished or not redeliver_done)
+        }
+        resumed = [t.id for t in found if t.id in kept]
+        again = [t.id for t in found if t.run_id != run_id and t.id not in kept]
         if resumed:
             conn.execute(tasks.update().where(tasks.c.id.in_(resumed)).values(run_id=run_id))
         if again:
@@ -732,12 +737,23 @@ class Store:
         with self._begin() as conn:
             conn.execute(tasks.update().where(tasks.c.id.in_(ids)).values(**values))
 
-    def settle(self, updates: Sequence[TaskUpdate]) -> None:
-        """Record the outcome of many tasks in one transaction."""
-        if not updates:
+    def settle(
+        self, updates: Sequence[TaskUpdate], *, cursor: tuple[str, dict[str, Any]] | None = None
+    ) -> None:
+        """Record the outcome of many tasks in one transaction, with the `cursor` (name, state)
+        they bring, if any: a file writer's offset is saved with the tasks it wrote, or not."""
+        if not updates and cursor is None:
             return
         now = _now()
         with self._begin() as conn:
+            if cursor is not None:
+                name, state = cursor
+                saved = {"state": orjson.dumps(state).decode(), "updated_at": now}
+                changed = conn.execute(
+                    cursors.update().where(cursors.c.incoming == name).values(**saved)
+                )
+                if changed.rowcount == 0:
+                    conn.execute(cursors.insert().values(incoming=name, **saved))
             for update in updates:
                 values: dict[str, Any] = {
                     "status": update.status,
