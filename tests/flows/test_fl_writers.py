@@ -226,7 +226,7 @@ def test_a_latin1_file_is_named_with_the_byte_and_read_with_its_encoding(tmp_pat
     (tmp_path / "in.csv").write_bytes("number,displayName\nL-1,Café\n".encode("latin-1"))
     project = file_project(tmp_path, "in.csv", "out.jsonl")
     done = cli(dict(os.environ), "run", "copy", "--config", str(project))
-    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.returncode == 2 and "Traceback" not in done.stderr  # bad input: exit 2
     assert f"{tmp_path / 'in.csv'}:2: byte 26 (0xe9) is not utf-8" in " ".join(done.stderr.split())
 
     write_project(
