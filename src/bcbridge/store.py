@@ -194,19 +194,26 @@ class Store:
         items: Sequence[tuple[str | None, dict[str, Any]]],
         *,
         stage: str = "send",
+        repeatable: bool = True,
     ) -> list[Task]:
         """One task per record, in input order, found by payload hash.
 
         A record this flow has seen before gets its task back. If that task is `done` in this run
         or in an unfinished one (crashed, interrupted), the record was delivered and the caller
-        skips it: that is how a restarted run resumes. Any other earlier task (done in a finished
-        run, failed, or in flight when a run died) is moved to this run as `pending`: the record
-        came again and is sent again; creates are matched on the key field, so nothing doubles."""
+        skips it: that is how a restarted run resumes. `unknown` and `skipped` tasks stay as they
+        are: only a probe of BC or a person (`tasks retry`, `tasks skip`) settles them.
+
+        With `repeatable` (the target matches what it writes first: updates, upserts, deletes,
+        creates on a key field) any other earlier task (done in a finished run, failed, or in
+        flight when a run died) is moved to this run as `pending`: the record came again and is
+        sent again, and nothing doubles. Without it (bound actions): a `done` task stays done (the
+        same record is not acted on twice), and a task found `sending` from an earlier run, whose
+        answer nobody saw, becomes `unknown` instead of being sent again."""
         now = _now()
         digests = [payload_hash(payload) for _, payload in items]
         with self.engine.begin() as conn:
             known = self._by_hash(conn, flow, digests)
-            self._claim(conn, run_id, list(known.values()))
+            self._claim(conn, run_id, list(known.values()), repeatable=repeatable)
             new = {
                 digest: (key, payload)
                 for digest, (key, payload) in zip(digests, items, strict=True)
@@ -234,22 +241,32 @@ class Store:
             known = self._by_hash(conn, flow, digests)
         return [known[digest] for digest in digests]
 
+    # Task statuses no run changes by itself: "unknown" (sent, answer lost: did BC act?) waits for
+    # a probe of BC or a person; "skipped" is a person's word that the task needs nothing more.
+    SETTLED_BY_HAND = ("unknown", "skipped")
+
     @staticmethod
-    def _claim(conn: sa.Connection, run_id: int, found: list[Task]) -> None:
-        earlier = {task.run_id for task in found if task.run_id != run_id}
+    def _claim(
+        conn: sa.Connection, run_id: int, found: list[Task], *, repeatable: bool = True
+    ) -> None:
+        earlier = [t for t in found if t.run_id != run_id and t.status not in Store.SETTLED_BY_HAND]
         if not earlier:
             return
         unfinished = set(
             conn.execute(
-                sa.select(runs.c.id).where(runs.c.id.in_(earlier), runs.c.status.in_(UNFINISHED))
+                sa.select(runs.c.id).where(
+                    runs.c.id.in_({t.run_id for t in earlier}), runs.c.status.in_(UNFINISHED)
+                )
             ).scalars()
         )
-        resumed = [t.id for t in found if t.status == "done" and t.run_id in unfinished]
-        again = [
-            t.id
-            for t in found
-            if t.run_id != run_id and not (t.status == "done" and t.run_id in unfinished)
-        ]
+        resumed, again, lost = [], [], []
+        for task in earlier:
+            if task.status == "done" and (task.run_id in unfinished or not repeatable):
+                resumed.append(task.id)
+            elif task.status == "sending" and not repeatable:
+                lost.append(task)
+            else:
+                again.append(task.id)
         if resumed:
             conn.execute(tasks.update().where(tasks.c.id.in_(resumed)).values(run_id=run_id))
         if again:
@@ -258,6 +275,52 @@ class Store:
                 .where(tasks.c.id.in_(again))
                 .values(run_id=run_id, status="pending", updated_at=_now())
             )
+        Store._mark_lost(conn, run_id, lost)
+
+    @staticmethod
+    def _mark_lost(conn: sa.Connection, run_id: int, lost: Sequence[Task]) -> None:
+        """`sending` tasks of a run that ended before their answer was recorded become `unknown`."""
+        for task in lost:
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id == task.id, tasks.c.status == "sending")
+                .values(
+                    run_id=run_id,
+                    status="unknown",
+                    updated_at=_now(),
+                    last_error=(
+                        f"run {task.run_id} was sending it and ended before BC's answer was "
+                        "recorded (killed?), so BC may or may not have carried it out; it is not "
+                        f"sent again by itself: check BC, then `bcbridge tasks retry {task.id}` "
+                        f"to send it or `bcbridge tasks skip {task.id}` if it is done"
+                    ),
+                )
+            )
+
+    def unclear(self, flow: str, run_id: int, *, stale_sending: bool) -> list[Task]:
+        """The tasks of `flow` whose outcome nobody knows, moved to `run_id`: the `unknown` ones,
+        and with `stale_sending` (a target that cannot be sent twice) those an earlier run left
+        `sending` (it was killed before BC's answer was recorded), which become `unknown` here.
+        A run calls this first, to settle them by reading BC where it can."""
+        with self.engine.begin() as conn:
+            if stale_sending:
+                stale = conn.execute(
+                    sa.select(tasks).where(
+                        tasks.c.flow == flow, tasks.c.status == "sending", tasks.c.run_id != run_id
+                    )
+                ).mappings()
+                self._mark_lost(conn, run_id, [_task(row) for row in stale])
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.flow == flow, tasks.c.status == "unknown")
+                .values(run_id=run_id)
+            )
+            rows = conn.execute(
+                sa.select(tasks)
+                .where(tasks.c.flow == flow, tasks.c.status == "unknown")
+                .order_by(tasks.c.id)
+            ).mappings()
+            return [_task(row) for row in rows]
 
     @staticmethod
     def _by_hash(conn: sa.Connection, flow: str, digests: list[str]) -> dict[str, Task]:
