@@ -493,7 +493,8 @@ class Publisher:
         """Record the outcome; False for an ETag conflict that `fetch` may re-apply."""
         if isinstance(answer, BCBridgeError):
             if _surely_not_run(answer):
-                item.fail(f"not sent: {answer}; it can be sent again", code="NotSent")
+                status = answer.status if isinstance(answer, BCAPIError) else None
+                item.fail(f"not sent: {answer}; it can be sent again", status, code="NotSent")
             else:
                 item.lost(self.action, self.entity_set.entity, answer)
             return True
