@@ -13,6 +13,13 @@ A run killed anywhere restarts from the saved cursor. Tasks already ``done`` in 
 run are skipped; tasks that were in flight are delivered again, and a flow's creates are looked up
 on the outgoing's ``key_field`` first, so BC never gets a record twice. Ctrl-C (`stop`) is
 honoured between chunks: the chunk in flight finishes and its cursor is saved.
+
+Bound actions (post, makeInvoice, ...) cannot be matched first, so they are never sent twice by
+a run: one whose answer was lost (or that a killed run left ``sending``) becomes ``unknown``. The
+runner then reads BC where BC's state tells whether it happened (`publisher.PROBES`: a posted
+invoice is no longer a draft, a converted quote is gone) and settles the task ``done``, or sends it
+when BC shows it was not done. The rest stay ``unknown`` (the run ends ``failed``) until a person
+runs ``bcbridge tasks retry`` (send it) or ``bcbridge tasks skip`` (it needs nothing more).
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import anyio
@@ -38,7 +45,7 @@ from bcbridge.errors import (
     TransportError,
 )
 from bcbridge.flowconfig import FlowConfig, ProjectConfig
-from bcbridge.publisher import WRITE_ACTIONS, Outcome, Publisher, RecordResult
+from bcbridge.publisher import Outcome, Publisher, RecordResult, Verdict, Verification
 from bcbridge.sinks import BadRecord, FileWriter, Writer, open_writer, read_records
 from bcbridge.store import (
     FlowBusy,
@@ -48,6 +55,7 @@ from bcbridge.store import (
     Store,
     StoreError,
     Task,
+    TaskStatus,
     TaskUpdate,
 )
 from bcbridge.subscriber import CursorState, Subscriber
@@ -71,7 +79,8 @@ class RunResult:
 
     @property
     def failed(self) -> int:
-        return self.counts.get("failed", 0)
+        """Records that need a person: failed, or unknown (sent, answer lost)."""
+        return self.counts.get("failed", 0) + self.counts.get("unknown", 0)
 
 
 # --- sources and targets ------------------------------------------------------------------------
@@ -87,8 +96,15 @@ class _Target(Protocol):
     @property
     def action(self) -> str: ...
 
+    @property
+    def repeatable(self) -> bool: ...  # may a record be sent again after a lost answer?
+
+    @property
+    def redeliver_done(self) -> bool: ...  # is a record delivered in an earlier run sent again?
+
     def key_of(self, payload: dict[str, Any]) -> str | None: ...
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]: ...
+    async def verify(self, payloads: Sequence[dict[str, Any]]) -> list[Verification]: ...
 
 
 @dataclass
@@ -140,22 +156,53 @@ class _OutgoingTarget:
     def action(self) -> str:
         return self.publisher.action
 
+    @property
+    def repeatable(self) -> bool:
+        return self.publisher.repeatable
+
+    @property
+    def redeliver_done(self) -> bool:
+        """A record that comes again is written again (BC matches it first); a bound action
+        that was carried out is never repeated."""
+        return self.publisher.repeatable
+
     def key_of(self, payload: dict[str, Any]) -> str | None:
         return _field_text(payload, self.publisher.key_field or "id")
 
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
-        """A chunk whose answer was lost (dropped connection, retries spent) is delivered again:
-        a flow's writes are matched on their key first, so a repeat never writes twice. Bound
-        actions are not matched, so they are never repeated."""
-        again = self.publisher.action in WRITE_ACTIONS
+        """One result per payload; the results of rounds that were answered are kept.
+
+        A repeatable publisher raises when a round's answer was lost (dropped connection, retries
+        spent): the rest is delivered again (matched on its key first, so a repeat never writes
+        twice), up to REDELIVERIES times. Any other publisher answers a lost round with UNKNOWN
+        results itself and raises only when it sent nothing (a lookup or the company failed).
+        Either way, what is still undelivered in the end fails, retryable; the run goes on."""
+        results: list[RecordResult] = []
         for attempt in range(1, REDELIVERIES + 1):
             try:
-                return [result async for result in self.publisher.publish(payloads)]
-            except (TransportError, RetriableAPIError):
-                if not again or attempt == REDELIVERIES:
-                    raise
+                async for result in self.publisher.publish(payloads[len(results) :]):
+                    results.append(replace(result, index=len(results)))
+                return results
+            except (TransportError, RetriableAPIError) as exc:
+                error: BCBridgeError = exc
+                if not self.repeatable or attempt == REDELIVERIES:
+                    break
                 await anyio.sleep(attempt)
-        raise AssertionError("unreachable")
+            except BCBridgeError as exc:
+                if self.repeatable:
+                    raise
+                error = exc
+                break
+        note = f"no answer after {REDELIVERIES} deliveries" if self.repeatable else "not sent"
+        return results + [
+            RecordResult(
+                index, Outcome.FAILED, payload, code="NotDelivered", message=f"{note}: {error}"
+            )
+            for index, payload in enumerate(payloads[len(results) :], start=len(results))
+        ]
+
+    async def verify(self, payloads: Sequence[dict[str, Any]]) -> list[Verification]:
+        return await self.publisher.verify(payloads)
 
 
 @dataclass
@@ -171,6 +218,7 @@ class _WriterTarget:
     cursor_name: str  # writer:<flow>, in the store's cursors
     action: str = "write"
     redeliver_done: bool = False
+    repeatable: bool = True  # a chunk whose settle was lost is cut back and written again
 
     def key_of(self, payload: dict[str, Any]) -> str | None:
         return _field_text(payload, self.key or "id")
@@ -193,6 +241,9 @@ class _WriterTarget:
         """The offset to save in the transaction that marks the chunk's tasks done."""
         state = self.writer.committed() if isinstance(self.writer, FileWriter) else None
         return None if state is None else (self.cursor_name, state)
+
+    async def verify(self, payloads: Sequence[dict[str, Any]]) -> list[Verification]:
+        return [Verification(Verdict.UNKNOWN, "a writer keeps no answer to read") for _ in payloads]
 
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
         """Durable before the tasks say done; a failure of the output is a WriteError."""
@@ -264,6 +315,7 @@ class FlowRunner:
             clients = _Clients(self.project, stack)
             source = await self._source(name, flow, clients)
             target = await self._target(name, flow, clients, stack)
+            await self._settle_unclear(name, result.run_id, target, result.counts)
             async for chunk in _chunks(source.records(), flow.chunk_size):
                 keeper.check()  # never work on after another process took the flow over
                 await self._chunk(name, result.run_id, chunk, chain, source, target, result.counts)
@@ -445,13 +497,18 @@ class FlowRunner:
                 payloads.append(payload)
         self._keep_broken(name, run_id, broken, counts)
         self._keep_unreadable(name, run_id, unreadable, counts)
-        redeliver = getattr(target, "redeliver_done", True)  # an appending writer: never
         tasks = self.store.register(
-            name, run_id, [(target.key_of(p), p) for p in payloads], redeliver_done=redeliver
+            name,
+            run_id,
+            [(target.key_of(p), p) for p in payloads],
+            redeliver_done=target.redeliver_done,
+            resend_in_flight=target.repeatable,
         )
-        todo = list({task.id: task for task in tasks if task.status != "done"}.values())
-        if skipped := len(tasks) - len(todo):  # delivered before a crash, or twice in the input
-            counts["skipped"] += skipped
+        # unknown tasks wait for a person; the run reported them when it started (_settle_unclear)
+        todo = list({task.id: task for task in tasks if task.status == TaskStatus.PENDING}.values())
+        settled = [task for task in tasks if task.status in (TaskStatus.DONE, TaskStatus.SKIPPED)]
+        if settled:  # delivered before a crash, twice in the input, or skipped by hand
+            counts["skipped"] += len(settled)
         await self._deliver(todo, None, context, target, counts)
 
     def _keep_broken(
@@ -517,6 +574,8 @@ class FlowRunner:
         context: dict[str, Any],
         target: _Target,
         counts: Counter[str],
+        *,
+        probe: bool = True,
     ) -> None:
         ready, updates = [], []
         payloads: dict[int, dict[str, Any]] = {}
@@ -544,18 +603,67 @@ class FlowRunner:
             return
         self.store.mark([task.id for task, _ in ready], "sending", attempt=True)
         results = await target.deliver([payload for _, payload in ready])
-        updates = []
+        updates, lost = [], []
         for (task, _), result in zip(ready, results, strict=True):
             outcome = _outcome(result, target.action)
-            counts[outcome] += 1
             updates.append(_update(task.id, outcome, result, payloads.get(task.id)))
+            if outcome == Outcome.UNKNOWN:
+                lost.append(task)
+            else:
+                counts[outcome] += 1
         committed = target.committed() if isinstance(target, _WriterTarget) else None
+        # unknown is recorded before BC is read, in case we die here
         self.store.settle(updates, cursor=committed)
+        if lost and probe:
+            await self._resolve(lost, target, counts)
+        else:
+            counts["unknown"] += len(lost)
+
+    async def _settle_unclear(
+        self, name: str, run_id: int, target: _Target, counts: Counter[str]
+    ) -> None:
+        """Before the first chunk: tasks whose answer was lost, and (for targets that cannot be
+        sent twice) tasks a killed run left `sending`, settled where reading BC tells."""
+        unclear = self.store.unclear(name, run_id, stale_sending=not target.repeatable)
+        if unclear:
+            await self._resolve(unclear, target, counts)
+
+    async def _resolve(self, tasks: list[Task], target: _Target, counts: Counter[str]) -> None:
+        """Read in BC whether the lost ones happened: done ones become `done`, ones BC shows not
+        done are sent (once: a second lost answer leaves them `unknown`), the rest stay
+        `unknown`, counted, for a person to retry or skip."""
+        try:
+            checks = await target.verify([task.payload for task in tasks])
+        except BCBridgeError as exc:  # BC cannot be read now: the next run asks again
+            checks = [Verification(Verdict.UNKNOWN, f"BC could not be read: {exc}")] * len(tasks)
+        updates, again = [], []
+        for task, check in zip(tasks, checks, strict=True):
+            if check.verdict is Verdict.DONE:
+                updates.append(
+                    TaskUpdate(
+                        task.id, "done", error=f"read in BC: {check.reason}", result_id=check.id
+                    )
+                )
+                counts[Outcome.DONE.value] += 1
+            elif check.verdict is Verdict.NOT_DONE:
+                updates.append(TaskUpdate(task.id, "pending", error=f"read in BC: {check.reason}"))
+                again.append(task)
+            else:
+                counts["unknown"] += 1
+        self.store.settle(updates)
+        if again:
+            await self._deliver(again, None, {}, target, counts, probe=False)
 
 
 def _update(
     task_id: int, outcome: str, result: RecordResult, payload: dict[str, Any] | None
 ) -> TaskUpdate:
+    if outcome == Outcome.UNKNOWN:
+        error = (
+            f"{result.message}; then `bcbridge tasks retry {task_id}` to send it or "
+            f"`bcbridge tasks skip {task_id}` if it is done"
+        )
+        return TaskUpdate(task_id, "unknown", error=error, result_id=result.id, payload=payload)
     if outcome == Outcome.FAILED:
         error = " ".join(
             part for part in (str(result.status or ""), result.code, result.message) if part
@@ -570,6 +678,8 @@ def _outcome(result: RecordResult, action: str) -> str:
     the flow wants it: unchanged, not failed."""
     if result.ok:
         return "written" if action == "write" else result.outcome.value
+    if result.outcome is Outcome.UNKNOWN:
+        return Outcome.UNKNOWN.value
     if action == "delete" and result.status == 404:
         return Outcome.UNCHANGED.value
     return Outcome.FAILED.value

@@ -10,11 +10,19 @@ ETag policies (bc-api.md §5.2):
   with the conflict, and the other user's change stands.
 - ``record``: use ``@odata.etag`` from the input record; a conflict fails the record.
 - ``force``: ``If-Match: *``, overwriting whatever is there. Only when asked for.
+
+Lost answers. BC has no idempotency keys: a request whose answer never came (dropped connection,
+retries spent, a `$batch` cut off) may or may not have been carried out. Updates, upserts,
+deletes and creates matched on `key_field` are `repeatable`: sent again, they are matched first
+and cannot do the work twice, so a lost answer raises and the caller may deliver them again. For
+everything else (bound actions, creates without a key field) a lost answer is not an error to
+retry: the record comes back `UNKNOWN` and is never sent again here. `Publisher.verify` reads BC,
+where BC's state tells, whether such an action happened (the `PROBES` table).
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -24,14 +32,36 @@ from typing import Any
 
 import orjson
 
-from bcbridge import _json, catalog
+from bcbridge import _json, _retry, catalog
 from bcbridge.catalog import EntitySet, Scope
-from bcbridge.client import BatchOperation, BatchResult, BusinessCentralClient, task_group
-from bcbridge.errors import BCAPIError, ConfigError, TransformError
+from bcbridge.client import (
+    MAX_BATCH,
+    BatchOperation,
+    BatchResult,
+    BusinessCentralClient,
+    task_group,
+)
+from bcbridge.errors import (
+    BCAPIError,
+    BCBridgeError,
+    ConfigError,
+    RetriableAPIError,
+    TransformError,
+    TransportError,
+)
 from bcbridge.odata import entity_path, is_guid, literal
 from bcbridge.transform import Chain
 
-__all__ = ["Outcome", "Publisher", "RecordResult", "read_failed", "write_failed"]
+__all__ = [
+    "PROBES",
+    "Outcome",
+    "Publisher",
+    "RecordResult",
+    "Verdict",
+    "Verification",
+    "read_failed",
+    "write_failed",
+]
 
 WRITE_ACTIONS = ("create", "update", "upsert", "delete")
 ETAG_POLICIES = ("fetch", "record", "force")
@@ -46,6 +76,7 @@ class Outcome(StrEnum):
     DONE = "done"  # a bound action ran
     FILTERED = "filtered"  # a transformer dropped the record
     FAILED = "failed"
+    UNKNOWN = "unknown"  # sent, but the answer was lost: BC may or may not have carried it out
 
 
 @dataclass
@@ -60,7 +91,7 @@ class RecordResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome is not Outcome.FAILED
+        return self.outcome not in (Outcome.FAILED, Outcome.UNKNOWN)
 
 
 @dataclass
@@ -93,6 +124,78 @@ class _Item:
                 Outcome.FAILED, id=self.target, status=status, code=code, message=str(error)
             )
 
+    def lost(self, action: str, entity: str, error: BaseException) -> None:
+        self.finish(
+            Outcome.UNKNOWN,
+            id=self.target,
+            code="AnswerLost",
+            message=(
+                f"sent, but the answer was lost ({error}): BC may or may not have carried out "
+                f"{action} on this {entity}, so it is not sent again by itself; check it in BC "
+                "before sending it again"
+            ),
+        )
+
+
+# --- did it happen? ----------------------------------------------------------------------------
+
+
+class Verdict(StrEnum):
+    DONE = "done"  # BC's state shows the action was carried out
+    NOT_DONE = "not_done"  # BC's state shows it was not: safe to send
+    UNKNOWN = "unknown"  # BC's state cannot tell (or there is no way to ask): a person decides
+
+
+@dataclass
+class Verification:
+    verdict: Verdict
+    reason: str
+    id: str | None = None  # the BC record read
+
+
+Probe = Callable[[dict[str, Any] | None], tuple[Verdict, str]]  # the record now (None: gone)
+
+
+def _posted(invoice: dict[str, Any] | None) -> tuple[Verdict, str]:
+    """`post` makes a draft invoice Open (later Paid, ...); BC refuses to post it twice."""
+    if invoice is None:
+        # Whether a posted invoice keeps the draft's id is UNCONFIRMED (bc-api.md §5.5): a draft
+        # that is gone may have been posted under a new id, or deleted.
+        return Verdict.UNKNOWN, "the invoice is not there any more (posted under a new id?)"
+    status = invoice.get("status")
+    if status in ("Draft", "In Review"):
+        return Verdict.NOT_DONE, f"the invoice is still {status}: it was not posted"
+    if status in ("Open", "Paid", "Canceled", "Corrective"):
+        return Verdict.DONE, f"the invoice is {status}: it was posted"
+    return Verdict.UNKNOWN, f"the invoice has status {status!r}"
+
+
+def _converted(quote: dict[str, Any] | None) -> tuple[Verdict, str]:
+    """`makeInvoice`/`makeOrder` delete the quote in the transaction that makes the new
+    document (BC's Sales-Quote to Invoice/Order codeunits), so a quote still there was not
+    converted, whatever its status."""
+    if quote is None:
+        return Verdict.DONE, "the quote is gone: BC deletes a quote when it converts it"
+    return Verdict.NOT_DONE, f"the quote is still there ({quote.get('status')}): not converted"
+
+
+def _order_posted(order: dict[str, Any] | None) -> tuple[Verdict, str]:
+    """`shipAndInvoice`/`receiveAndInvoice` delete a fully posted order. An order still there may
+    have been posted in part (shipped quantities), which this check does not read."""
+    if order is None:
+        return Verdict.DONE, "the order is gone: BC deletes an order once it is fully posted"
+    return Verdict.UNKNOWN, "the order is still there: check its lines' shipped quantities"
+
+
+PROBES: Mapping[tuple[str, str], Probe] = {
+    ("salesInvoices", "post"): _posted,
+    ("purchaseInvoices", "post"): _posted,
+    ("salesQuotes", "makeInvoice"): _converted,
+    ("salesQuotes", "makeOrder"): _converted,
+    ("salesOrders", "shipAndInvoice"): _order_posted,
+    ("purchaseOrders", "receiveAndInvoice"): _order_posted,
+}
+
 
 @dataclass
 class Publisher:
@@ -107,6 +210,7 @@ class Publisher:
     etag: str = "fetch"
     batch_size: int = 500  # records per round; the client sends them 100 per $batch, concurrently
     conflict_retries: int = 3
+    allow_duplicates: bool = False  # create without key_field: a lost answer may mean a double
 
     def __post_init__(self) -> None:
         entity_set = self.entity_set
@@ -132,7 +236,23 @@ class Publisher:
                 "upsert matches records on a key field: give key_field (e.g. number)",
                 field="key_field",
             )
+        if self.action == "create" and not self.key_field and not self.allow_duplicates:
+            raise ConfigError(
+                "create needs key_field (e.g. number) to find records BC already holds: BC has "
+                "no idempotency keys, so a create sent again after a lost answer would make a "
+                "second record; give key_field, or allow_duplicates=True "
+                "(bcbridge push --allow-duplicates) to create without one",
+                field="key_field",
+            )
         self._company_id: str | None = None
+
+    @property
+    def repeatable(self) -> bool:
+        """Whether a record may be sent again after a lost answer without doing the work twice:
+        updates, upserts and deletes, and creates matched on `key_field` first."""
+        return self.action in ("update", "upsert", "delete") or (
+            self.action == "create" and bool(self.key_field)
+        )
 
     @property
     def entity_set(self) -> EntitySet:
@@ -166,6 +286,29 @@ class Publisher:
     def path(self, key: str | None = None, action: str | None = None) -> str:
         return entity_path(self.entity_set, company_id=self._company_id, key=key, action=action)
 
+    async def verify(self, records: Sequence[dict[str, Any]]) -> list[Verification]:
+        """For records whose answer was lost: did BC carry out this publisher's action on them?
+        One verification per record, in order. Read from BC where a probe in `PROBES` knows how
+        to tell; every other action (and a create) is UNKNOWN: only a person can decide."""
+        probe = PROBES.get((self.entity_set.name, self.action))
+        if probe is None:
+            return [
+                Verification(Verdict.UNKNOWN, f"BC's state does not show whether {self.action} ran")
+                for _ in records
+            ]
+        await self._resolve_company()
+        keys = [self._key_of(_Item(index, record)) for index, record in enumerate(records)]
+        wanted = sorted({key for key in keys if key is not None and is_guid(key)})
+        found = await self._lookup("id", wanted) if wanted else {}
+        checks = []
+        for key in keys:
+            if key is None or not is_guid(key):
+                checks.append(Verification(Verdict.UNKNOWN, "the record has no id to read"))
+                continue
+            verdict, reason = probe(found.get(key))
+            checks.append(Verification(verdict, reason, id=key))
+        return checks
+
     # --- one round --------------------------------------------------------------------------
 
     async def _round(self, items: list[_Item]) -> list[RecordResult]:
@@ -179,7 +322,7 @@ class Publisher:
             sent = [item for item in pending if item.result is None]
             if not operations:
                 break
-            answers = await self.client.batch(operations, continue_on_error=True)
+            answers = await self._send(operations)
             conflicts = [
                 item
                 for item, answer in zip(sent, answers, strict=True)
@@ -323,8 +466,39 @@ class Publisher:
         url = self.path(item.target) + query
         return BatchOperation("PATCH", url, item.payload, headers=if_match, id=op_id)
 
-    def _settle(self, item: _Item, answer: BatchResult) -> bool:
+    async def _send(self, operations: list[BatchOperation]) -> list[BatchResult | BCBridgeError]:
+        """The answers to `operations`. Repeatable writes go out as one `client.batch` whose lost
+        answer raises (the caller may send them again). Other writes go 100 per `$batch`, each on
+        its own: a `$batch` that fails leaves its error in place of its answers, the others stand.
+        """
+        if self.repeatable:
+            return list(await self.client.batch(operations, continue_on_error=True))
+        answers: list[BatchResult | BCBridgeError] = [BCBridgeError("not sent") for _ in operations]
+
+        async def send(start: int) -> None:
+            chunk = operations[start : start + MAX_BATCH]
+            try:
+                got: list[BatchResult | BCBridgeError] = list(
+                    await self.client.batch(chunk, continue_on_error=True)
+                )
+            except (TransportError, BCAPIError) as exc:
+                got = [exc] * len(chunk)
+            answers[start : start + len(chunk)] = got
+
+        async with task_group() as group:
+            for start in range(0, len(operations), MAX_BATCH):
+                group.start_soon(send, start)
+        return answers
+
+    def _settle(self, item: _Item, answer: BatchResult | BCBridgeError) -> bool:
         """Record the outcome; False for an ETag conflict that `fetch` may re-apply."""
+        if isinstance(answer, BCBridgeError):
+            if _surely_not_run(answer):
+                status = answer.status if isinstance(answer, BCAPIError) else None
+                item.fail(f"not sent: {answer}; it can be sent again", status, code="NotSent")
+            else:
+                item.lost(self.action, self.entity_set.entity, answer)
+            return True
         if answer.ok:
             body = answer.body if isinstance(answer.body, dict) else {}
             created = Outcome.CREATED if self.action in ("create", "upsert") else Outcome.DONE
@@ -376,6 +550,19 @@ class Publisher:
         return again
 
 
+def _surely_not_run(error: BCBridgeError) -> bool:
+    """Whether BC certainly did not act on a request that ended in `error`: it refused it before
+    processing (429/503, or any answer that is not a server error), or no connection was made."""
+    if isinstance(error, BCAPIError):
+        return not isinstance(error, RetriableAPIError) or (
+            error.status in _retry.NOT_PROCESSED_STATUSES
+        )
+    if isinstance(error, TransportError):
+        never_sent = {kind.__name__ for kind in _retry._NEVER_SENT}
+        return bool(error.attempts) and all(a.error in never_sent for a in error.attempts)
+    return False
+
+
 def _writable(entity_set: EntitySet, payload: Mapping[str, Any]) -> dict[str, Any]:
     """The payload without OData annotations and read-only properties (lines cleaned too)."""
     read_only = {f.name for f in entity_set.fields if f.read_only}
@@ -417,12 +604,13 @@ def _exact(number: int | float | Decimal) -> Decimal:
 
 
 def write_failed(path: Path, results: Iterable[RecordResult], *, entity: str, action: str) -> int:
-    """Append failed records with their error as JSON Lines; returns how many were written."""
+    """Append failed records with their error as JSON Lines; returns how many were written.
+    Records whose answer was lost (UNKNOWN) are left out: replaying them could do them twice."""
     count = 0
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("ab") as handle:
         for result in results:
-            if result.ok:
+            if result.outcome is not Outcome.FAILED:
                 continue
             count += 1
             entry = {

@@ -77,6 +77,7 @@ class TaskStatus(StrEnum):
     DONE = "done"
     FAILED = "failed"
     UNKNOWN = "unknown"  # sent, answer lost, and not safe to send again (non-idempotent)
+    SKIPPED = "skipped"  # settled by hand (`tasks skip`): nothing more to do
 
 
 UNFINISHED = (RunStatus.RUNNING, RunStatus.CRASHED, RunStatus.INTERRUPTED)  # a new run resumes
@@ -638,20 +639,34 @@ class Store:
         *,
         stage: str = "send",
         redeliver_done: bool = True,
+        resend_in_flight: bool = True,
     ) -> list[Task]:
         """One task per record, in input order, found by payload hash.
 
         A record this flow has seen before gets its task back. If that task is `done` in this run
         or in an unfinished one (crashed, interrupted), the record was delivered and the caller
-        skips it: that is how a restarted run resumes. Any other earlier task (done in a finished
-        run, failed, or in flight when a run died) is moved to this run as `pending`: the record
-        came again and is sent again; creates are matched on the key field, so nothing doubles.
-        Without `redeliver_done` (a writer that appends), a task done in any run stays done."""
+        skips it: that is how a restarted run resumes. `unknown` and `skipped` tasks stay as they
+        are: only a probe of BC or a person (`tasks retry`, `tasks skip`) settles them.
+
+        Any other earlier task (done in a finished run, failed, or in flight when a run died) is
+        moved to this run as `pending`: the record came again and is sent again; the target
+        matches what it writes first (updates, upserts, deletes, creates on a key field), so
+        nothing doubles. Two kinds of target take less:
+        - without `redeliver_done` (a writer that appends, a bound action), a task done in any run
+          stays done: the same record is not written or acted on twice;
+        - without `resend_in_flight` (a bound action), a task found `sending` from an earlier
+          run, whose answer nobody saw, becomes `unknown` instead of being sent again."""
         now = _now()
         digests = [payload_hash(payload) for _, payload in items]
         with self._begin() as conn:
             known = self._by_hash(conn, flow, digests)
-            self._claim(conn, run_id, list(known.values()), redeliver_done)
+            self._claim(
+                conn,
+                run_id,
+                list(known.values()),
+                redeliver_done=redeliver_done,
+                resend_in_flight=resend_in_flight,
+            )
             new = {
                 digest: (key, payload)
                 for digest, (key, payload) in zip(digests, items, strict=True)
@@ -679,25 +694,37 @@ class Store:
             known = self._by_hash(conn, flow, digests)
         return [known[digest] for digest in digests]
 
+    # Task statuses no run changes by itself: "unknown" (sent, answer lost: did BC act?) waits for
+    # a probe of BC or a person; "skipped" is a person's word that the task needs nothing more.
+    SETTLED_BY_HAND = (TaskStatus.UNKNOWN, TaskStatus.SKIPPED)
+
     @staticmethod
     def _claim(
-        conn: sa.Connection, run_id: int, found: list[Task], redeliver_done: bool = True
+        conn: sa.Connection,
+        run_id: int,
+        found: list[Task],
+        *,
+        redeliver_done: bool = True,
+        resend_in_flight: bool = True,
     ) -> None:
-        earlier = {task.run_id for task in found if task.run_id != run_id}
+        earlier = [t for t in found if t.run_id != run_id and t.status not in Store.SETTLED_BY_HAND]
         if not earlier:
             return
         unfinished = set(
             conn.execute(
-                sa.select(runs.c.id).where(runs.c.id.in_(earlier), runs.c.status.in_(UNFINISHED))
+                sa.select(runs.c.id).where(
+                    runs.c.id.in_({t.run_id for t in earlier}), runs.c.status.in_(UNFINISHED)
+                )
             ).scalars()
         )
-        kept = {
-            t.id
-            for t in found
-            if t.status == TaskStatus.DONE and (t.run_id in unfinished or not redeliver_done)
-        }
-        resumed = [t.id for t in found if t.id in kept]
-        again = [t.id for t in found if t.run_id != run_id and t.id not in kept]
+        resumed, again, lost = [], [], []
+        for task in earlier:
+            if task.status == TaskStatus.DONE and (task.run_id in unfinished or not redeliver_done):
+                resumed.append(task.id)
+            elif task.status == TaskStatus.SENDING and not resend_in_flight:
+                lost.append(task)
+            else:
+                again.append(task.id)
         if resumed:
             conn.execute(tasks.update().where(tasks.c.id.in_(resumed)).values(run_id=run_id))
         if again:
@@ -706,6 +733,54 @@ class Store:
                 .where(tasks.c.id.in_(again))
                 .values(run_id=run_id, status=TaskStatus.PENDING, updated_at=_now())
             )
+        Store._mark_lost(conn, run_id, lost)
+
+    @staticmethod
+    def _mark_lost(conn: sa.Connection, run_id: int, lost: Sequence[Task]) -> None:
+        """`sending` tasks of a run that ended before their answer was recorded become `unknown`."""
+        for task in lost:
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.id == task.id, tasks.c.status == TaskStatus.SENDING)
+                .values(
+                    run_id=run_id,
+                    status=TaskStatus.UNKNOWN,
+                    updated_at=_now(),
+                    last_error=(
+                        f"run {task.run_id} was sending it and ended before BC's answer was "
+                        "recorded (killed?), so BC may or may not have carried it out; it is not "
+                        f"sent again by itself: check BC, then `bcbridge tasks retry {task.id}` "
+                        f"to send it or `bcbridge tasks skip {task.id}` if it is done"
+                    ),
+                )
+            )
+
+    def unclear(self, flow: str, run_id: int, *, stale_sending: bool) -> list[Task]:
+        """The tasks of `flow` whose outcome nobody knows, moved to `run_id`: the `unknown` ones,
+        and with `stale_sending` (a target that cannot be sent twice) those an earlier run left
+        `sending` (it was killed before BC's answer was recorded), which become `unknown` here.
+        A run calls this first, to settle them by reading BC where it can."""
+        with self._begin() as conn:
+            if stale_sending:
+                stale = conn.execute(
+                    sa.select(tasks).where(
+                        tasks.c.flow == flow,
+                        tasks.c.status == TaskStatus.SENDING,
+                        tasks.c.run_id != run_id,
+                    )
+                ).mappings()
+                self._mark_lost(conn, run_id, [_task(row) for row in stale])
+            conn.execute(
+                tasks.update()
+                .where(tasks.c.flow == flow, tasks.c.status == TaskStatus.UNKNOWN)
+                .values(run_id=run_id)
+            )
+            rows = conn.execute(
+                sa.select(tasks)
+                .where(tasks.c.flow == flow, tasks.c.status == TaskStatus.UNKNOWN)
+                .order_by(tasks.c.id)
+            ).mappings()
+            return [_task(row) for row in rows]
 
     @staticmethod
     def _by_hash(conn: sa.Connection, flow: str, digests: list[str]) -> dict[str, Task]:

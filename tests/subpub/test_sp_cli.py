@@ -36,7 +36,8 @@ def test_pull_incrementally_to_sqlite_and_jsonl(emulator: RunningEmulator, tmp_p
     assert "read" in first.stderr and json.loads(state.read_text())["value"]
     late = '{"displayName": "Late contact"}\n'
     failed = str(tmp_path / "f.jsonl")
-    cli(emulator, "push", "contacts", "--action", "create", "--failed", failed, input=late)
+    key = ("--key-field", "displayName")  # a create needs a key field (or --allow-duplicates)
+    cli(emulator, "push", "contacts", "--action", "create", *key, "--failed", failed, input=late)
     second = cli(
         emulator, "pull", "contacts", "--state", str(state), "--out", str(tmp_path / "delta.jsonl")
     )

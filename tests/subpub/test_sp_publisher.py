@@ -56,7 +56,9 @@ def test_create_with_deep_insert_and_a_transformer(emulator: RunningEmulator) ->
             }
         ]
     )
-    [result] = publish(emulator, "salesOrders", "create", records, transform=chain)
+    [result] = publish(
+        emulator, "salesOrders", "create", records, transform=chain, allow_duplicates=True
+    )
     assert result.outcome is Outcome.CREATED and result.status == 201
     [order] = read(
         emulator,
@@ -99,7 +101,11 @@ def test_upsert_looks_matches_up_in_groups_and_reports_each_record(
 
 def test_update_delete_and_bound_actions(emulator: RunningEmulator) -> None:
     created = publish(
-        emulator, "vendors", "create", [{"displayName": f"Pub {i}"} for i in range(3)]
+        emulator,
+        "vendors",
+        "create",
+        [{"displayName": f"Pub {i}"} for i in range(3)],
+        allow_duplicates=True,
     )
     ids = [r.id for r in created]
     updated = publish(
@@ -127,6 +133,7 @@ def test_update_delete_and_bound_actions(emulator: RunningEmulator) -> None:
                 "salesInvoiceLines": [{"lineObjectNumber": "I00012", "quantity": 1}],
             }
         ],
+        allow_duplicates=True,
     )
     posted = publish(emulator, "salesInvoices", "post", [{"id": drafts[0].id}])
     assert posted[0].outcome is Outcome.DONE and posted[0].status == 204
@@ -139,7 +146,7 @@ def test_update_delete_and_bound_actions(emulator: RunningEmulator) -> None:
 
 def test_bad_records_fail_alone_with_bc_errors(emulator: RunningEmulator) -> None:
     records = [{"code": "OK1"}, {"code": 5}, {"code": "OK2"}, {"code": "OK3", "bogus": 1}]
-    results = publish(emulator, "itemCategories", "create", records)
+    results = publish(emulator, "itemCategories", "create", records, allow_duplicates=True)
     assert [r.outcome for r in results] == [
         Outcome.CREATED,
         Outcome.FAILED,

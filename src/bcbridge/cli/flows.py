@@ -1,4 +1,5 @@
-"""`bcbridge run`, `flows list`, `tasks list|show|retry` and `demo`: flows from a project file."""
+"""`bcbridge run`, `flows list`, `tasks list|show|retry|skip` and `demo`: flows from a project
+file."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from bcbridge.errors import AuthError, BCAPIError, BCBridgeError, ConfigError, T
 from bcbridge.flowconfig import ProjectConfig, find_config, load_project
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.schedule import parse_schedule, sleep_until
-from bcbridge.store import RunStatus, Store, Task
+from bcbridge.store import RunStatus, Store, Task, TaskUpdate
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -52,7 +53,7 @@ PROJECT_OPTION = typer.Option(
 
 flows_group = typer.Typer(help="The flows of a project file.", no_args_is_help=True)
 tasks_group = typer.Typer(
-    help="Records that passed a flow: look up and retry.", no_args_is_help=True
+    help="Records that passed a flow: look up, retry or skip.", no_args_is_help=True
 )
 
 
@@ -110,7 +111,7 @@ class _Display:
 
 def _summary(results: list[RunResult]) -> None:
     """One row per run; only the outcome columns some run has a count in."""
-    columns = [c for c in (*COLUMNS, "failed") if any(r.counts.get(c) for r in results)]
+    columns = [c for c in (*COLUMNS, "failed", "unknown") if any(r.counts.get(c) for r in results)]
     table = Table(title="Runs")
     for name in ("Flow", "Run", "Status", *columns):
         table.add_column(name, justify="left" if name in ("Flow", "Status") else "right")
@@ -127,6 +128,16 @@ def _summary(results: list[RunResult]) -> None:
     for result in results:
         if result.error:
             stderr.print(f"[red]{result.flow}: {result.error}[/]")
+        if lost := result.counts.get("unknown"):
+            stderr.print(f"[red]{result.flow}: {_LOST.format(count=lost, flow=result.flow)}[/]")
+
+
+_LOST = (
+    "{count:,} record(s) sent but their answer was lost, and BC's state does not tell whether "
+    "it was carried out; they are not sent again by themselves. See them with `bcbridge tasks "
+    "list --status unknown --flow {flow}`, check BC, then `bcbridge tasks retry ID` (send it) "
+    "or `bcbridge tasks skip ID` (it is done)"
+)
 
 
 def _run_flows(
@@ -304,7 +315,9 @@ def _task_table(tasks: list[Task]) -> Table:
 @tasks_group.command("list")
 def tasks_list(
     flow: str | None = typer.Option(None, help="Only this flow."),
-    status: str | None = typer.Option(None, help="pending, sending, done or failed."),
+    status: str | None = typer.Option(
+        None, help="pending, sending, done, failed, unknown (answer lost) or skipped."
+    ),
     limit: int = typer.Option(50, help="At most this many, newest first."),
     config: Path | None = PROJECT_OPTION,
 ) -> None:
@@ -348,6 +361,44 @@ def tasks_retry(
     finally:
         store.close()
     raise typer.Exit(_exit_code(results))
+
+
+@tasks_group.command("skip")
+def tasks_skip(
+    task_ids: list[int] = typer.Argument(..., help="Task ids."),
+    config: Path | None = PROJECT_OPTION,
+) -> None:
+    """Settle tasks by hand: you checked BC and the record needs nothing more (e.g. an action
+    whose answer was lost did run). They are never sent again, not even when the record comes
+    again. Example: bcbridge tasks skip 42 43
+    """
+    _, store = _open(config)
+    try:
+        tasks = [_unfinished(store, task_id) for task_id in task_ids]
+    except BCBridgeError as exc:
+        store.close()
+        raise fail(exc) from None
+    store.settle(
+        [
+            TaskUpdate(
+                task.id,
+                "skipped",
+                error=f"skipped by hand (was {task.status}: {task.last_error or '-'})",
+            )
+            for task in tasks
+        ]
+    )
+    stdout.print(_task_table([t for t in (store.task(task.id) for task in tasks) if t]))
+    store.close()
+
+
+def _unfinished(store: Store, task_id: int) -> Task:
+    task = store.task(task_id)
+    if task is None:
+        raise BCBridgeError(f"no task {task_id}")
+    if task.status in ("done", "skipped"):
+        raise BCBridgeError(f"task {task_id} is {task.status} already; nothing to skip")
+    return task
 
 
 def _chosen(store: Store, ids: list[int], failed: bool, flow: str | None) -> list[Task]:

@@ -293,9 +293,20 @@ def _require_status(place: Place, row: Row, allowed: tuple[str, ...], action: st
         )
 
 
+def _require_draft(row: Row) -> None:
+    """BC's API runs `post` on draft invoices only (`Draft`, `In Review`); on a posted one it
+    answers with the message of its DraftInvoiceActionErr label."""
+    if row.get("status") not in ("Draft", "In Review"):
+        raise BCError(
+            400,
+            "Application_DialogException",
+            "The action can be applied to a draft invoice only.",
+        )
+
+
 def post_invoice(records: Records, place: Place, row: Row) -> None:
     """Posting keeps the id (UNCONFIRMED in BC, bc-api.md §5.5) and makes the invoice Open."""
-    _require_status(place, row, ("Draft", "In Review"), "posting")
+    _require_draft(row)
     records.update(place, row, {"status": "Open"})
     recompute_totals(records, place, records.get(place, row["id"]))
 
@@ -346,12 +357,13 @@ def receive_and_invoice(records: Records, place: Place, row: Row) -> None:
 
 
 def make_document(target: str) -> ActionHandler:
+    """`makeInvoice` / `makeOrder`: BC's Sales-Quote to Invoice / Sales-Quote to Order codeunits
+    delete the quote (and its lines) in the transaction that makes the new document, so a quote
+    is converted once: a second call finds no quote (404, as for any missing record)."""
+
     def action(records: Records, place: Place, row: Row) -> None:
         _copy_document(records, place, row, target, {"status": "Draft"})
-        if target == "salesOrders":
-            _delete_document(records, place, row)  # BC converts the quote into the order
-        else:
-            records.update(place, row, {"status": "Accepted"})
+        _delete_document(records, place, row)
 
     return action
 
