@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bcbridge.cli.data import _error_parts
 from bcbridge.testing import RunningEmulator
 from tests.flows.conftest import BC, BCBRIDGE, CRONUS, cli
 
@@ -295,3 +296,22 @@ def test_memory_stays_flat_as_the_input_grows(tmp_path: Path, env: dict[str, str
     small = peak_rss_of_push(env, tmp_path, 2_000)
     large = peak_rss_of_push(env, tmp_path, 20_000)
     assert large / small < 1.3, (small, large)
+
+
+@pytest.mark.parametrize(
+    ("error", "parts"),
+    [
+        ("400 BadRequest Invalid unitPrice", (400, "BadRequest", "Invalid unitPrice")),
+        (
+            "404 Internal_RecordNotFound no items with number = X",
+            (404, "Internal_RecordNotFound", "no items with number = X"),
+        ),
+        ("KeyMissing the record has no id", (None, "KeyMissing", "the record has no id")),
+        ("The record was deleted", (None, None, "The record was deleted")),
+        ("transform: step 'set': no Name", (None, "TransformError", "step 'set': no Name")),
+    ],
+)
+def test_a_tasks_error_line_is_split_into_status_code_and_message(
+    error: str, parts: tuple[int | None, str | None, str | None]
+) -> None:
+    assert _error_parts(error) == parts

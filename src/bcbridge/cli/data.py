@@ -814,8 +814,7 @@ def _report(
     opts: dict[str, Any],
 ) -> int:
     """The summary, what failed and why, and how to go on; returns the exit code."""
-    title = plan.label if result.status in ("ok", "failed") else f"{plan.label}: {result.status}"
-    _summary(title, result.counts)
+    _summary(plan.label, result.counts)
     if journal.written:
         stderr.print(f"[red]{len(journal.written):,} record(s) failed; kept in {plan.failed}[/]")
         for reason, count in journal.reasons.most_common(5):
@@ -828,8 +827,8 @@ def _report(
     if not finished:
         again = _command(opts)
         stderr.print(
-            f"[yellow]the push stopped before the end; run it again to resume ({again}): "
-            "records already done are skipped[/]"
+            f"[yellow]{result.status}: the push stopped before the end; run it again to resume "
+            f"({again}): records already done are skipped[/]"
         )
     if result.status == "interrupted":
         return INTERRUPTED
