@@ -218,6 +218,11 @@ def test_create_without_key_field_is_refused_unless_duplicates_are_allowed(
     assert refused.returncode == 2 and "idempotency" in refused.stderr
     assert "--key-field" in refused.stderr and "--allow-duplicates" in refused.stderr
     assert not bc.all(CRONUS, "itemCategories", **{"$filter": "code eq 'PJC1'"})
+    other = {"entity": "items", "action": "upsert", "flow": "push:items:upsert:x.csv"}
+    (tmp_path / "failed.jsonl").write_text(json.dumps(other) + "\n")
+    kept = cli(env, *args, "--allow-duplicates", cwd=tmp_path)
+    assert kept.returncode == 2 and "another push" in kept.stderr  # not replaced: not retried yet
+    (tmp_path / "failed.jsonl").unlink()
     allowed = cli(env, *args, "--allow-duplicates", cwd=tmp_path)
     assert allowed.returncode == 0, allowed.stderr
     assert len(bc.all(CRONUS, "itemCategories", **{"$filter": "code eq 'PJC1'"})) == 1

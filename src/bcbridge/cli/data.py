@@ -79,7 +79,7 @@ def _progress(total: int | None = None) -> Progress:
 
 
 def _summary(title: str, counts: Counter[str]) -> None:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("Outcome")
     table.add_column("Records", justify="right")
     for outcome, count in sorted(counts.items()):
