@@ -5,7 +5,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-BENCHMARKS = ("bench_emulator", "bench_client", "bench_pull", "bench_push", "bench_flow")
+BENCHMARKS = (
+    "bench_emulator",
+    "bench_client",
+    "bench_pull",
+    "bench_push",
+    "bench_push_memory",
+    "bench_flow",
+)
 
 
 def main() -> int:

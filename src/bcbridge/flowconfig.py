@@ -79,6 +79,7 @@ class OutgoingConfig(_Strict):
     params: dict[str, str] = Field(default_factory=dict)
     etag: str = "fetch"
     batch_size: int = Field(500, ge=1)
+    allow_duplicates: bool = False  # create without key_field: BC has no idempotency keys
 
 
 class Endpoint(_Strict):
@@ -183,11 +184,17 @@ def _check_names(config: ProjectConfig) -> None:
                     f"defined: {', '.join(known) or 'none'}"
                 )
         outgoing = config.outgoing.get(str(flow.target.outgoing))
-        if outgoing is not None and outgoing.action == "create" and not outgoing.key_field:
+        if (
+            outgoing is not None
+            and outgoing.action == "create"
+            and not outgoing.key_field
+            and not outgoing.allow_duplicates
+        ):
             raise ConfigError(
                 f"{_where(config, f'flows.{name}')}: outgoing {flow.target.outgoing!r} creates "
                 "records, so it needs key_field (e.g. number or externalDocumentNumber): a record "
-                "re-sent after a crash is matched on it instead of created twice"
+                "re-sent after a crash is matched on it instead of created twice (BC has no "
+                "idempotency keys); or set allow_duplicates: true to accept that risk"
             )
     for kind, section in (("incoming", config.incoming), ("outgoing", config.outgoing)):
         for name, item in section.items():

@@ -441,6 +441,7 @@ class FlowRunner:
             params=dict(outgoing.params),
             etag=outgoing.etag,
             batch_size=outgoing.batch_size,
+            allow_duplicates=outgoing.allow_duplicates,
         )
         return _OutgoingTarget(publisher)
 

@@ -22,13 +22,13 @@ where BC's state tells, whether such an action happened (the `PROBES` table).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -54,6 +54,7 @@ from bcbridge.transform import Chain
 
 __all__ = [
     "PROBES",
+    "FailedRecord",
     "Outcome",
     "Publisher",
     "RecordResult",
@@ -603,31 +604,97 @@ def _exact(number: int | float | Decimal) -> Decimal:
 # --- failed records ---------------------------------------------------------------------------
 
 
-def write_failed(path: Path, results: Iterable[RecordResult], *, entity: str, action: str) -> int:
-    """Append failed records with their error as JSON Lines; returns how many were written.
-    Records whose answer was lost (UNKNOWN) are left out: replaying them could do them twice."""
+@dataclass
+class FailedRecord:
+    """A record that did not reach BC, as kept in a failed-records file: enough to see why and
+    to send it again without the original input or transformers."""
+
+    record: dict[str, Any] | None  # as read from the input
+    payload: dict[str, Any] | None  # as it would be sent; None when the transform failed on it
+    status: int | None = None  # HTTP status BC answered with
+    code: str | None = None  # BC's error code (or ours: TransformError, KeyMissing, ...)
+    message: str | None = None
+    record_key: str | None = None  # the record's key_field value (or id), for people reading
+    task: int | None = None  # the task in the push store
+
+    @classmethod
+    def of(cls, result: RecordResult, payload: dict[str, Any] | None = None) -> FailedRecord:
+        """From a publisher result; `payload` defaults to the record (a publisher without a
+        transform sends the record as it is)."""
+        return cls(
+            result.record,
+            result.record if payload is None else payload,
+            status=result.status,
+            code=result.code,
+            message=result.message,
+            record_key=result.id,
+        )
+
+
+def write_failed(
+    path: Path,
+    failures: Iterable[FailedRecord],
+    *,
+    entity: str,
+    action: str,
+    company: str | None = None,
+    key: str | None = None,
+    key_field: str | None = None,
+    flow: str | None = None,
+) -> int:
+    """Append failed records as JSON Lines, one object each, and return how many.
+
+    Each line names everything a replay needs (entity, action, company, key, key_field), so
+    `push --retry-failed FILE` needs no other flag. The file is opened only when there is
+    something to write: nothing failed, no file."""
     count = 0
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("ab") as handle:
-        for result in results:
-            if result.outcome is not Outcome.FAILED:
-                continue
-            count += 1
+    handle: BinaryIO | None = None
+    try:
+        for failure in failures:
+            if handle is None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                handle = path.open("ab")
             entry = {
                 "entity": entity,
                 "action": action,
-                "record": result.record,
-                "status": result.status,
-                "code": result.code,
-                "message": result.message,
+                "company": company,
+                "key": key,
+                "key_field": key_field,
+                "flow": flow,
+                "task": failure.task,
+                "record_key": failure.record_key,
+                "status": failure.status,
+                "code": failure.code,
+                "message": failure.message,
+                "payload": failure.payload,
+                "record": failure.record,
                 "failed_at": datetime.now(UTC).isoformat(),
             }
             handle.write(_json.dumps(entry, option=_json.OPT_APPEND_NEWLINE))
+            count += 1
+    finally:
+        if handle is not None:
+            handle.close()
     return count
 
 
-def read_failed(path: Path) -> list[dict[str, Any]]:
+def read_failed(path: Path) -> Generator[dict[str, Any], None, None]:
+    """The entries of a failed-records file, streamed; a bad line is named by file:line."""
     try:
-        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
-    except (OSError, orjson.JSONDecodeError) as exc:
-        raise ConfigError(f"cannot read failed records: {exc}", source=str(path)) from None
+        handle = path.open("rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read failed records: {exc.strerror}", source=str(path)) from None
+    with handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise ConfigError(f"not JSON: {exc}", source=f"{path}:{number}") from None
+            if not isinstance(entry, dict) or not entry.get("entity") or not entry.get("action"):
+                raise ConfigError(
+                    "not a failed-record entry (expected an object with entity and action)",
+                    source=f"{path}:{number}",
+                )
+            yield entry

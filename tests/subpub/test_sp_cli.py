@@ -36,8 +36,20 @@ def test_pull_incrementally_to_sqlite_and_jsonl(emulator: RunningEmulator, tmp_p
     assert "read" in first.stderr and json.loads(state.read_text())["value"]
     late = '{"displayName": "Late contact"}\n'
     failed = str(tmp_path / "f.jsonl")
-    key = ("--key-field", "displayName")  # a create needs a key field (or --allow-duplicates)
-    cli(emulator, "push", "contacts", "--action", "create", *key, "--failed", failed, input=late)
+    store = f"sqlite:///{tmp_path / 'push.db'}"
+    cli(
+        emulator,
+        "push",
+        "contacts",
+        "--action",
+        "create",
+        "--allow-duplicates",
+        "--failed",
+        failed,
+        "--store",
+        store,
+        input=late,
+    )
     second = cli(
         emulator, "pull", "contacts", "--state", str(state), "--out", str(tmp_path / "delta.jsonl")
     )
@@ -67,12 +79,15 @@ def test_push_keeps_bad_records_and_replays_them_after_a_fix(
     transform = tmp_path / "t.yaml"
     transform.write_text("- filter: \"code != ''\"\n")
     failed = tmp_path / "failed.jsonl"
+    store = f"sqlite:///{tmp_path / 'push.db'}"
     dry = cli(
         emulator,
         "push",
         "itemCategories",
         "--action",
         "create",
+        "--key-field",
+        "code",
         "--in",
         str(source),
         "--transform",
@@ -98,6 +113,8 @@ def test_push_keeps_bad_records_and_replays_them_after_a_fix(
         str(items),
         "--failed",
         str(failed),
+        "--store",
+        store,
     )
     assert pushed.returncode == 1 and "1 record(s) failed" in pushed.stderr
     [entry] = [json.loads(line) for line in failed.read_text().splitlines()]
@@ -109,21 +126,11 @@ def test_push_keeps_bad_records_and_replays_them_after_a_fix(
     assert {
         i["number"] for i in read(emulator, "items", {"$filter": "startswith(number,'CLI-')"})
     } == {"CLI-A", "CLI-C"}
-    entry["record"]["unitPrice"] = 2  # the fix
+    entry["payload"]["unitPrice"] = 2  # the fix, in what is sent
     failed.write_text(json.dumps(entry) + "\n")
-    replay = cli(
-        emulator,
-        "push",
-        "items",
-        "--action",
-        "upsert",
-        "--key-field",
-        "number",
-        "--retry-failed",
-        str(failed),
-    )
+    replay = cli(emulator, "push", "--retry-failed", str(failed), "--store", store)
     assert replay.returncode == 0, replay.stderr
-    assert failed.read_text() == ""
+    assert not failed.exists()
     assert {
         i["number"] for i in read(emulator, "items", {"$filter": "startswith(number,'CLI-')"})
     } == {"CLI-A", "CLI-B", "CLI-C"}

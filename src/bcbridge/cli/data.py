@@ -1,35 +1,76 @@
-"""`bcbridge pull` and `bcbridge push`: the subscriber and the publisher from the command line."""
+"""`bcbridge pull` and `bcbridge push`: the subscriber and the publisher from the command line.
+
+`push` is a flow run (`bcbridge.flows.FlowRunner`): the input is the flow's reader, `--transform`
+its transformers, the push options its outgoing, and every record a task in a store (by default
+`.bcbridge/push.db` in the current folder). The flow is named after the entity, the action, the
+input and the company, so running the same command again after any stop (dropped connection,
+SIGKILL, Ctrl-C) resumes it: records already done are skipped and creates are matched on
+`--key-field`, so BC gets each record once. Failed records are appended to the failed-records
+file chunk by chunk, with the payload that was sent and the record it came from.
+
+`pull --state` saves, with the cursor and in the same atomic write, the size of the output file
+at the last committed chunk; a rerun cuts the file back to that size before appending, so the
+lines a stopped pull wrote past its saved cursor are not written twice.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
+import shlex
+import sys
+import threading
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+import sqlalchemy as sa
 import typer
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bcbridge import _json, catalog
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
+from bcbridge.cli.flows import _ctrl_c_stops
 from bcbridge.client import BusinessCentralClient
-from bcbridge.errors import BCBridgeError, ConfigError
-from bcbridge.publisher import Publisher, RecordResult, read_failed, write_failed
-from bcbridge.sinks import open_reader, open_writer
+from bcbridge.errors import BCBridgeError, ConfigError, TransformError
+from bcbridge.flowconfig import Endpoint, FlowConfig, OutgoingConfig, ProjectConfig
+from bcbridge.flows import FlowRunner, RunResult
+from bcbridge.publisher import WRITE_ACTIONS, FailedRecord, read_failed, write_failed
+from bcbridge.sinks import open_reader, open_writer, sql_target
+from bcbridge.store import Store
+from bcbridge.store import tasks as task_table
 from bcbridge.subscriber import CursorState, Subscriber
-from bcbridge.transform import Chain, load_chain_file
+from bcbridge.transform import Chain, load_chain, load_chain_file
 
 stderr = Console(stderr=True)
 
+PUSH_STORE = "sqlite:///.bcbridge/push.db"
+# The input record travels with its payload through the push's tasks, so that a failed record
+# can be written out with both. Publisher drops every "@odata." name from what it sends (as it
+# does BC's own annotations), so BC never receives it.
+SOURCE = "@odata.bcbridge.source"
+TASK_FAILED = ("failed", "unknown")  # unknown: an answer lost for a bound action (not resent)
+USAGE = 2  # exit code of a command line that cannot work as given
+INTERRUPTED = 130  # as for SIGINT
 
-def _progress() -> Progress:
+
+class UsageError(Exception):
+    """The command line cannot work as given (exit 2)."""
+
+
+def _progress(total: int | None = None) -> Progress:
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        TextColumn("{task.completed:,} records  {task.fields[detail]}"),
+        TextColumn("{task.completed:,}" + (f"/{total:,}" if total else "") + " records"),
+        TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
         console=stderr,
         transient=False,
@@ -37,12 +78,18 @@ def _progress() -> Progress:
 
 
 def _summary(title: str, counts: Counter[str]) -> None:
-    table = Table(title=title)
+    table = Table(title=title, min_width=len(title) + 2)
     table.add_column("Outcome")
     table.add_column("Records", justify="right")
     for outcome, count in sorted(counts.items()):
-        table.add_row(outcome, f"{count:,}")
+        if count:
+            table.add_row(outcome, f"{count:,}")
     stderr.print(table)
+
+
+def _usage(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(USAGE)
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -59,10 +106,14 @@ def _chain(path: Path | None) -> Chain | None:
     return load_chain_file(path) if path else None
 
 
-def _save_state(path: Path, cursor: CursorState) -> None:
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text(json.dumps(cursor.to_json(), indent=2))
-    os.replace(temporary, path)  # atomic: a crash leaves the old state or the new, never half
+def _file_of(spec: str) -> Path | None:
+    """The local file a reader/writer spec names; None for `-` and SQL URLs."""
+    if spec == "-" or sql_target(spec) is not None:
+        return None
+    return Path(spec)
+
+
+# --- pull -----------------------------------------------------------------------------------------
 
 
 def pull(
@@ -82,7 +133,9 @@ def pull(
     ),
     since: str | None = typer.Option(None, help="Incremental: lastModifiedDateTime to start from."),
     state: Path | None = typer.Option(
-        None, help="Incremental cursor file; updated after output is flushed."
+        None,
+        help="Incremental cursor file, saved after each flushed chunk together with the output "
+        "file's size; a rerun cuts the output back to that size, then appends.",
     ),
     transform: Path | None = typer.Option(
         None, help="YAML transformers applied to the request parameters."
@@ -95,14 +148,102 @@ def pull(
 
     Example: bcbridge pull customers --company "CRONUS USA, Inc." --state c.json --out c.jsonl
     """
+    counts: Counter[str] = Counter()
     try:
-        counts = anyio.run(_pull, locals())
+        anyio.run(_pull, locals(), counts)
     except BCBridgeError as exc:
+        if counts:
+            _summary(f"pull {entity} (stopped)", counts)
         raise fail(exc) from None
     _summary(f"pull {entity}", counts)
 
 
-async def _pull(opts: dict[str, Any]) -> Counter[str]:
+@dataclass
+class _PullState:
+    """The --state file: the cursor, and where the output stood when it was saved.
+
+    ``{"field": ..., "value": ..., "boundary": {...}, "output": {"path": ABS, "offset": BYTES}}``
+    — one JSON object, replaced atomically, so the cursor and the offset always match."""
+
+    path: Path | None
+    cursor: CursorState | None
+    output: Path | None  # the output file, when --out is one
+    offset: int = 0  # bytes of the output file that the saved cursor covers
+    delivered: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, opts: dict[str, Any]) -> _PullState:
+        path: Path | None = opts["state"]
+        output = _file_of(opts["out"])
+        data: dict[str, Any] = {}
+        if path is not None and path.exists():
+            try:
+                data = json.loads(path.read_text())
+            except (OSError, ValueError) as exc:
+                raise ConfigError(
+                    f"cannot read the state: {exc}; delete it to pull everything again",
+                    source=str(path),
+                ) from None
+        cursor = None
+        if path is not None or opts["since"]:
+            cursor = CursorState.from_json(data)
+            if opts["since"] and cursor.value is None:
+                cursor.value = opts["since"]
+        state = cls(path, cursor, output)
+        if path is not None and output is not None:
+            state.offset = state._cut_back(data.get("output"))
+        return state
+
+    def _cut_back(self, saved: Any) -> int:
+        """Cut the output back to what the saved cursor covers; the new committed offset."""
+        assert self.output is not None and self.path is not None
+        size = self.output.stat().st_size if self.output.exists() else 0
+        if not isinstance(saved, dict) or Path(str(saved.get("path"))) != self.output.resolve():
+            return size  # no offset for this file yet: append to what is there
+        offset = int(saved.get("offset") or 0)
+        if size < offset:
+            raise ConfigError(
+                f"{self.output} has {size:,} bytes but the state says {offset:,} were written: "
+                f"the file was changed or replaced; delete {self.path} to pull everything again",
+                source=str(self.path),
+            )
+        if size > offset:
+            with self.output.open("r+b") as handle:
+                handle.truncate(offset)
+            stderr.print(
+                f"{self.output}: removed {size - offset:,} bytes written after the last saved "
+                "cursor (the previous pull stopped); they are read again"
+            )
+        return offset
+
+    def commit(self) -> None:
+        """Move the cursor over the records now flushed downstream; save it with the offset."""
+        if self.cursor is None:
+            self.delivered.clear()
+            return
+        for record in self.delivered:
+            self.cursor.advance(record)
+        self.delivered.clear()
+        if self.output is not None and self.output.exists():
+            self.offset = self.output.stat().st_size
+        if self.path is None:
+            return
+        data = self.cursor.to_json()
+        if self.output is not None:
+            data["output"] = {"path": str(self.output.resolve()), "offset": self.offset}
+        temporary = self.path.with_suffix(self.path.suffix + ".tmp")
+        temporary.write_text(json.dumps(data, indent=2))
+        os.replace(temporary, self.path)  # atomic: the old state or the new, never half
+
+    def undo_uncommitted(self) -> None:
+        """After a failure: drop what was written past the saved state, as a rerun would."""
+        output = self.output
+        if self.path and output and output.exists() and output.stat().st_size > self.offset:
+            with output.open("r+b") as handle:
+                handle.truncate(self.offset)
+
+
+async def _pull(opts: dict[str, Any], counts: Counter[str]) -> None:
     settings = load_settings(opts["config"])
     params = {
         k: v
@@ -116,15 +257,7 @@ async def _pull(opts: dict[str, Any]) -> Counter[str]:
         if v is not None
     }
     params.update(_params(opts["param"]))
-    state_path: Path | None = opts["state"]
-    cursor = None
-    if state_path is not None or opts["since"]:
-        cursor = CursorState()
-        if state_path is not None and state_path.exists():
-            cursor = CursorState.from_json(json.loads(state_path.read_text()))
-        if opts["since"] and cursor.value is None:
-            cursor.value = opts["since"]
-    counts: Counter[str] = Counter()
+    state = _PullState.load(opts)
     async with BusinessCentralClient(settings) as bc:
         subscriber = Subscriber(
             bc,
@@ -134,115 +267,597 @@ async def _pull(opts: dict[str, Any]) -> Counter[str]:
             params=params,
             transform=_chain(opts["transform"]),
             page_size=opts["page_size"],
-            cursor=cursor,
+            cursor=state.cursor,
         )
-        delivered: list[dict[str, Any]] = []
-        with (
-            open_writer(opts["out"], opts["format"], key="id", append=cursor is not None) as writer,
-            _progress() as bar,
-        ):
-            task = bar.add_task(f"pull {opts['entity']}", total=None, detail="")
-            async for record in subscriber.records():
-                writer.write(record)
-                delivered.append(record)
-                counts["read"] += 1
-                if len(delivered) >= writer.batch_size:
-                    writer.flush()
-                    _commit(cursor, delivered, state_path)
-                bar.update(task, advance=1, detail=f"page {subscriber.pages}")
-            writer.flush()
-            _commit(cursor, delivered, state_path)
-    return counts
+        writer = open_writer(opts["out"], opts["format"], key="id", append=state.cursor is not None)
+        try:
+            with _progress() as bar:
+                task = bar.add_task(f"pull {opts['entity']}", total=None, detail="")
+                async for record in subscriber.records():
+                    writer.write(record)
+                    state.delivered.append(record)
+                    counts["read"] += 1
+                    if len(state.delivered) >= writer.batch_size:
+                        writer.flush()
+                        state.commit()
+                    bar.update(task, advance=1, detail=f"page {subscriber.pages}")
+                writer.flush()
+                state.commit()
+        except BaseException:
+            writer.pending.clear()  # not covered by the saved cursor: read again next time
+            writer.close()
+            state.undo_uncommitted()
+            raise
+        writer.close()
 
 
-def _commit(
-    cursor: CursorState | None, delivered: list[dict[str, Any]], state_path: Path | None
-) -> None:
-    """Move the cursor over records that are now flushed downstream, then save it."""
-    if cursor is not None:
-        for record in delivered:
-            cursor.advance(record)
-        if state_path is not None:
-            _save_state(state_path, cursor)
-    delivered.clear()
+# --- push -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Push:
+    """What a push sends where, from its flags or from a failed-records file."""
+
+    entity: str
+    action: str
+    company: str | None
+    key: str | None
+    key_field: str | None
+    etag: str
+    batch_size: int
+    source: str  # the reader spec
+    format: str | None
+    steps: list[Any]  # --transform steps (none on a replay: entries hold payloads)
+    failed: Path
+    replay: Path | None  # --retry-failed FILE
+    allow_duplicates: bool
+    flow: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"push {self.entity} ({self.action})"
+
+
+_CHAINS: dict[str, Chain] = {}  # flow name -> --transform, for the push running in this process
+_REPLAYS: dict[str, tuple[str, str]] = {}  # flow name -> (entity, action) a replay is for
+
+
+def push_payload(record: dict[str, Any], context: dict[str, Any]) -> dict[str, Any] | None:
+    """The transform of a push flow: --transform, then the input record kept alongside."""
+    chain = _CHAINS.get(str(context.get("flow")))
+    payload = chain.apply(record, context) if chain is not None else record
+    return None if payload is None else {**payload, SOURCE: record}
+
+
+def replay_payload(entry: dict[str, Any], context: dict[str, Any]) -> dict[str, Any] | None:
+    """The transform of `push --retry-failed`: each entry's payload, not transformed again."""
+    label = str(entry.get("record_key") or "?")
+    wanted = _REPLAYS.get(str(context.get("flow")))
+    if wanted is not None and (entry.get("entity"), entry.get("action")) != wanted:
+        raise TransformError(
+            f"this entry is for {entry.get('entity')} ({entry.get('action')}), not "
+            f"{wanted[0]} ({wanted[1]}); retry it from a file of its own",
+            step="retry-failed",
+            record=label,
+        )
+    payload = entry.get("payload")
+    if not isinstance(payload, dict):
+        raise TransformError(
+            "the transformers failed on this record, so it has no payload: fix the input and "
+            "push it again, or write the payload to send into the entry's `payload`",
+            step="retry-failed",
+            record=label,
+        )
+    return {**payload, SOURCE: entry.get("record")}
 
 
 def push(
-    entity: str = typer.Argument(..., help="Entity set, e.g. items."),
-    action: str = typer.Option(
-        ..., help="create, update, upsert, delete, or a bound action such as post."
+    entity: str | None = typer.Argument(
+        None, help="Entity set, e.g. items (with --retry-failed: from the file)."
+    ),
+    action: str | None = typer.Option(
+        None,
+        help="create, update, upsert, delete, or a bound action such as post "
+        "(with --retry-failed: from the file).",
     ),
     company: str | None = typer.Option(None, help="Company name or id (BC_COMPANY)."),
-    input: str = typer.Option(
-        "-", "--in", help="Input: FILE.jsonl, FILE.csv, sqlite:///db#table, or - ."
+    input: str | None = typer.Option(
+        None,
+        "--in",
+        help="Input: FILE.jsonl, FILE.csv, sqlite:///db#table, or - for stdin (the default "
+        "when records are piped in).",
     ),
     format: str | None = typer.Option(None, help="jsonl or csv (default: from --in)."),
     key: str | None = typer.Option(None, help="A record id or a template such as {id}."),
-    key_field: str | None = typer.Option(None, help="Match records on this field, e.g. number."),
+    key_field: str | None = typer.Option(
+        None, help="Match records on this field, e.g. number; needed by create and upsert."
+    ),
+    allow_duplicates: bool = typer.Option(
+        False,
+        "--allow-duplicates",
+        help="Create without --key-field. BC has no idempotency keys: a create re-sent after "
+        "a lost answer or a crash makes a second record.",
+    ),
     etag: str = typer.Option("fetch", help="fetch, record, or force (If-Match: *)."),
-    batch_size: int = typer.Option(500, help="Records per round (sent 100 per $batch)."),
-    transform: Path | None = typer.Option(None, help="YAML transformers applied to each payload."),
-    failed: Path = typer.Option(Path("failed.jsonl"), help="Where failed records are kept."),
+    batch_size: int = typer.Option(
+        500, min=1, help="Records per committed chunk (sent 100 per $batch)."
+    ),
+    transform: Path | None = typer.Option(None, help="YAML transformers applied to each record."),
+    failed: Path | None = typer.Option(
+        None,
+        help="Where failed records are appended as they fail (default failed.jsonl; with "
+        "--retry-failed, that file). Not created when nothing fails.",
+    ),
     retry_failed: Path | None = typer.Option(
-        None, help="Replay a failed-records file instead of --in."
+        None,
+        help="Send the payloads of a failed-records file again (entity, action and keys come "
+        "from the file); what still fails is written back to it.",
+    ),
+    store: str = typer.Option(
+        PUSH_STORE,
+        "--store",
+        help="Where the push keeps its tasks, so that a rerun resumes (any SQLAlchemy URL).",
     ),
     dry_run: bool = typer.Option(False, help="Transform and validate only; send nothing."),
     config: Path | None = CONFIG_OPTION,
 ) -> None:
-    """Write records to Business Central; failures go to --failed and can be replayed.
+    """Write records to Business Central, exactly once: run the same command again after any
+    stop to resume. Failed records go to --failed and are replayed with --retry-failed.
 
     Example: bcbridge push items --action upsert --key-field number --in items.csv
     """
+    opts = dict(locals())
     try:
-        counts = anyio.run(_push, locals())
+        plan = _plan(opts)
+        if dry_run:
+            counts = _dry_run(plan)
+            _summary(f"{plan.label}: dry run", counts)
+            return
+        settings = load_settings(config)
+        plan.company = plan.company or settings.company
+        plan.flow = _flow_name(plan)
+        _prepare_failed_file(plan)
+        project = _project(plan, settings, store)
+        push_store = Store(store)
+    except UsageError as exc:
+        raise _usage(str(exc)) from None
     except BCBridgeError as exc:
         raise fail(exc) from None
-    _summary(f"push {entity} ({action})", counts)
-    if counts.get("failed"):
-        stderr.print(
-            f"[red]{counts['failed']} record(s) failed; kept in {retry_failed or failed}[/red]"
+    try:
+        code = _run_push(plan, project, push_store, opts)
+    finally:
+        push_store.close()
+    raise typer.Exit(code)
+
+
+def _plan(opts: dict[str, Any]) -> _Push:
+    replay: Path | None = opts["retry_failed"]
+    if replay is not None:
+        return _replay_plan(opts, replay)
+    if not opts["entity"] or not opts["action"]:
+        raise UsageError(
+            "give the entity and --action (e.g. push items --action upsert --key-field number "
+            "--in items.csv), or --retry-failed FILE"
         )
-        raise typer.Exit(1)
+    source = opts["input"]
+    if source is None:
+        if sys.stdin.isatty():
+            raise UsageError(
+                "no input: give --in FILE (.jsonl, .csv or a SQL URL#table) or pipe records "
+                "into the command (--in - reads stdin)"
+            )
+        source = "-"
+    steps = _steps(opts["transform"])
+    plan = _Push(
+        entity=opts["entity"],
+        action=opts["action"],
+        company=opts["company"],
+        key=opts["key"],
+        key_field=opts["key_field"],
+        etag=opts["etag"],
+        batch_size=opts["batch_size"],
+        source=source,
+        format=opts["format"],
+        steps=steps,
+        failed=opts["failed"] or Path("failed.jsonl"),
+        replay=None,
+        allow_duplicates=opts["allow_duplicates"],
+    )
+    _check(plan)
+    return plan
 
 
-async def _push(opts: dict[str, Any]) -> Counter[str]:
-    chain = _chain(opts["transform"])
-    if opts["retry_failed"] is not None:
-        records = [entry["record"] for entry in read_failed(opts["retry_failed"])]
-    else:
-        records = list(open_reader(opts["input"], opts["format"]))
+def _replay_plan(opts: dict[str, Any], replay: Path) -> _Push:
+    for flag, name in (("input", "--in"), ("transform", "--transform"), ("failed", "--failed")):
+        if opts[flag] is not None:
+            raise UsageError(
+                f"--retry-failed sends the payloads kept in {replay} and writes what still "
+                f"fails back to it: leave out {name}"
+            )
+    source = _replaying(replay)
+    if not source.exists() and not replay.exists():
+        raise UsageError(f"--retry-failed: {replay} does not exist")
+    with contextlib.closing(read_failed(source if source.exists() else replay)) as entries:
+        first = next(entries, None)
+    if first is None:
+        raise UsageError(f"--retry-failed: {replay} holds no failed records; nothing to retry")
+    for flag in ("entity", "action"):
+        if opts[flag] and opts[flag] != first[flag]:
+            raise UsageError(
+                f"{replay} holds records for {first['entity']} ({first['action']}), not "
+                f"{opts['entity'] or first['entity']} ({opts['action'] or first['action']}); "
+                "leave out the entity and --action"
+            )
+    plan = _Push(
+        entity=str(first["entity"]),
+        action=str(first["action"]),
+        company=opts["company"] or first.get("company"),
+        key=opts["key"] or first.get("key"),
+        key_field=opts["key_field"] or first.get("key_field"),
+        etag=opts["etag"],
+        batch_size=opts["batch_size"],
+        source=str(source),
+        format="jsonl",
+        steps=[],
+        failed=replay,
+        replay=replay,
+        allow_duplicates=opts["allow_duplicates"],
+        flow=str(first.get("flow") or ""),
+    )
+    _check(plan)
+    return plan
+
+
+def _replaying(replay: Path) -> Path:
+    """Where a failed-records file is read from while it is being replayed (and rewritten)."""
+    return replay.with_name(f"{replay.stem}.replaying{replay.suffix or '.jsonl'}")
+
+
+def _steps(path: Path | None) -> list[Any]:
+    """The --transform steps as a list, checked now so that a bad file fails before any work."""
+    if path is None:
+        return []
+    load_chain_file(path)
+    data = yaml.safe_load(path.read_text())
+    steps = data.get("transform", []) if isinstance(data, dict) else data
+    return list(steps or [])
+
+
+def _check(plan: _Push) -> None:
+    entity_set = catalog.get(plan.entity)  # an unknown name fails with the close ones
+    if plan.action not in WRITE_ACTIONS and plan.action not in entity_set.actions:
+        valid = ", ".join([*WRITE_ACTIONS, *entity_set.actions])
+        raise ConfigError(
+            f"{entity_set.name} has no action {plan.action!r}; valid: {valid}", field="--action"
+        )
+    if plan.action == "upsert" and not plan.key_field:
+        raise UsageError("--action upsert matches records on a field: give --key-field (number)")
+    if plan.action == "create" and not plan.key_field and not plan.allow_duplicates:
+        raise UsageError(
+            "--action create needs --key-field (e.g. number): BC has no idempotency keys, so a "
+            "create re-sent after a lost answer or a crash would make a second record, and the "
+            "key field is how a rerun finds the ones that landed; --allow-duplicates accepts "
+            "that risk"
+        )
+
+
+def _flow_name(plan: _Push) -> str:
+    """Stable across reruns of one command, so that a rerun resumes the same tasks. A replay
+    keeps the flow of the push its records failed in."""
+    if plan.flow:
+        return plan.flow
+    source = "stdin" if plan.source == "-" else plan.source.rstrip("/").rsplit("/", 1)[-1]
+    name = f"push:{plan.entity}:{plan.action}:{source}"
+    if plan.company:  # the same file pushed to another company is other work
+        name += f"@{plan.company}"
+    if len(name) > 200:  # the store's column
+        name = name[:183] + "~" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name
+
+
+def _prepare_failed_file(plan: _Push) -> None:
+    """Start the failed-records file afresh for this push, without losing another's records.
+
+    The file is rebuilt by each run of a push: the records that failed before are sent again
+    (their tasks are not done) and written again if they still fail. A file that holds another
+    push's failures is left alone: the user has not retried those yet. A replay reads from a
+    copy (`NAME.replaying.jsonl`) while it rewrites the file, and deletes the copy when done;
+    a replay that stopped finds its copy and starts from it again."""
+    if plan.replay is not None:
+        source = Path(plan.source)
+        if not source.exists():
+            os.replace(plan.replay, source)
+        else:
+            plan.replay.unlink(missing_ok=True)  # the stopped replay's failures: written again
+        return
+    if not plan.failed.exists():
+        return
+    try:
+        with contextlib.closing(read_failed(plan.failed)) as entries:
+            first = next(entries, None)
+    except ConfigError:
+        first = {}
+    if first is not None and first.get("flow") != plan.flow:
+        raise UsageError(
+            f"{plan.failed} holds failed records of another push ({first.get('flow') or '?'}); "
+            f"retry them (bcbridge push --retry-failed {shlex.quote(str(plan.failed))}), move "
+            "the file away, or give --failed OTHER"
+        )
+    plan.failed.unlink()
+
+
+def _project(plan: _Push, settings: Any, store: str) -> ProjectConfig:
+    """The push as a one-flow project: reader -> transform -> outgoing."""
+    outgoing: dict[str, Any] = {
+        "entity": plan.entity,
+        "action": plan.action,
+        "company": plan.company,
+        "key": plan.key,
+        "key_field": plan.key_field,
+        "etag": plan.etag,
+        "batch_size": plan.batch_size,
+    }
+    if plan.allow_duplicates:
+        outgoing["allow_duplicates"] = True
+    step = "replay_payload" if plan.replay is not None else "push_payload"
+    flow = FlowConfig(
+        source=Endpoint(reader=plan.source, format=plan.format),
+        transform=[{"python": f"bcbridge.cli.data:{step}"}],
+        target=Endpoint(outgoing="push"),
+        chunk_size=plan.batch_size,
+    )
+    try:
+        return ProjectConfig(
+            store=store,
+            clients={"default": settings},
+            outgoing={"push": OutgoingConfig(**outgoing)},
+            flows={plan.flow: flow},
+            source="the push command line",
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc).splitlines()[-1]) from None
+
+
+def _dry_run(plan: _Push) -> Counter[str]:
+    """Transform and count, streaming; nothing is sent and no store is opened."""
     counts: Counter[str] = Counter()
-    if opts["dry_run"]:
-        for record in records:
-            counts["filtered" if chain and chain.apply(record, {}) is None else "would send"] += 1
+    if plan.replay is not None:
+        source = Path(plan.source)
+        for entry in read_failed(source if source.exists() else plan.replay):
+            counts["would send" if isinstance(entry.get("payload"), dict) else "no payload"] += 1
         return counts
-    settings = load_settings(opts["config"])
-    results: list[RecordResult] = []
-    async with BusinessCentralClient(settings) as bc:
-        publisher = Publisher(
-            bc,
-            opts["entity"],
-            opts["action"],
-            company=opts["company"],
-            key=opts["key"],
-            key_field=opts["key_field"],
-            transform=chain,
-            etag=opts["etag"],
-            batch_size=opts["batch_size"],
-        )
-        with _progress() as bar:
-            task = bar.add_task(f"push {opts['entity']}", total=len(records), detail="")
-            async for result in publisher.publish(records):
-                results.append(result)
-                counts[result.outcome.value] += 1
-                bar.update(task, advance=1, detail=f"{counts['failed']} failed")
-    target: Path = opts["retry_failed"] or opts["failed"]
-    if opts["retry_failed"] is not None:
-        target.unlink()  # replaced by what still fails
-    write_failed(target, results, entity=opts["entity"], action=opts["action"])
+    chain = load_chain(plan.steps)
+    for record in open_reader(plan.source, plan.format):
+        counts["filtered" if chain.apply(record, {}) is None else "would send"] += 1
     return counts
+
+
+@dataclass
+class _FailedJournal:
+    """Appends the push's failed tasks to the failed-records file after each chunk."""
+
+    plan: _Push
+    store: Store
+    written: set[int] = field(default_factory=set)
+    reasons: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+    seen_failed: int = 0
+    run_id: int | None = None
+
+    def sweep(self, counts: Counter[str] | None = None) -> None:
+        """Write the tasks that failed since the last sweep. With `counts` (after a chunk),
+        only when the run's failed count moved; without (at the end), always."""
+        if counts is not None:
+            failed = counts.get("failed", 0) + counts.get("unknown", 0)
+            if failed == self.seen_failed:
+                return
+            self.seen_failed = failed
+        if self.run_id is None:
+            runs = self.store.runs(self.plan.flow, limit=1)
+            if not runs:
+                return
+            self.run_id = int(runs[0]["id"])
+        columns = task_table.c
+        mine = (columns.flow == self.plan.flow) & (columns.run_id == self.run_id)
+        with self.store.engine.connect() as conn:
+            ids = set(
+                conn.execute(
+                    sa.select(columns.id).where(mine, columns.status.in_(TASK_FAILED))
+                ).scalars()
+            )
+            new = sorted(ids - self.written)
+            rows: list[Any] = []
+            for start in range(0, len(new), 500):
+                stmt = sa.select(
+                    columns.id,
+                    columns.record_key,
+                    columns.stage,
+                    columns.last_error,
+                    columns.payload,
+                ).where(columns.id.in_(new[start : start + 500]))
+                rows.extend(conn.execute(stmt).mappings())
+        failures = [self._failure(row) for row in sorted(rows, key=lambda row: row["id"])]
+        plan = self.plan
+        write_failed(
+            plan.failed,
+            failures,
+            entity=plan.entity,
+            action=plan.action,
+            company=plan.company,
+            key=plan.key,
+            key_field=plan.key_field,
+            flow=plan.flow,
+        )
+        self.written.update(new)
+        for failure in failures:
+            reason = failure.code or (f"HTTP {failure.status}" if failure.status else "error")
+            self.reasons[reason] += 1
+            self.examples.setdefault(reason, failure.message or "")
+
+    def _failure(self, row: Any) -> FailedRecord:
+        stored = _json.store_loads(row["payload"])
+        status, code, message = _error_parts(row["last_error"] or "")
+        if row["stage"] == "transform":  # the transformers failed: the task holds the input
+            if self.plan.replay is not None:
+                return FailedRecord(
+                    stored.get("record"),
+                    stored.get("payload"),
+                    status,
+                    code or "TransformError",
+                    message,
+                    stored.get("record_key"),
+                    row["id"],
+                )
+            record, payload = stored, None
+            code = code or "TransformError"
+        else:
+            record = stored.pop(SOURCE, None)
+            payload = stored
+        return FailedRecord(record, payload, status, code, message, row["record_key"], row["id"])
+
+
+def _error_parts(error: str) -> tuple[int | None, str | None, str | None]:
+    """(status, code, message) from a task's last error, which the runner keeps as one line:
+    "<status> <code> <message>", each part left out when unknown, or "transform: <message>"."""
+    if error.startswith("transform: "):
+        return None, "TransformError", error.removeprefix("transform: ")
+    words = error.split(" ", 2)
+    status = None
+    if words and len(words[0]) == 3 and words[0].isdigit():
+        status = int(words.pop(0))
+    code = None
+    # BC's codes are one CamelCase word, often with a prefix: BadRequest, Internal_RecordNotFound
+    if words and _looks_like_code(words[0]) and (status is not None or len(words) > 1):
+        code = words.pop(0)
+    return status, code, " ".join(words) or None
+
+
+def _looks_like_code(word: str) -> bool:
+    letters = word.replace("_", "")
+    capitals = sum(ch.isupper() for ch in letters)
+    return (
+        letters.isalnum()
+        and word[0].isupper()
+        and any(ch.islower() for ch in letters)
+        and (capitals >= 2 or "_" in word)
+    )
+
+
+class _PushDisplay:
+    def __init__(self, plan: _Push, total: int | None):
+        self.bar = _progress(total)
+        self.task = self.bar.add_task(plan.label, total=total, detail="")
+
+    def update(self, counts: Counter[str]) -> None:
+        detail = "  ".join(f"{k} {v:,}" for k, v in sorted(counts.items()) if k != "read" and v)
+        self.bar.update(self.task, completed=counts.get("read", 0), detail=detail)
+
+
+def _input_size(plan: _Push) -> int | None:
+    """How many records a file input holds (for a determinate bar); None for stdin and SQL."""
+    source = _file_of(plan.source)
+    if source is None or not source.exists():
+        return None
+    return sum(1 for _ in open_reader(plan.source, plan.format))
+
+
+def _run_push(plan: _Push, project: ProjectConfig, store: Store, opts: dict[str, Any]) -> int:
+    stop = threading.Event()
+    journal = _FailedJournal(plan, store)
+    try:
+        total = _input_size(plan)
+    except BCBridgeError as exc:
+        raise fail(exc) from None
+    display = _PushDisplay(plan, total)
+
+    def progress(flow: str, counts: Counter[str]) -> None:
+        display.update(counts)
+        journal.sweep(counts)
+
+    runner = FlowRunner(project, store, stop=stop, progress=progress)
+    if plan.replay is not None:
+        _REPLAYS[plan.flow] = (plan.entity, plan.action)
+    else:
+        _CHAINS[plan.flow] = load_chain(plan.steps)
+    error: BaseException | None = None
+    result: RunResult | None = None
+    try:
+        with _ctrl_c_stops(stop), display.bar:
+            result = anyio.run(runner.run, plan.flow)
+    except (BCBridgeError, KeyboardInterrupt) as exc:  # the run record holds its counts
+        error = exc
+    finally:
+        _CHAINS.pop(plan.flow, None)
+        _REPLAYS.pop(plan.flow, None)
+    if result is None:
+        result = _last_run(store, plan.flow, error)
+    journal.sweep()
+    return _report(plan, result, journal, error, opts)
+
+
+def _last_run(store: Store, flow: str, error: BaseException | None) -> RunResult:
+    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "error"
+    message = None if error is None or status == "interrupted" else str(error)
+    runs = store.runs(flow, limit=1)
+    if not runs:
+        return RunResult(flow, 0, status, Counter(), error=message)
+    counts = Counter({k: int(v) for k, v in runs[0]["counts"].items()})
+    return RunResult(flow, int(runs[0]["id"]), status, counts, error=message)
+
+
+def _report(
+    plan: _Push,
+    result: RunResult,
+    journal: _FailedJournal,
+    error: BaseException | None,
+    opts: dict[str, Any],
+) -> int:
+    """The summary, what failed and why, and how to go on; returns the exit code."""
+    _summary(plan.label, result.counts)
+    if journal.written:
+        stderr.print(f"[red]{len(journal.written):,} record(s) failed; kept in {plan.failed}[/]")
+        for reason, count in journal.reasons.most_common(5):
+            example = journal.examples.get(reason) or ""
+            stderr.print(f"  {count:>7,}  {reason}  e.g. {example[:160]}")
+        stderr.print(f"retry them with: {_retry_command(plan, opts)}")
+    finished = result.status in ("ok", "failed")
+    if finished and plan.replay is not None:
+        Path(plan.source).unlink(missing_ok=True)  # replayed; what still fails is in the file
+    if not finished:
+        again = _command(opts)
+        stderr.print(
+            f"[yellow]{result.status}: the push stopped before the end; run it again to resume "
+            f"({again}): records already done are skipped[/]"
+        )
+    if result.status == "interrupted":
+        return INTERRUPTED
+    if result.status not in ("ok", "failed"):
+        if isinstance(error, BCBridgeError):
+            raise fail(error)
+        typer.secho(f"error: {result.error or 'the push stopped'}", fg=typer.colors.RED, err=True)
+        return 1
+    return 1 if result.failed or journal.written else 0
+
+
+def _retry_command(plan: _Push, opts: dict[str, Any]) -> str:
+    words = ["bcbridge", "push", "--retry-failed", str(plan.failed)]
+    if opts["store"] != PUSH_STORE:
+        words += ["--store", opts["store"]]
+    if opts["config"] is not None:
+        words += ["--config", str(opts["config"])]
+    if plan.allow_duplicates:
+        words.append("--allow-duplicates")
+    return shlex.join(words)
+
+
+def _command(opts: dict[str, Any]) -> str:
+    """The command as the user gave it, for 'run it again'."""
+    return shlex.join(["bcbridge", *sys.argv[1:]]) if sys.argv[1:] else "the same command"
 
 
 def register(app: typer.Typer) -> None:
     app.command("pull")(pull)
     app.command("push")(push)
+
+
+__all__ = ["SOURCE", "push_payload", "register", "replay_payload"]
