@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from bcbridge.cli.data import _error_parts
@@ -116,17 +117,18 @@ def test_a_push_stopped_by_dropped_batches_reports_and_a_rerun_sends_each_record
     tmp_path: Path, env: dict[str, str], bc: BC, emulator: RunningEmulator
 ) -> None:
     source = items_file(tmp_path, "PJD", 300)
-    # the first chunk lands but its answer is lost; the second chunk's $batch is dropped on
-    # every delivery, so the run stops
+    # the first chunk lands but its answer is lost (delivered again: matched, unchanged); the
+    # second chunk's $batch is dropped on every delivery: those records fail, the run goes on
     emulator.fault(kind="drop", path_contains="$batch", count=1, after=True)
     emulator.fault(kind="drop", path_contains="$batch", count=3)
     args = push_args(source, "--batch-size", "100")
     stopped = cli(env, *args, cwd=tmp_path)
-    assert stopped.returncode != 0
-    assert "Outcome" in stopped.stderr, stopped.stderr  # the summary, also when the run stops
-    assert "RemoteProtocolError" in stopped.stderr and "run it again to resume" in stopped.stderr
+    assert stopped.returncode == 1, stopped.stderr  # records failed
+    assert "Outcome" in stopped.stderr, stopped.stderr
+    assert "RemoteProtocolError" in stopped.stderr and "--retry-failed" in stopped.stderr
     assert "Traceback" not in stopped.stderr
-    assert not (tmp_path / "failed.jsonl").exists()  # nothing failed: no (empty) file
+    kept = [orjson.loads(line) for line in (tmp_path / "failed.jsonl").read_bytes().splitlines()]
+    assert len(kept) == 100 and {e["code"] for e in kept} == {"NotDelivered"}
 
     rerun = cli(env, *args, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
