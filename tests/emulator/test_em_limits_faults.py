@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import anyio
 import httpx
 import pytest
 
@@ -66,3 +67,31 @@ def test_reset_restores_the_seeded_data(bc_emulator_factory) -> None:  # type: i
         api.post(f"{company}/customers", json={"displayName": "temp"})
         emulator.reset()
         assert api.get(f"{company}/customers").json()["value"] == before
+
+
+def test_a_burst_beyond_concurrency_and_queue_is_refused_at_once() -> None:
+    """Ten requests arriving together (no await between them, as in-process they can): two run,
+    three queue, five get 429 straight away. Requests used to be counted as queued only once
+    they held the lane's lock, so a burst passed the queue check and all of it queued."""
+    from bcbridge.emulator.errors import BCError
+    from bcbridge.emulator.limits import Limits
+
+    limits = Limits(6000, 300, max_concurrent=2, max_queue=3, queue_timeout=5)
+    outcomes: list[int] = []
+
+    async def request() -> None:
+        try:
+            async with limits.slot("tenant/app/production"):
+                await anyio.sleep(0.05)
+            outcomes.append(200)
+        except BCError as error:
+            outcomes.append(error.status)
+
+    async def burst() -> None:
+        async with anyio.create_task_group() as group:
+            for _ in range(10):
+                group.start_soon(request)
+
+    anyio.run(burst)
+    assert sorted(outcomes) == [200] * 5 + [429] * 5
+    assert limits.stats.max_in_flight == 2
