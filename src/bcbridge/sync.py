@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from bcbridge.auth import TokenSource
 from bcbridge.client import (
     BatchOperation,
     BatchResult,
@@ -26,14 +27,27 @@ __all__ = ["Client"]
 
 
 class Client:
-    def __init__(self, settings: ClientSettings):
+    """`auth` and `transport` as for `BusinessCentralClient`; the transport is an async one,
+    used by the inner async client."""
+
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        auth: TokenSource | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ):
         self._portal_cm = start_blocking_portal()
         self._portal: BlockingPortal = self._portal_cm.__enter__()
-        self._client = self._portal.call(self._make, settings)
+        self._client = self._portal.call(self._make, settings, auth, transport)
 
     @staticmethod
-    async def _make(settings: ClientSettings) -> BusinessCentralClient:
-        return BusinessCentralClient(settings)
+    async def _make(
+        settings: ClientSettings,
+        auth: TokenSource | None,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> BusinessCentralClient:
+        return BusinessCentralClient(settings, auth=auth, transport=transport)
 
     def __enter__(self) -> Client:
         return self
