@@ -137,6 +137,15 @@ def test_in_process_tokens_get_entra_errors_too(inprocess_emulator: InProcessEmu
     assert wrong.value.code == "AADSTS7000215"
 
 
+def test_the_bc_client_fixture_serves_one_event_loop_after_another(
+    bc_client: BusinessCentralClient, inprocess_emulator: InProcessEmulator
+) -> None:
+    expected = [c["id"] for c in inprocess_emulator.info.companies]
+    for _ in range(2):  # each anyio.run is a new event loop; the client goes to BC each time
+        companies = run(lambda: bc_client.companies(refresh=True))
+        assert [c.id for c in companies] == expected
+
+
 def test_50000_records_across_token_renewals_without_duplicates_or_gaps(
     inprocess_emulator_factory,
 ) -> None:  # type: ignore[no-untyped-def]
