@@ -27,15 +27,12 @@ __all__ = ["Client"]
 
 
 class Client:
-    """`auth` and `transport` as for `BusinessCentralClient`; the transport is an async one,
-    used by the inner async client."""
-
     def __init__(
         self,
         settings: ClientSettings,
         *,
         auth: TokenSource | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,  # async: the inner client's
     ):
         self._portal_cm = start_blocking_portal()
         self._portal: BlockingPortal = self._portal_cm.__enter__()

@@ -83,7 +83,7 @@ class InProcessEmulator(EmulatorControl):
     def __init__(self, app: EmulatorApp, info: EmulatorInfo):
         self.app = app
         self.info = info
-        self._portal_cm = start_blocking_portal()
+        self._portal_cm = start_blocking_portal(name="bcbridge-emulator")
         self._portal: BlockingPortal = self._portal_cm.__enter__()
         self._control = httpx.Client(base_url=info.base_url, timeout=60, **self._http_options())
 
@@ -250,7 +250,8 @@ def _token_form(client_id: str, secret: str, scope: str) -> dict[str, str]:
 class EmulatorTokens:
     """A `TokenSource` for tests: client-credentials tokens from the emulator's token endpoint,
     through the in-process transport; renewed before expiry like `MsalTokenSource`, and after
-    a 401. Entra's errors become the same `AuthError`s."""
+    a 401. Entra's errors become the same `AuthError`s. Unlike MSAL's source it takes no lock
+    (it may serve several event loops), so concurrent first requests may each fetch a token."""
 
     def __init__(self, settings: ClientSettings, transport: httpx.AsyncBaseTransport):
         self._settings = settings
