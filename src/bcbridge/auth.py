@@ -1,19 +1,25 @@
-"""Tokens through MSAL's client-credentials flow, renewed before they expire.
+"""Where the client's bearer tokens come from: any `TokenSource`.
 
-MSAL is synchronous, so it runs on a worker thread; a lock makes concurrent requests share one
-renewal. MSAL's error dicts become `AuthError` with the AADSTS code and a plain hint.
+- `MsalTokenSource` (the default, built from the settings): MSAL's client-credentials flow,
+  renewed before expiry. MSAL is synchronous, so it runs on a worker thread; a lock makes
+  concurrent requests share one renewal. MSAL's error dicts become `AuthError` with the AADSTS
+  code and a plain hint.
+- `StaticToken`: one token given by the caller (tests, or a token obtained elsewhere).
+
+`Tokens` is the client's view of a source: a `Token` per request, and one renewal after a 401.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import ssl
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import anyio
 import jwt
@@ -23,7 +29,7 @@ from bcbridge import _redact
 from bcbridge.config import ClientSettings
 from bcbridge.errors import AuthError
 
-__all__ = ["Token", "TokenProvider", "msal_session"]
+__all__ = ["MsalTokenSource", "StaticToken", "Token", "TokenSource", "Tokens", "msal_session"]
 
 _HINTS = {
     "AADSTS7000215": "The client secret is wrong: use the secret's Value, not its ID.",
@@ -41,15 +47,87 @@ RENEW_MARGIN_MAX = 300.0
 class Token:
     value: str
     expires_at: float  # time.time()
+    issued_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def of(cls, value: str) -> Token:
+        """A token known only by its value: it expires when its ``exp`` claim says, if any."""
+        claims = _claims(value)
+        exp, iat = claims.get("exp"), claims.get("iat")
+        return cls(
+            value,
+            float(exp) if isinstance(exp, int | float) else math.inf,
+            float(iat) if isinstance(iat, int | float) else time.time(),
+        )
 
     @property
     def claims(self) -> dict[str, Any]:
-        """The token's claims, read without verification (BC verifies; we only display)."""
-        claims: dict[str, Any] = jwt.decode(self.value, options={"verify_signature": False})
-        return claims
+        """The token's claims, read without verification (BC verifies; we only display);
+        empty for a token that is not a JWT."""
+        return _claims(self.value)
 
     def fresh(self, margin: float) -> bool:
         return time.time() < self.expires_at - margin
+
+
+def _claims(value: str) -> dict[str, Any]:
+    try:
+        claims: dict[str, Any] = jwt.decode(value, options={"verify_signature": False})
+    except jwt.DecodeError:
+        return {}
+    return claims
+
+
+@runtime_checkable
+class TokenSource(Protocol):
+    """Gives the client its bearer tokens (``BusinessCentralClient(settings, auth=...)``)."""
+
+    async def token(self) -> str:
+        """A token BC should accept now; renewed by the source when it is about to expire."""
+        ...
+
+    def invalidate(self, token: str) -> None:
+        """BC refused `token` (401): the next `token()` must not return it again.
+
+        Called from the event loop, so it must not block; the client then asks `token()` once
+        more and repeats the request, and a second 401 reaches the caller.
+        """
+        ...
+
+
+class StaticToken:
+    """A fixed token; it cannot be renewed, so after a 401 the retry sends it again and fails."""
+
+    def __init__(self, value: str):
+        _redact.register_secret(value)
+        self._value = value
+
+    def __repr__(self) -> str:
+        return f"StaticToken({_redact.token(self._value)!r})"
+
+    async def token(self) -> str:
+        return self._value
+
+    def invalidate(self, token: str) -> None:
+        """Nothing to renew: the caller gave this token and gets BC's answer to it."""
+
+
+class Tokens:
+    """The client's view of a `TokenSource`: a `Token` per request, renewal after a 401."""
+
+    def __init__(self, source: TokenSource):
+        self.source = source
+        self._last: Token | None = None
+
+    async def token(self, *, stale: Token | None = None) -> Token:
+        """A token for the next request; `stale` is one BC just refused."""
+        if stale is not None:
+            self.source.invalidate(stale.value)
+        value = await self.source.token()
+        last = self._last
+        if last is None or last.value != value:
+            last = self._last = Token.of(value)  # decoded once per token, not per request
+        return last
 
 
 class _CASession(requests.Session):
@@ -74,13 +152,16 @@ def msal_session(ca_bundle: Path | None) -> requests.Session:
     return _CASession(str(ca_bundle))
 
 
-class TokenProvider:
+class MsalTokenSource:
+    """Client-credentials tokens from Entra ID (or the emulator) through MSAL."""
+
     def __init__(self, settings: ClientSettings):
         self.settings = settings
         if settings.client_secret is not None:
             _redact.register_secret(settings.client_secret.get_secret_value())
         self._app: Any = None
         self._token: Token | None = None
+        self._refused: str | None = None  # set without the lock: invalidate must not block
         self._lock = threading.Lock()
         self._cache: Any = None
 
@@ -116,19 +197,16 @@ class TokenProvider:
             )
         return self._app
 
-    def _acquire(self, stale: Token | None) -> Token:
-        """A fresh token; `stale` is one BC refused, which must not be handed out again."""
+    def _acquire(self) -> Token:
+        """A fresh token, never the one BC refused last."""
         with self._lock:
             current = self._token
-            if (
-                current is not None
-                and current is not stale
-                and current.fresh(self._margin(current))
-            ):
-                return current  # fresh, or another caller already renewed the stale one
+            stale = current is not None and current.value == self._refused
+            if current is not None and not stale and current.fresh(renew_margin(current)):
+                return current  # fresh, or another caller already renewed the refused one
             try:
                 app = self._msal()
-                if stale is not None:
+                if stale:
                     # MSAL refuses force_refresh for client credentials; drop its cached token
                     app.remove_tokens_for_client()
                 result = app.acquire_token_for_client(self.settings.scopes)
@@ -142,13 +220,9 @@ class TokenProvider:
                     f"{type(exc).__name__}",
                     hint="Check authority_url, the network, and ca_bundle.",
                 ) from None
-            token = self._token = _token_from(result)
+            token = self._token = token_from_result(result)
             self._save_cache()
             return token
-
-    def _margin(self, token: Token) -> float:
-        lifetime = max(token.expires_at - time.time(), 0)
-        return min(RENEW_MARGIN_MAX, 0.1 * lifetime) if lifetime else 0
 
     def _save_cache(self) -> None:
         path = self.settings.token_cache_file
@@ -160,11 +234,28 @@ class TokenProvider:
             handle.write(self._cache.serialize())
         path.chmod(0o600)
 
-    async def token(self, *, stale: Token | None = None) -> Token:
-        return await anyio.to_thread.run_sync(self._acquire, stale)
+    async def current(self) -> Token:
+        """The token with its expiry as MSAL reported it."""
+        return await anyio.to_thread.run_sync(self._acquire)
+
+    async def token(self) -> str:
+        return (await self.current()).value
+
+    def invalidate(self, token: str) -> None:
+        self._refused = token
 
 
-def _token_from(result: dict[str, Any]) -> Token:
+def renew_margin(token: Token) -> float:
+    """How long before expiry a token is renewed: a tenth of its lifetime, at most 5 minutes.
+
+    (A tenth of the *remaining* life, as this once was, shrinks with the token and never
+    renews early: every token then ran out, and a request had to meet a 401 first.)"""
+    return min(RENEW_MARGIN_MAX, 0.1 * max(token.expires_at - token.issued_at, 0))
+
+
+def token_from_result(result: dict[str, Any]) -> Token:
+    """The token in Entra's token-endpoint answer (as MSAL returns it), or its error as
+    `AuthError` with the AADSTS code and a hint."""
     if "access_token" in result:
         value = str(result["access_token"])
         _redact.register_secret(value)

@@ -21,7 +21,7 @@ import orjson
 from bcbridge import _json, _redact, _retry
 from bcbridge._limits import limiter_for
 from bcbridge._logging import RequestLog
-from bcbridge.auth import Token, TokenProvider
+from bcbridge.auth import MsalTokenSource, Token, Tokens, TokenSource
 from bcbridge.config import ClientSettings
 from bcbridge.errors import (
     Attempt,
@@ -118,12 +118,20 @@ async def task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
 
 
 class BusinessCentralClient:
+    """`auth`: where bearer tokens come from (default: MSAL with the settings' credentials);
+    `transport`: how requests reach BC (default: HTTPS; e.g. ``httpx.ASGITransport(app)``)."""
+
     def __init__(
-        self, settings: ClientSettings, *, transport: httpx.AsyncBaseTransport | None = None
+        self,
+        settings: ClientSettings,
+        *,
+        auth: TokenSource | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ):
         self.settings = settings
         self.api_root = settings.api_root
-        self.tokens = TokenProvider(settings)
+        self.auth: TokenSource = auth if auth is not None else MsalTokenSource(settings)
+        self.tokens = Tokens(self.auth)
         self.log = RequestLog(settings)
         self._http = httpx.AsyncClient(
             verify=_ssl_context(settings),

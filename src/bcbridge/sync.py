@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 from anyio.from_thread import BlockingPortal, start_blocking_portal
 
+from bcbridge.auth import TokenSource
 from bcbridge.client import (
     BatchOperation,
     BatchResult,
@@ -28,11 +29,17 @@ __all__ = ["Client"]
 
 
 class Client:
-    def __init__(self, settings: ClientSettings):
+    def __init__(
+        self,
+        settings: ClientSettings,
+        *,
+        auth: TokenSource | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,  # async: the inner client's
+    ):
         portal_cm = start_blocking_portal()
         self._portal: BlockingPortal = portal_cm.__enter__()
         try:
-            self._client = self._portal.call(self._make, settings)
+            self._client = self._portal.call(self._make, settings, auth, transport)
         except BaseException:
             portal_cm.__exit__(None, None, None)
             raise
@@ -42,8 +49,12 @@ class Client:
         self._closer = weakref.finalize(self, _shut, portal_cm, self._portal, self._client)
 
     @staticmethod
-    async def _make(settings: ClientSettings) -> BusinessCentralClient:
-        return BusinessCentralClient(settings)
+    async def _make(
+        settings: ClientSettings,
+        auth: TokenSource | None,
+        transport: httpx.AsyncBaseTransport | None,
+    ) -> BusinessCentralClient:
+        return BusinessCentralClient(settings, auth=auth, transport=transport)
 
     def __enter__(self) -> Client:
         return self

@@ -1,4 +1,8 @@
-"""The client against the emulator: auth errors, token renewal, limits, faults, logging, batch."""
+"""The client against the emulator: auth errors, token renewal, limits, faults, logging, batch.
+
+Most tests use the in-process emulator; MSAL's errors and renewals, and the CLI, use the
+emulator process (real MSAL over TLS, real sockets).
+"""
 
 from __future__ import annotations
 
@@ -11,23 +15,33 @@ import anyio
 import httpx
 import pytest
 
+from bcbridge.auth import StaticToken
 from bcbridge.client import BatchOperation, BusinessCentralClient
 from bcbridge.config import ClientSettings, RateLimit, RetryPolicy
-from bcbridge.errors import AuthError, ConfigError, NotFound, Unauthorized, ValidationFailed
+from bcbridge.errors import (
+    AuthError,
+    ConfigError,
+    NotFound,
+    TransportError,
+    Unauthorized,
+    ValidationFailed,
+)
 from bcbridge.sync import Client
-from bcbridge.testing import RunningEmulator
-
-
-def settings_for(emulator: RunningEmulator, **overrides: Any) -> ClientSettings:
-    return ClientSettings.from_env(emulator.info.env(), **overrides)
+from bcbridge.testing import EmulatorControl, InProcessEmulator, RunningEmulator, emulator_app
 
 
 def run(coro_fn: Any, *args: Any) -> Any:
     return anyio.run(coro_fn, *args)
 
 
-async def _customer_ids(settings: ClientSettings, company: str, page_size: int) -> list[str]:
-    async with BusinessCentralClient(settings) as bc:
+def _customer_ids(
+    emulator: EmulatorControl, company: str, page_size: int, **overrides: Any
+) -> list[str]:
+    return run(_pull_ids, emulator.client(**overrides), company, page_size)
+
+
+async def _pull_ids(bc: BusinessCentralClient, company: str, page_size: int) -> list[str]:
+    async with bc:
         path = f"companies({company})/customers"
         return [
             r["id"]
@@ -36,20 +50,20 @@ async def _customer_ids(settings: ClientSettings, company: str, page_size: int) 
 
 
 def test_each_auth_failure_has_its_own_clear_error(bc_emulator: RunningEmulator) -> None:
-    info = bc_emulator.info
+    info = bc_emulator.info  # real MSAL: its error answers become AuthError
 
     async def companies(settings: ClientSettings) -> None:
         async with BusinessCentralClient(settings) as bc:
             await bc.companies()
 
     with pytest.raises(AuthError) as wrong:
-        run(companies, settings_for(bc_emulator, client_secret="wrong-secret"))
+        run(companies, bc_emulator.settings(client_secret="wrong-secret"))
     assert wrong.value.code == "AADSTS7000215" and "Value, not its ID" in str(wrong.value)
     with pytest.raises(AuthError) as unknown:
-        run(companies, settings_for(bc_emulator, client_id="11111111-2222-3333-4444-555555555555"))
+        run(companies, bc_emulator.settings(client_id="11111111-2222-3333-4444-555555555555"))
     assert unknown.value.code == "AADSTS700016"
-    disabled = settings_for(
-        bc_emulator, client_id=info.disabled_client_id, client_secret=info.disabled_client_secret
+    disabled = bc_emulator.settings(
+        client_id=info.disabled_client_id, client_secret=info.disabled_client_secret
     )
     with pytest.raises(Unauthorized) as refused:
         run(companies, disabled)
@@ -57,37 +71,110 @@ def test_each_auth_failure_has_its_own_clear_error(bc_emulator: RunningEmulator)
     assert "Microsoft Entra Applications" in str(refused.value)
 
 
+def test_msal_tokens_are_renewed_before_they_expire(bc_emulator: RunningEmulator) -> None:
+    """A token in the last tenth of its life is replaced before it is sent, not after a 401."""
+
+    async def two_reads_across_most_of_a_token_life() -> None:
+        async with bc_emulator.client() as bc:
+            await bc.get_json("companies")
+            await anyio.sleep(1.85)  # of a 2 s token: the last 0.15 s is inside the renewal margin
+            await bc.get_json("companies")
+
+    before = bc_emulator.stats()
+    bc_emulator.configure(token_lifetime=2)
+    try:
+        run(two_reads_across_most_of_a_token_life)
+    finally:
+        bc_emulator.configure(token_lifetime=3599)
+    after = bc_emulator.stats()
+    assert after["tokens_issued"] - before["tokens_issued"] == 2
+    assert after["by_status"].get("401", 0) == before["by_status"].get("401", 0)
+
+
+def test_a_client_reads_customers_over_asgi_transport_with_a_static_token() -> None:
+    app, info = emulator_app()
+    token = StaticToken(app.identity.issue(info.client_id))  # signed with the emulator's key
+    path = f"companies({info.company_id()})/customers"
+
+    async def customers() -> tuple[list[dict[str, Any]], int]:
+        settings = ClientSettings.from_env(info.env())
+        transport = httpx.ASGITransport(app)
+        async with BusinessCentralClient(settings, auth=token, transport=transport) as bc:
+            counted = await bc.get_json(path, {"$count": "true", "$top": 0})
+            return [r async for r in bc.iter_records(path, page_size=7)], counted["@odata.count"]
+
+    try:
+        records, count = run(customers)
+    finally:
+        app.service.close()
+    assert count > 7 and len({r["id"] for r in records}) == count
+
+
+def test_a_refused_static_token_is_sent_twice_then_reported(
+    inprocess_emulator: InProcessEmulator,
+) -> None:
+    before = inprocess_emulator.stats()["by_status"].get("401", 0)
+
+    async def companies() -> None:
+        settings = inprocess_emulator.settings()
+        transport = inprocess_emulator.transport()
+        forged = StaticToken("not-a-token-bc-accepts")
+        async with BusinessCentralClient(settings, auth=forged, transport=transport) as bc:
+            await bc.companies()
+
+    with pytest.raises(Unauthorized, match="Microsoft Entra Applications"):
+        run(companies)
+    assert inprocess_emulator.stats()["by_status"]["401"] - before == 2
+
+
+def test_in_process_tokens_get_entra_errors_too(inprocess_emulator: InProcessEmulator) -> None:
+    async def companies() -> None:
+        async with inprocess_emulator.client(client_secret="wrong-secret") as bc:
+            await bc.companies()
+
+    with pytest.raises(AuthError) as wrong:
+        run(companies)
+    assert wrong.value.code == "AADSTS7000215"
+
+
+def test_the_bc_client_fixture_serves_one_event_loop_after_another(
+    bc_client: BusinessCentralClient, inprocess_emulator: InProcessEmulator
+) -> None:
+    expected = [c["id"] for c in inprocess_emulator.info.companies]
+    for _ in range(2):  # each anyio.run is a new event loop; the client goes to BC each time
+        companies = run(lambda: bc_client.companies(refresh=True))
+        assert [c.id for c in companies] == expected
+
+
 def test_50000_records_across_token_renewals_without_duplicates_or_gaps(
-    bc_emulator_factory,
+    inprocess_emulator_factory,
 ) -> None:  # type: ignore[no-untyped-def]
-    emulator = bc_emulator_factory(scale="customers=50000", token_lifetime=3, latency_ms=60)
-    ids = run(_customer_ids, settings_for(emulator), emulator.info.company_id(), 1000)
+    emulator = inprocess_emulator_factory(scale="customers=50000", token_lifetime=3, latency_ms=60)
+    ids = _customer_ids(emulator, emulator.info.company_id(), 1000)
     assert len(ids) == 50_000 and len(set(ids)) == 50_000
     assert emulator.stats()["by_status"].get("200", 0) >= 50
 
 
 def test_limits_matching_bc_see_no_429_and_mismatched_limits_lose_nothing(
-    bc_emulator_factory,
+    inprocess_emulator_factory,
 ) -> None:  # type: ignore[no-untyped-def]
-    emulator = bc_emulator_factory(scale="customers=800", rate_limit="20/2")
+    emulator = inprocess_emulator_factory(scale="customers=800", rate_limit="20/2")
     company = emulator.info.company_id()
-    matched = settings_for(emulator, rate_limit=RateLimit(requests=20, per_seconds=2))
-    assert len(run(_customer_ids, matched, company, 25)) == 800
+    matched = RateLimit(requests=20, per_seconds=2)
+    assert len(_customer_ids(emulator, company, 25, rate_limit=matched)) == 800
     assert emulator.stats()["throttled"] == 0
-    loose = settings_for(emulator, rate_limit=RateLimit(requests=10_000, per_seconds=1))
-    assert len(set(run(_customer_ids, loose, company, 25))) == 800
+    loose = RateLimit(requests=10_000, per_seconds=1)
+    assert len(set(_customer_ids(emulator, company, 25, rate_limit=loose))) == 800
     assert emulator.stats()["throttled"] > 0
 
 
-def test_503s_and_dropped_connections_mid_run_are_survived(bc_emulator_factory) -> None:  # type: ignore[no-untyped-def]
-    emulator = bc_emulator_factory(scale="customers=1000")
+def test_503s_and_dropped_connections_mid_run_are_survived(inprocess_emulator_factory) -> None:  # type: ignore[no-untyped-def]
+    emulator = inprocess_emulator_factory(scale="customers=1000")
     company = emulator.info.company_id()
 
     async def pull_with_faults() -> list[str]:
         ids: list[str] = []
-        async with BusinessCentralClient(
-            settings_for(emulator, retry=RetryPolicy(backoff_base=0.05))
-        ) as bc:
+        async with emulator.client(retry=RetryPolicy(backoff_base=0.05)) as bc:
             async for page in bc.iter_pages(f"companies({company})/customers", page_size=100):
                 ids += [r["id"] for r in page.records]
                 if page.number == 2:
@@ -102,54 +189,54 @@ def test_503s_and_dropped_connections_mid_run_are_survived(bc_emulator_factory) 
     assert by_status["503"] == 2 and by_status["dropped"] == 2
 
 
-def test_a_create_is_not_repeated_after_a_dropped_connection(bc_emulator: RunningEmulator) -> None:
-    company = bc_emulator.info.company_id()
+def test_a_create_is_not_repeated_after_a_dropped_connection(
+    inprocess_emulator: InProcessEmulator,
+) -> None:
+    company = inprocess_emulator.info.company_id()
 
     async def create() -> None:
-        async with BusinessCentralClient(settings_for(bc_emulator)) as bc:
+        async with inprocess_emulator.client() as bc:
             await bc.request(
                 "POST", f"companies({company})/itemCategories", json={"code": "DROPPED"}
             )
 
-    bc_emulator.fault("drop", path_contains="itemCategories", method="POST")
-    from bcbridge.errors import TransportError
-
+    inprocess_emulator.fault("drop", path_contains="itemCategories", method="POST")
     with pytest.raises(TransportError) as dropped:
         run(create)
     assert len(dropped.value.attempts) == 1
 
 
 def test_request_log_has_one_line_per_attempt_and_no_secret(
-    bc_emulator: RunningEmulator, tmp_path: Path
+    inprocess_emulator: InProcessEmulator, tmp_path: Path
 ) -> None:
+    emulator = inprocess_emulator
     log = tmp_path / "requests.log"
-    settings = settings_for(bc_emulator, log_requests=True, log_file=log)
-    company = bc_emulator.info.company_id()
+    company = emulator.info.company_id()
 
     async def work() -> str:
-        async with BusinessCentralClient(settings) as bc:
-            bc_emulator.fault("status", status=503, retry_after=0)
+        async with emulator.client(log_requests=True, log_file=log) as bc:
+            emulator.fault("status", status=503, retry_after=0)
             await bc.get_json(f"companies({company})/items", {"$top": 1})
             with pytest.raises(NotFound):
                 await bc.get_json(
                     f"companies({company})/items(00000000-0000-0000-0000-0000000000ff)"
                 )
-            return (await bc.tokens.token()).value
+            return await bc.auth.token()
 
     token = run(work)
     text = log.read_text()
     lines = text.splitlines()
     assert len(lines) >= 3 and '"status":503' in lines[0] and '"attempt":2' in lines[1]
     assert '"correlation_id":"' in lines[1]
-    assert bc_emulator.info.client_secret not in text and token not in text
+    assert emulator.info.client_secret not in text and token not in text
     assert token[:20] not in text and "Bearer" not in text
 
 
-def test_companies_resolve_by_exact_name_or_id(bc_emulator: RunningEmulator) -> None:
-    awkward = bc_emulator.info.companies[1]
+def test_companies_resolve_by_exact_name_or_id(inprocess_emulator: InProcessEmulator) -> None:
+    awkward = inprocess_emulator.info.companies[1]
 
     async def resolve(name: str) -> str:
-        async with BusinessCentralClient(settings_for(bc_emulator)) as bc:
+        async with inprocess_emulator.client() as bc:
             return (await bc.resolve_company(name)).id
 
     assert run(resolve, awkward["name"]) == awkward["id"]
@@ -159,8 +246,10 @@ def test_companies_resolve_by_exact_name_or_id(bc_emulator: RunningEmulator) -> 
         run(resolve, "Fabrikam")
 
 
-def test_batch_chunks_and_returns_one_result_per_operation(bc_emulator: RunningEmulator) -> None:
-    company = bc_emulator.info.company_id()
+def test_batch_chunks_and_returns_one_result_per_operation(
+    inprocess_emulator: InProcessEmulator,
+) -> None:
+    company = inprocess_emulator.info.company_id()
 
     def operations(prefix: str, count: int, bad_at: int) -> list[BatchOperation]:
         url = f"companies({company})/itemCategories"
@@ -169,7 +258,7 @@ def test_batch_chunks_and_returns_one_result_per_operation(bc_emulator: RunningE
         return ops
 
     async def send(ops: list[BatchOperation], continue_on_error: bool) -> list[Any]:
-        async with BusinessCentralClient(settings_for(bc_emulator)) as bc:
+        async with inprocess_emulator.client() as bc:
             return await bc.batch(ops, continue_on_error=continue_on_error)
 
     results = run(send, operations("BT", 130, 60), True)
@@ -182,8 +271,9 @@ def test_batch_chunks_and_returns_one_result_per_operation(bc_emulator: RunningE
     assert "not run" in str(stopped[6].error)
 
 
-def test_sync_facade_mirrors_the_async_client(bc_emulator: RunningEmulator) -> None:
-    with Client(settings_for(bc_emulator)) as bc:
+def test_sync_facade_mirrors_the_async_client(inprocess_emulator: InProcessEmulator) -> None:
+    emulator = inprocess_emulator
+    with Client(emulator.settings(), auth=emulator.auth(), transport=emulator.transport()) as bc:
         company = bc.resolve_company("CRONUS USA, Inc.")
         items = list(bc.iter_records(f"companies({company.id})/items", page_size=7))
         assert len(items) == len({i["id"] for i in items}) >= 50
@@ -198,8 +288,9 @@ def test_a_looping_next_link_is_refused() -> None:
     )
 
     async def pull() -> None:
-        async with BusinessCentralClient(settings, transport=httpx.MockTransport(loop)) as bc:
-            bc.tokens._token = __import__("bcbridge.auth", fromlist=["Token"]).Token("x" * 40, 2e9)
+        async with BusinessCentralClient(
+            settings, auth=StaticToken("x" * 40), transport=httpx.MockTransport(loop)
+        ) as bc:
             async for _ in bc.iter_pages("https://bc.test/same"):
                 pass
 

@@ -1,45 +1,39 @@
 from __future__ import annotations
 
 import re
-import ssl
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from bcbridge.testing import RunningEmulator, bc_token
+from bcbridge.testing import EmulatorControl, InProcessEmulator
 
 CORRELATION = re.compile(r"  CorrelationId:  ([0-9a-f-]{36})\.$")
 
 
-def api_client(emulator: RunningEmulator, token: str | None = None) -> httpx.Client:
-    info = emulator.info
-    token = token or bc_token(info)["access_token"]
-    return httpx.Client(
-        base_url=info.api_root + "/",
-        verify=ssl.create_default_context(cafile=info.ca_bundle),
-        headers={"Authorization": f"Bearer {token}"},
-        timeout=30,
-    )
+def api_client(emulator: EmulatorControl, token: str | None = None) -> httpx.Client:
+    """Raw API calls; the token is a valid one for the test app unless given."""
+    return emulator.http_client(token)
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[RunningEmulator]:
-    """A private emulator per test module, so data written by one module never meets another."""
-    from bcbridge.testing import start_emulator
+def emulator() -> Iterator[InProcessEmulator]:
+    """A private in-process emulator per test module, so data written by one module never meets
+    another."""
+    from bcbridge.testing import start_inprocess_emulator
 
-    with start_emulator() as running:
+    with start_inprocess_emulator() as running:
         yield running
 
 
 @pytest.fixture(scope="module")
-def api(emulator: RunningEmulator) -> Iterator[httpx.Client]:
+def api(emulator: InProcessEmulator) -> Iterator[httpx.Client]:
     with api_client(emulator) as client:
         yield client
 
 
 @pytest.fixture(scope="module")
-def company(emulator: RunningEmulator) -> str:
+def company(emulator: InProcessEmulator) -> str:
     return f"companies({emulator.info.company_id()})"
 
 
@@ -54,10 +48,7 @@ def assert_bc_error(response: httpx.Response, status: int, code: str) -> str:
     return str(error["message"])
 
 
-def control_client(emulator: RunningEmulator) -> httpx.Client:
-    """A client for the control endpoints (``/_emulator/*``), which need no token."""
-    return httpx.Client(
-        base_url=emulator.info.base_url,
-        verify=ssl.create_default_context(cafile=emulator.info.ca_bundle),
-        timeout=60,
-    )
+def control_client(emulator: EmulatorControl) -> httpx.Client:
+    """A client for the control endpoints (``/_emulator/*``), which need no token; it reaches
+    the emulator as its own clients do (TLS for a process, a transport in-process)."""
+    return httpx.Client(base_url=emulator.info.base_url, timeout=60, **emulator._http_options())

@@ -46,6 +46,14 @@ CUSTOM = {"publisher": "contoso", "group": "app", "version": "v1.0", "entity": "
 
 
 @pytest.fixture(scope="module")
+def emulator() -> Iterator[RunningEmulator]:
+    """An emulator process (not the in-process one): these tests also read its log, where an
+    unhandled error would leave a traceback."""
+    with start_emulator() as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
 def control(emulator: RunningEmulator) -> Iterator[httpx.Client]:
     with control_client(emulator) as client:
         yield client

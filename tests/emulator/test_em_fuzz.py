@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bcbridge.testing import RunningEmulator
+from bcbridge.testing import RunningEmulator, start_emulator
 from tests.emulator.conftest import assert_bc_error, control_client
 
 FUZZ = settings(
@@ -82,6 +82,13 @@ query_values = {
 queries = st.dictionaries(st.sampled_from(sorted(query_values)), st.just(""), max_size=3).flatmap(
     lambda chosen: st.fixed_dictionaries({key: query_values[key] for key in chosen})
 )
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[RunningEmulator]:
+    """An emulator process over real HTTP: the fuzz also reads its log for tracebacks."""
+    with start_emulator() as running:
+        yield running
 
 
 @pytest.fixture(scope="module")

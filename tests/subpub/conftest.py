@@ -6,9 +6,8 @@ from typing import Any
 import anyio
 import pytest
 
-from bcbridge.client import BusinessCentralClient
 from bcbridge.config import ClientSettings
-from bcbridge.testing import RunningEmulator, start_emulator
+from bcbridge.testing import EmulatorControl, RunningEmulator, start_emulator
 
 
 @pytest.fixture(scope="module")
@@ -23,11 +22,11 @@ def settings(emulator: RunningEmulator, **overrides: Any) -> ClientSettings:
     )
 
 
-def with_client(emulator: RunningEmulator, work: Any) -> Any:
-    """Run `work(client)` on a fresh client and event loop."""
+def with_client(emulator: EmulatorControl, work: Any) -> Any:
+    """Run `work(client)` on a fresh client and event loop; any kind of emulator."""
 
     async def main() -> Any:
-        async with BusinessCentralClient(settings(emulator)) as bc:
+        async with emulator.client(company="CRONUS USA, Inc.") as bc:
             return await work(bc)
 
     return anyio.run(main)

@@ -2,21 +2,28 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import ConfigError
 from bcbridge.publisher import Outcome, Publisher, RecordResult
-from bcbridge.testing import RunningEmulator, bc_token
+from bcbridge.testing import EmulatorControl, InProcessEmulator, start_inprocess_emulator
 from bcbridge.transform import load_chain
 from tests.subpub.conftest import with_client
 
 
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[InProcessEmulator]:
+    """In-process, private to this module (the CLI tests use the conftest's emulator process)."""
+    with start_inprocess_emulator() as running:
+        yield running
+
+
 def publish(
-    emulator: RunningEmulator,
+    emulator: EmulatorControl,
     entity: str,
     action: str,
     records: list[dict[str, Any]],
@@ -29,7 +36,7 @@ def publish(
     return with_client(emulator, work)
 
 
-def read(emulator: RunningEmulator, entity: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def read(emulator: EmulatorControl, entity: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     async def work(bc: BusinessCentralClient) -> list[dict[str, Any]]:
         path = f"companies({emulator.info.company_id()})/{entity}"
         return [r async for r in bc.iter_records(path, params=params)]
@@ -37,7 +44,7 @@ def read(emulator: RunningEmulator, entity: str, params: dict[str, Any]) -> list
     return with_client(emulator, work)
 
 
-def test_create_with_deep_insert_and_a_transformer(emulator: RunningEmulator) -> None:
+def test_create_with_deep_insert_and_a_transformer(emulator: InProcessEmulator) -> None:
     records = [
         {
             "customer": "C00010",
@@ -73,7 +80,7 @@ def test_create_with_deep_insert_and_a_transformer(emulator: RunningEmulator) ->
 
 
 def test_upsert_looks_matches_up_in_groups_and_reports_each_record(
-    emulator: RunningEmulator,
+    emulator: InProcessEmulator,
 ) -> None:
     existing = read(emulator, "items", {"$top": 30, "$select": "number,displayName,unitPrice"})
     records = [
@@ -99,7 +106,7 @@ def test_upsert_looks_matches_up_in_groups_and_reports_each_record(
     assert {r.outcome for r in again} == {Outcome.UNCHANGED}
 
 
-def test_update_delete_and_bound_actions(emulator: RunningEmulator) -> None:
+def test_update_delete_and_bound_actions(emulator: InProcessEmulator) -> None:
     created = publish(
         emulator,
         "vendors",
@@ -144,7 +151,7 @@ def test_update_delete_and_bound_actions(emulator: RunningEmulator) -> None:
         publish(emulator, "salesOrders", "post", [])
 
 
-def test_bad_records_fail_alone_with_bc_errors(emulator: RunningEmulator) -> None:
+def test_bad_records_fail_alone_with_bc_errors(emulator: InProcessEmulator) -> None:
     records = [{"code": "OK1"}, {"code": 5}, {"code": "OK2"}, {"code": "OK3", "bogus": 1}]
     results = publish(emulator, "itemCategories", "create", records, allow_duplicates=True)
     assert [r.outcome for r in results] == [
@@ -161,23 +168,17 @@ def test_bad_records_fail_alone_with_bc_errors(emulator: RunningEmulator) -> Non
 
 
 def _edit_during_batch(
-    emulator: RunningEmulator, item_id: str, change: dict[str, Any]
+    emulator: InProcessEmulator, item_id: str, change: dict[str, Any]
 ) -> threading.Thread:
     """Stall the next $batch, and change the record from another session while it waits."""
     emulator.fault("stall", seconds=1.5, path_contains="$batch")
-    token = bc_token(emulator.info)["access_token"]
-    import ssl
+    api = emulator.http_client()
 
     def edit() -> None:
         time.sleep(0.5)
-        url = f"{emulator.info.api_root}/companies({emulator.info.company_id()})/items({item_id})"
-        context = ssl.create_default_context(cafile=emulator.info.ca_bundle)
-        httpx.patch(
-            url,
-            json=change,
-            headers={"Authorization": f"Bearer {token}", "If-Match": "*"},
-            verify=context,
-        ).raise_for_status()
+        url = f"companies({emulator.info.company_id()})/items({item_id})"
+        with api:
+            api.patch(url, json=change, headers={"If-Match": "*"}).raise_for_status()
 
     thread = threading.Thread(target=edit)
     thread.start()
@@ -185,7 +186,7 @@ def _edit_during_batch(
 
 
 def test_fetch_never_overwrites_a_concurrent_edit_of_the_same_fields(
-    emulator: RunningEmulator,
+    emulator: InProcessEmulator,
 ) -> None:
     [item] = read(emulator, "items", {"$filter": "number eq 'I00020'"})
     thread = _edit_during_batch(emulator, item["id"], {"unitPrice": 111.0})
@@ -199,7 +200,7 @@ def test_fetch_never_overwrites_a_concurrent_edit_of_the_same_fields(
 
 
 def test_fetch_reapplies_when_the_concurrent_edit_touched_other_fields(
-    emulator: RunningEmulator,
+    emulator: InProcessEmulator,
 ) -> None:
     [item] = read(emulator, "items", {"$filter": "number eq 'I00021'"})
     thread = _edit_during_batch(emulator, item["id"], {"displayName": "Edited elsewhere"})
@@ -212,7 +213,7 @@ def test_fetch_reapplies_when_the_concurrent_edit_touched_other_fields(
     assert (now["displayName"], now["unitPrice"]) == ("Edited elsewhere", 333.0)
 
 
-def test_record_and_force_etag_policies(emulator: RunningEmulator) -> None:
+def test_record_and_force_etag_policies(emulator: InProcessEmulator) -> None:
     [item] = read(emulator, "items", {"$filter": "number eq 'I00022'"})
     fresh = publish(emulator, "items", "update", [{**item, "unitPrice": 10.0}], etag="record")
     assert fresh[0].outcome is Outcome.UPDATED
@@ -223,7 +224,7 @@ def test_record_and_force_etag_policies(emulator: RunningEmulator) -> None:
     assert read(emulator, "items", {"$filter": "number eq 'I00022'"})[0]["unitPrice"] == 30.0
 
 
-def test_create_matched_on_key_field_is_not_sent_twice(emulator: RunningEmulator) -> None:
+def test_create_matched_on_key_field_is_not_sent_twice(emulator: InProcessEmulator) -> None:
     record = {"code": "ONCE", "displayName": "Only once"}
     first = publish(emulator, "itemCategories", "create", [record], key_field="code")
     second = publish(emulator, "itemCategories", "create", [record], key_field="code")

@@ -1,19 +1,29 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import pytest
 
 from bcbridge.client import BusinessCentralClient
 from bcbridge.subscriber import CursorState, Subscriber
-from bcbridge.testing import RunningEmulator
+from bcbridge.testing import InProcessEmulator, start_inprocess_emulator
 from bcbridge.transform import load_chain
 from tests.subpub.conftest import with_client
+
+
+@pytest.fixture(scope="module")
+def emulator() -> Iterator[InProcessEmulator]:
+    """In-process, private to this module (the CLI tests use the conftest's emulator process)."""
+    with start_inprocess_emulator() as running:
+        yield running
 
 
 async def _collect(subscriber: Subscriber) -> list[dict[str, Any]]:
     return [record async for record in subscriber.records()]
 
 
-def test_key_segments_navigation_params_and_paging(emulator: RunningEmulator) -> None:
+def test_key_segments_navigation_params_and_paging(emulator: InProcessEmulator) -> None:
     async def work(bc: BusinessCentralClient) -> None:
         orders = await _collect(Subscriber(bc, "salesOrders", params={"$top": 2}, paging=False))
         assert len(orders) == 2
@@ -48,7 +58,7 @@ def test_key_segments_navigation_params_and_paging(emulator: RunningEmulator) ->
 
 
 def test_incremental_pulls_across_runs_miss_nothing_and_repeat_nothing(
-    emulator: RunningEmulator,
+    emulator: InProcessEmulator,
 ) -> None:
     state = CursorState()
 

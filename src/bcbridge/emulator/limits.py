@@ -101,20 +101,22 @@ class Limits:
                 lane.freed.notify()
 
     async def _enter(self, lane: _Lane) -> None:
-        async with lane.freed:
-            if lane.in_flight < self.max_concurrent:
-                lane.in_flight += 1
-                return
-            lane.waiting += 1
-            try:
+        # Counted before the first await, so that the check in `slot` of a request arriving
+        # right after this one sees it (a burst must not slip past the queue limit).
+        if lane.in_flight < self.max_concurrent:
+            lane.in_flight += 1
+            return
+        lane.waiting += 1
+        try:
+            async with lane.freed:
                 await asyncio.wait_for(
                     lane.freed.wait_for(lambda: lane.in_flight < self.max_concurrent),
                     self.queue_timeout,
                 )
-            except TimeoutError:
-                raise BCError(
-                    503, "Internal_ServerError", "The request waited too long in the queue."
-                ) from None
-            finally:
-                lane.waiting -= 1
-            lane.in_flight += 1
+                lane.in_flight += 1
+        except TimeoutError:
+            raise BCError(
+                503, "Internal_ServerError", "The request waited too long in the queue."
+            ) from None
+        finally:
+            lane.waiting -= 1

@@ -15,16 +15,22 @@ import subprocess
 import sys
 import tempfile
 import threading
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Self
 
 import httpx
 import requests
 
+if TYPE_CHECKING:
+    from bcbridge.client import BusinessCentralClient
+    from bcbridge.config import ClientSettings
+
 __all__ = [
+    "EmulatorControl",
     "EmulatorInfo",
     "RunningEmulator",
     "bc_token",
@@ -102,20 +108,14 @@ def bc_token(
     return result
 
 
-class RunningEmulator:
-    """A started emulator process and its control endpoints (``/_emulator/*``)."""
+class EmulatorControl(ABC):
+    """An emulator's control endpoints (``/_emulator/*``) and clients for its API, whether it
+    runs in a process (`RunningEmulator`) or in this one (`bcbridge.emulator.inprocess`)."""
 
-    def __init__(self, process: subprocess.Popen[str], info: EmulatorInfo):
-        self.process = process
-        self.info = info
-        self.log: deque[str] = deque(maxlen=2000)  # the last lines the emulator wrote to stderr
-        self._control = httpx.Client(
-            base_url=info.base_url,
-            verify=ssl.create_default_context(cafile=info.ca_bundle),
-            timeout=60,
-        )
+    info: EmulatorInfo
+    _control: httpx.Client  # reaches the control endpoints
 
-    def __enter__(self) -> RunningEmulator:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -162,6 +162,63 @@ class RunningEmulator:
     def register_entity(self, **spec: Any) -> None:
         self._post("/_emulator/entities", spec)
 
+    def settings(self, **overrides: Any) -> ClientSettings:
+        """Client settings for this emulator (its ``BC_*`` values); `overrides` win."""
+        from bcbridge.config import ClientSettings
+
+        return ClientSettings.from_env(self.info.env(), **overrides)
+
+    @abstractmethod
+    def request_token(
+        self, *, client_id: str | None = None, secret: str | None = None
+    ) -> dict[str, Any]:
+        """The token endpoint's answer (a dict, as MSAL returns it) for the test app."""
+
+    @abstractmethod
+    def client(self, **overrides: Any) -> BusinessCentralClient:
+        """A `BusinessCentralClient` for this emulator, with `settings(**overrides)`."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop the emulator and close the control client."""
+
+    def http_client(self, token: str | None = None, **options: Any) -> httpx.Client:
+        """A plain httpx client for raw API calls: base URL the API root, a bearer token
+        (by default a valid one for the test app); `options` go to `httpx.Client`."""
+        token = token if token is not None else str(self.request_token()["access_token"])
+        return httpx.Client(
+            base_url=self.info.api_root + "/",
+            headers={"Authorization": f"Bearer {token}"},
+            **{"timeout": 30.0, **self._http_options(), **options},
+        )
+
+    @abstractmethod
+    def _http_options(self) -> dict[str, Any]:
+        """How an httpx client reaches this emulator (TLS settings or a transport)."""
+
+
+class RunningEmulator(EmulatorControl):
+    """A started emulator process: HTTPS with the emulator's CA, tokens through real MSAL."""
+
+    def __init__(self, process: subprocess.Popen[str], info: EmulatorInfo):
+        self.process = process
+        self.info = info
+        self.log: deque[str] = deque(maxlen=2000)  # the last lines the emulator wrote to stderr
+        self._control = httpx.Client(base_url=info.base_url, timeout=60, **self._http_options())
+
+    def _http_options(self) -> dict[str, Any]:
+        return {"verify": ssl.create_default_context(cafile=self.info.ca_bundle)}
+
+    def request_token(
+        self, *, client_id: str | None = None, secret: str | None = None
+    ) -> dict[str, Any]:
+        return bc_token(self.info, client_id=client_id, secret=secret)
+
+    def client(self, **overrides: Any) -> BusinessCentralClient:
+        from bcbridge.client import BusinessCentralClient
+
+        return BusinessCentralClient(self.settings(**overrides))
+
     def stop(self) -> None:
         self._control.close()
         if self.process.poll() is None:
@@ -177,7 +234,7 @@ class RunningEmulator:
         self.process.wait()
 
 
-def _shared_state_dir() -> Path:
+def shared_state_dir() -> Path:
     """One state folder per test run, so the CA is made once and no run touches ~/.bcbridge."""
     path = os.environ.get("BCBRIDGE_EMULATOR_HOME")
     if path:
@@ -232,7 +289,7 @@ def start_emulator(*, timeout: float = 60.0, **options: Any) -> RunningEmulator:
     """
     check_options(options)
     args = [sys.executable, "-m", "bcbridge", "emulator", "--json", "--port", "0"]
-    options.setdefault("state_dir", _shared_state_dir())
+    options.setdefault("state_dir", shared_state_dir())
     for name, value in options.items():
         if value is None:
             continue
