@@ -281,7 +281,11 @@ class Store:
         ids = list(task_ids)
         if not ids:
             return
-        values: dict[str, Any] = {"status": status, "updated_at": _now(), "last_error": error}
+        values: dict[str, Any] = {
+            "status": status,
+            "updated_at": _now(),
+            "last_error": _masked(error),
+        }
         if result_id is not None:
             values["result_id"] = result_id
         if attempt:
@@ -298,7 +302,7 @@ class Store:
             for update in updates:
                 values: dict[str, Any] = {
                     "status": update.status,
-                    "last_error": update.error,
+                    "last_error": _masked(update.error),
                     "updated_at": now,
                 }
                 if update.result_id is not None:
@@ -332,6 +336,11 @@ class Store:
         )
         with self.engine.connect() as conn:
             return {str(status): int(count) for status, count in conn.execute(stmt)}
+
+
+def _masked(error: str | None) -> str | None:
+    """An error is kept with its secrets masked (a transformer's message may quote one)."""
+    return None if error is None else _redact.text(error)
 
 
 def _task(row: Any) -> Task:

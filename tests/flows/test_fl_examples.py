@@ -133,7 +133,7 @@ def test_cli_run_flows_list_and_tasks(examples: Path, bc_env: dict[str, str]) ->
     assert shown["status"] == "done" and shown["payload"]["number"] == "I90006"
 
     unknown = cli(bc_env, "run", "no_such_flow", *config)
-    assert unknown.returncode == 1
+    assert unknown.returncode == 2  # a usage error
     assert "no flow named 'no_such_flow'" in unknown.stderr and "items_from_csv" in unknown.stderr
 
 

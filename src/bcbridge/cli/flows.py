@@ -15,9 +15,11 @@ import anyio
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bcbridge import _redact
 from bcbridge.cli._settings import fail
 from bcbridge.errors import BCBridgeError
 from bcbridge.flowconfig import ProjectConfig, find_config, load_project
@@ -112,7 +114,7 @@ def _summary(results: list[RunResult]) -> None:
     stderr.print(table)
     for result in results:
         if result.error:
-            stderr.print(f"[red]{result.flow}: {result.error}[/]")
+            stderr.print(f"[red]{escape(result.flow)}: {escape(_redact.text(result.error))}[/]")
 
 
 def _run_flows(
@@ -211,10 +213,10 @@ def flows_list(config: Path | None = PROJECT_OPTION) -> None:
         last = store.runs(name, limit=1)
         tasks = store.count_tasks(name)
         table.add_row(
-            name,
-            str(flow.source.incoming or flow.source.reader),
-            str(flow.target.outgoing or flow.target.writer),
-            flow.schedule or "-",
+            escape(name),
+            escape(_redact.url(str(flow.source.incoming or flow.source.reader))),
+            escape(_redact.url(str(flow.target.outgoing or flow.target.writer))),
+            escape(flow.schedule or "-"),
             f"{last[0]['status']} {last[0]['started_at']:%Y-%m-%d %H:%M}" if last else "never",
             ", ".join(f"{k} {v:,}" for k, v in sorted(tasks.items())) or "-",
         )
@@ -229,12 +231,12 @@ def _task_table(tasks: list[Task]) -> Table:
     for task in tasks:
         table.add_row(
             str(task.id),
-            task.flow,
-            task.record_key or "-",
+            escape(task.flow),
+            escape(task.record_key or "-"),
             task.status,
             str(task.attempts),
             f"{task.updated_at:%Y-%m-%d %H:%M:%S}",
-            (task.last_error or "")[:120],
+            escape(_redact.text(task.last_error or "")[:120]),
         )
     return table
 
@@ -261,6 +263,7 @@ def tasks_show(task_id: int = typer.Argument(...), config: Path | None = PROJECT
     if task is None:
         raise fail(BCBridgeError(f"no task {task_id}"))
     data = {**task.__dict__, "created_at": str(task.created_at), "updated_at": str(task.updated_at)}
+    data["last_error"] = task.last_error and _redact.text(task.last_error)
     typer.echo(orjson.dumps(data, option=orjson.OPT_INDENT_2).decode())
 
 
