@@ -39,9 +39,11 @@ def _root() -> None:
 
 
 def _register() -> None:
-    """Attach the command groups. Imported lazily so `bcbridge --help` stays fast."""
+    """Attach the command groups (once). Imported lazily so `bcbridge --help` stays fast."""
     from importlib import import_module
 
+    if app.registered_commands or app.registered_groups:
+        return  # main() called again in the same process (tests)
     for module in ("emulator", "client", "data", "flows"):
         try:
             mod = import_module(f"bcbridge.cli.{module}")
