@@ -108,8 +108,19 @@ def _read_jsonl(spec: str) -> Iterator[dict[str, Any]]:
 
 
 def _read_csv(spec: str) -> Iterator[dict[str, Any]]:
+    """Rows as records; a row longer than the header, a NUL byte or bad UTF-8 is a bad file."""
     for handle in _lines(spec, "r"):
-        yield from csv.DictReader(handle)
+        reader = csv.DictReader(handle)
+        try:
+            for row in reader:
+                if None in row:  # DictReader keeps the cells beyond the header under None
+                    raise ConfigError(
+                        f"{spec}:{reader.line_num}: more cells than the header has columns",
+                        field="in",
+                    )
+                yield row
+        except (csv.Error, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{spec}:{reader.line_num}: not CSV: {exc}", field="in") from None
 
 
 def _read_sql(url: str, table_name: str, *, chunk_size: int) -> Iterator[dict[str, Any]]:
