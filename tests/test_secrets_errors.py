@@ -175,6 +175,18 @@ FLOW = "flows:\n  f:\n    from: in.jsonl\n    transform: {transform}\n    to: ou
             ":4: flows.f.transform[0]: rename: expected a mapping of field names",
         ),
         (
+            "flows:\n  f: {from: in.jsonl, to: 'sqlite:///o.db'}\n",
+            ":2: flows.f.to: a SQL target needs its table after '#'",
+        ),
+        (
+            "flows:\n  f: {from: in.jsonl, to: 'bogus+x://u:pw@h/y#t'}\n",
+            ":2: flows.f.to: unknown kind of database 'bogus+x'",
+        ),
+        (
+            "flows:\n  f: {from: in.xlsx, to: out.jsonl}\n",
+            ":2: flows.f.from: cannot tell the format of",
+        ),
+        (
             "flows:\n  f:\n    form: in.jsonl\n    to: out.jsonl\n",
             ":3: flows.f.form: unknown key 'form' (did you mean 'from'?)",
         ),

@@ -33,6 +33,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -48,6 +49,8 @@ from bcbridge import transform as steps
 from bcbridge.config import ClientSettings, config_error, load_yaml
 from bcbridge.errors import ConfigError
 from bcbridge.schedule import parse_schedule
+from bcbridge.sinks import _format_of as format_of
+from bcbridge.sinks import sql_target
 from bcbridge.store import DEFAULT_URL
 
 __all__ = [
@@ -235,7 +238,46 @@ def load_project(path: Path) -> ProjectConfig:
     _check_names(config)
     _anchor_paths(config, path.resolve().parent)
     _check_transforms(config, path.resolve().parent)
+    _check_locations(config)
     return config
+
+
+def _check_locations(config: ProjectConfig) -> None:
+    """Readers and writers: a format that is known, a SQL URL with its #table and a database
+    driver that is installed, so that none of these stops a run half-way."""
+    for name, flow in config.flows.items():
+        for key, endpoint, spec in (
+            ("from", flow.source, flow.source.reader),
+            ("to", flow.target, flow.target.writer),
+        ):
+            if spec is None:
+                continue
+            try:
+                _check_location(spec, endpoint.format)
+            except ConfigError as exc:
+                message = str(exc).partition(": ")[2] if exc.field else str(exc)
+                raise ConfigError(
+                    _redact.text(f"{_where(config, f'flows.{name}.{key}')}: {message}")
+                ) from None
+
+
+def _check_location(spec: str, format: str | None) -> None:
+    target = sql_target(spec)
+    if target is None:
+        format_of(spec, format)
+        return
+    try:
+        url = sa.engine.make_url(target[0])
+        url.get_dialect().import_dbapi()
+    except sa.exc.NoSuchModuleError:
+        raise ConfigError(f"unknown kind of database {url.drivername!r}") from None
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"not a SQLAlchemy URL: {exc}") from None
+    except ImportError as exc:
+        raise ConfigError(
+            f"no database driver for {url.drivername}: {exc}; install it in the same "
+            "environment as bcbridge"
+        ) from None
 
 
 def _check_transforms(config: ProjectConfig, base: Path) -> None:
