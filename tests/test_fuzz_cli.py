@@ -29,7 +29,7 @@ from bcbridge.testing import RunningEmulator
 
 DOCUMENTED = {0, 1, 2, 3, 4, 130}  # 70 is a bug: never expected
 FUZZ = settings(
-    max_examples=30,
+    max_examples=int(os.environ.get("BCBRIDGE_FUZZ_EXAMPLES", "30")),
     deadline=None,
     phases=[Phase.explicit, Phase.reuse, Phase.generate],  # each example is a CLI run: no shrinking
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],

@@ -236,7 +236,7 @@ def test_every_error_kind_has_its_documented_exit_code() -> None:
     assert exit_code(RuntimeError("x")) == 70
 
 
-def test_settings_errors_are_in_the_users_words(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_settings_errors_are_in_the_users_words(tmp_path: Path) -> None:
     environ = {"BC_CLIENT_ID": "c", "BC_CLIENT_SECRET": fresh_secret()}
     with pytest.raises(ConfigError) as missing:
         ClientSettings.from_env(environ)
@@ -245,7 +245,11 @@ def test_settings_errors_are_in_the_users_words(monkeypatch: pytest.MonkeyPatch)
     with pytest.raises(ConfigError) as both:
         ClientSettings.from_env(
             {**environ, "BC_TENANT_ID": "t"},
-            certificate={"private_key_path": "k.pem", "thumbprint": "AB"},
+            certificate={"private_key_path": write(tmp_path / "k.pem", "key"), "thumbprint": "AB"},
         )
     assert "(top level): give exactly one of client_secret or certificate" in str(both.value)
     assert "Value error" not in str(both.value)
+
+    with pytest.raises(ConfigError) as no_file:  # was a FileNotFoundError when first used
+        ClientSettings.from_env({**environ, "BC_TENANT_ID": "t", "BC_CA_BUNDLE": "/no/ca.pem"})
+    assert "environment: ca_bundle: Path does not point to a file" in str(no_file.value)

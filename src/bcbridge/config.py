@@ -18,7 +18,15 @@ from types import UnionType
 from typing import Any, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FilePath,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 
 from bcbridge import _redact
 from bcbridge.errors import ConfigError
@@ -72,9 +80,9 @@ class CertificateCredential(BaseModel):
     """A certificate credential: a PEM private key and its thumbprint (MSAL's dict form)."""
 
     model_config = ConfigDict(extra="forbid")
-    private_key_path: Path
+    private_key_path: FilePath  # checked when the settings are read, not when MSAL opens it
     thumbprint: str
-    public_certificate_path: Path | None = None
+    public_certificate_path: FilePath | None = None
 
 
 class ClientSettings(BaseModel):
@@ -90,7 +98,7 @@ class ClientSettings(BaseModel):
     scopes: list[str] = Field(default_factory=lambda: [BC_SCOPE])
     api_route: str = "v2.0"
     company: str | None = None
-    ca_bundle: Path | None = None
+    ca_bundle: FilePath | None = None
     log_requests: bool = False
     log_file: Path | None = None  # None: stderr
     timeout: float = Field(60.0, gt=0)
