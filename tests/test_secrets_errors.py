@@ -253,3 +253,7 @@ def test_settings_errors_are_in_the_users_words(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as no_file:  # was a FileNotFoundError when first used
         ClientSettings.from_env({**environ, "BC_TENANT_ID": "t", "BC_CA_BUNDLE": "/no/ca.pem"})
     assert "environment: ca_bundle: Path does not point to a file" in str(no_file.value)
+
+    with pytest.raises(ConfigError) as no_folder:  # was a FileNotFoundError when first logged
+        ClientSettings.from_env({**environ, "BC_TENANT_ID": "t"}, log_file="/no/such/http.log")
+    assert "log_file: the folder /no/such does not exist" in str(no_folder.value)

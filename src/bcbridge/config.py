@@ -25,6 +25,7 @@ from pydantic import (
     FilePath,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 
@@ -107,6 +108,13 @@ class ClientSettings(BaseModel):
     rate_limit: RateLimit = Field(default_factory=RateLimit)
     retry: RetryPolicy = Field(default_factory=RetryPolicy)
     token_cache_file: Path | None = None
+
+    @field_validator("log_file", "token_cache_file")
+    @classmethod
+    def _folder_exists(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.parent.is_dir():
+            raise ValueError(f"the folder {value.parent} does not exist; create it first")
+        return value
 
     @model_validator(mode="after")
     def _one_credential(self) -> ClientSettings:
