@@ -3,6 +3,7 @@ traceback; records that are good are delivered exactly once, however bad their n
 
 The CLI runs in this process (`bcbridge.cli.main` with its arguments), a subprocess costing about
 a second; a few subprocess cases at the end prove the real entry point behaves the same.
+BCBRIDGE_FUZZ_EXAMPLES=200 searches harder than the default 30 examples per property.
 """
 
 from __future__ import annotations
