@@ -16,6 +16,8 @@ SENSITIVE_HEADERS = {"authorization", "proxy-authorization", "cookie", "set-cook
 SENSITIVE_PARAMS = {"client_secret", "access_token", "code", "assertion", "client_assertion", "sig"}
 _BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 _JWT = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+")
+# scheme://user:PASSWORD@host in free text (a driver's message, a traceback, a table cell)
+_URL_PASSWORD = re.compile(r"(?i)([a-z][a-z0-9+.-]*://[^\s/:@'\"]*:)([^\s@/'\"]+)(@)")
 
 _known: set[str] = set()
 _lock = threading.Lock()
@@ -29,10 +31,20 @@ def register_secret(value: str | None) -> None:
 
 
 def text(value: str) -> str:
-    for secret in sorted(_known, key=len, reverse=True):
+    """`value` with known secrets, URL passwords, bearer tokens and JWTs masked."""
+    with _lock:
+        known = sorted(_known, key=len, reverse=True)
+    for secret in known:
         value = value.replace(secret, MASK)
+    value = _URL_PASSWORD.sub(lambda m: m.group(1) + MASK + m.group(3), value)
     value = _BEARER.sub(lambda m: m.group(1) + MASK, value)
     return _JWT.sub(MASK, value)
+
+
+def register_url(value: str | None) -> None:
+    """Remember the password of a URL (a store or writer URL) as a known secret."""
+    if value and "://" in value:
+        register_secret(urlsplit(value.partition("#")[0]).password)
 
 
 def url(value: str) -> str:

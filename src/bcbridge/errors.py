@@ -20,6 +20,18 @@ BCBridgeError
 Every API error carries the HTTP status, BC's error code and message, the correlation id,
 the method and the URL (with secrets redacted by the code that raises it), and the attempts
 that led to it when retries were involved.
+
+Exit codes of the `bcbridge` command (`exit_code` is the one place that maps errors to them):
+
+| code | meaning                                                                       |
+|------|-------------------------------------------------------------------------------|
+| 0    | done                                                                          |
+| 1    | done, but some records failed (see `bcbridge tasks list --status failed`)     |
+| 2    | usage or configuration: bad flags, project file, settings or input file       |
+| 3    | Business Central, sign-in or network: `AuthError`, `TransportError`, `BCAPIError` |
+| 4    | busy: the flow is already running elsewhere (`Busy`)                          |
+| 70   | internal error: a bug in bcbridge (rerun with BCBRIDGE_DEBUG=1 and report it) |
+| 130  | interrupted (Ctrl-C)                                                          |
 """
 
 from __future__ import annotations
@@ -27,10 +39,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = [
+    "EXIT_BC",
+    "EXIT_BUSY",
+    "EXIT_FAILED",
+    "EXIT_INTERNAL",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
     "Attempt",
     "AuthError",
     "BCAPIError",
     "BCBridgeError",
+    "Busy",
     "ConfigError",
     "FatalAPIError",
     "NotFound",
@@ -43,7 +63,16 @@ __all__ = [
     "ValidationFailed",
     "WriteError",
     "api_error_for",
+    "exit_code",
 ]
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # the command ran, some records failed
+EXIT_USAGE = 2  # as click/typer for bad flags: fix the command, the config or the input
+EXIT_BC = 3
+EXIT_BUSY = 4
+EXIT_INTERNAL = 70  # EX_SOFTWARE in sysexits.h
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report it
 
 
 class BCBridgeError(Exception):
@@ -58,6 +87,10 @@ class ConfigError(BCBridgeError, ValueError):
         self.source = source
         where = ": ".join(part for part in (source, field) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class Busy(BCBridgeError):
+    """Someone else holds what this command needs (a flow already running): try again later."""
 
 
 class TransformError(BCBridgeError):
@@ -226,3 +259,16 @@ def api_error_for(
     else:
         kind = BCAPIError
     return kind(status, code, message, **common)  # type: ignore[arg-type]
+
+
+def exit_code(error: BaseException) -> int:
+    """The documented exit code for an error that ends a command (see the table above)."""
+    if isinstance(error, KeyboardInterrupt):
+        return EXIT_INTERRUPTED
+    if isinstance(error, Busy):
+        return EXIT_BUSY
+    if isinstance(error, AuthError | TransportError | BCAPIError):
+        return EXIT_BC
+    if isinstance(error, BCBridgeError):
+        return EXIT_USAGE  # ConfigError, TransformError and plain BCBridgeError: fix the input
+    return EXIT_INTERNAL

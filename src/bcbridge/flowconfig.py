@@ -18,26 +18,39 @@ flows:
 Without a `clients:` section the `default` client comes from the BC_* environment variables.
 Relative paths (the store, readers, writers, SQLite URLs) are relative to the project file.
 Errors name the file, the line and the field path; unknown names list the valid ones.
+Every transform chain is built when the file is loaded (steps, JMESPath, `python:` functions,
+imported with the project's folder on sys.path), so a mistake there stops nothing half-way.
+URLs keep their password for the code that connects, but show it masked in repr() and in dumps;
+the password is registered with `_redact`, so tables and messages mask it too.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import sqlalchemy as sa
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
     ValidationError,
     field_validator,
     model_validator,
 )
 
+from bcbridge import _redact
+from bcbridge import transform as steps
 from bcbridge.config import ClientSettings, config_error, load_yaml
 from bcbridge.errors import ConfigError
 from bcbridge.schedule import parse_schedule
+from bcbridge.sinks import _format_of as format_of
+from bcbridge.sinks import sql_target
 from bcbridge.store import DEFAULT_URL
 
 __all__ = [
@@ -54,8 +67,19 @@ __all__ = [
 DEFAULT_CLIENT = "default"
 
 
+# A URL or a path: the real value for the code, the password masked in model_dump(_json).
+Location = Annotated[str, PlainSerializer(_redact.url, return_type=str)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        """repr() masks the password of any URL (a store, a reader, a writer)."""
+        for name, value in super().__repr_args__():
+            if isinstance(value, str) and "://" in value:
+                value = _redact.url(value)
+            yield name, value
 
 
 class IncomingConfig(_Strict):
@@ -85,8 +109,8 @@ class OutgoingConfig(_Strict):
 class Endpoint(_Strict):
     incoming: str | None = None
     outgoing: str | None = None
-    reader: str | None = None
-    writer: str | None = None
+    reader: Location | None = None
+    writer: Location | None = None
     format: str | None = None
     encoding: str | None = None  # a reader's text encoding (default UTF-8), e.g. latin-1
     key: str | None = None  # a writer's upsert key
@@ -119,7 +143,7 @@ class FlowConfig(_Strict):
 
 
 class ProjectConfig(_Strict):
-    store: str = DEFAULT_URL
+    store: Location = DEFAULT_URL
     clients: dict[str, ClientSettings] = Field(default_factory=dict)  # validated at load
     incoming: dict[str, IncomingConfig] = Field(default_factory=dict)
     outgoing: dict[str, OutgoingConfig] = Field(default_factory=dict)
@@ -147,8 +171,10 @@ def _short_forms(data: dict[str, Any]) -> dict[str, Any]:
     """`from: x` / `to: x`: a file (`items.csv`, `out/a.jsonl`), a URL or `-` is a reader or a
     writer; anything else is the name of an incoming or outgoing, so that a mistyped name is
     reported with the valid ones instead of being read as a file that is not there."""
-    incoming, outgoing = data.get("incoming") or {}, data.get("outgoing") or {}
-    for flow in (data.get("flows") or {}).values():
+    incoming, outgoing, flows = (
+        _mapping(data.get(key)) for key in ("incoming", "outgoing", "flows")
+    )
+    for flow in flows.values():
         if not isinstance(flow, dict):
             continue
         if isinstance(flow.get("from"), str):
@@ -158,6 +184,11 @@ def _short_forms(data: dict[str, Any]) -> dict[str, Any]:
             target = flow["to"]
             flow["to"] = {"writer" if _is_location(target, outgoing) else "outgoing": target}
     return data
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """A section as a dict; a section of the wrong type is left for validation to report."""
+    return value if isinstance(value, dict) else {}
 
 
 def _is_location(text: str, names: dict[str, Any]) -> bool:
@@ -210,11 +241,128 @@ def load_project(path: Path) -> ProjectConfig:
     try:
         config = ProjectConfig.model_validate({**_short_forms(data), "source": str(path)})
     except ValidationError as exc:
-        raise config_error(exc, source=str(path), lines=lines) from None
+        raise config_error(exc, source=str(path), lines=lines, model=ProjectConfig) from None
     config.lines = lines
     _check_names(config)
     _anchor_paths(config, path.resolve().parent)
+    _check_transforms(config, path.resolve().parent)
+    _check_locations(config)
     return config
+
+
+def _check_locations(config: ProjectConfig) -> None:
+    """Readers and writers: a format that is known, a SQL URL with its #table and a database
+    driver that is installed, so that none of these stops a run half-way."""
+    for name, flow in config.flows.items():
+        for key, endpoint, spec in (
+            ("from", flow.source, flow.source.reader),
+            ("to", flow.target, flow.target.writer),
+        ):
+            if spec is None:
+                continue
+            try:
+                _check_location(spec, endpoint.format)
+            except ConfigError as exc:
+                message = str(exc).partition(": ")[2] if exc.field else str(exc)
+                raise ConfigError(
+                    _redact.text(f"{_where(config, f'flows.{name}.{key}')}: {message}")
+                ) from None
+
+
+def _check_location(spec: str, format: str | None) -> None:
+    target = sql_target(spec)
+    if target is None:
+        format_of(spec, format)
+        return
+    try:
+        url = sa.engine.make_url(target[0])
+        url.get_dialect().import_dbapi()
+    except sa.exc.NoSuchModuleError:
+        raise ConfigError(f"unknown kind of database {url.drivername!r}") from None
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(f"not a SQLAlchemy URL: {exc}") from None
+    except ImportError as exc:
+        raise ConfigError(
+            f"no database driver for {url.drivername}: {exc}; install it in the same "
+            "environment as bcbridge"
+        ) from None
+
+
+def _check_transforms(config: ProjectConfig, base: Path) -> None:
+    """Build every chain now, so a bad step is a ConfigError naming its line before any run.
+    `python:` modules are looked up next to the project file too (it stays on sys.path, for
+    the runs that build the chains again)."""
+    if str(base) not in sys.path:
+        sys.path.append(str(base))
+    for kind, section in (("flows", config.flows), ("incoming", config.incoming)):
+        for name, item in section.items():
+            _check_chain(config, f"{kind}.{name}", item.transform)
+
+
+_STEP_INDEX = re.compile(r"transform\[(\d+)\]")
+
+
+def _check_chain(config: ProjectConfig, path: str, specs: list[Any]) -> None:
+    for index, spec in enumerate(specs):
+        problem = _step_problem(spec, index)
+        if problem is not None:
+            line = config.lines.get(f"{path}.transform.{index}")
+            where = f"{config.source}:{line}" if line else config.source
+            one_line = " ".join(f"{where}: {path}.{problem}".split())
+            raise ConfigError(_redact.text(one_line))
+
+
+def _step_problem(spec: Any, index: int) -> str | None:
+    """What is wrong with one step, as `transform[i]...: message`, or None."""
+    where = f"transform[{index}]"
+    shape = _argument_problem(spec)
+    if shape is not None:
+        return f"{where}: {shape}"
+    try:
+        steps.load_chain([spec])
+    except ConfigError as exc:
+        message = str(exc)
+        if _STEP_INDEX.search(message):
+            return _STEP_INDEX.sub(where, message, count=1)
+        return f"{where}: {message}"
+    except Exception as exc:  # a step's own check tripping on an odd value; or the module's import
+        return f"{where}: {type(exc).__name__}: {exc}"
+    return None
+
+
+_ARGUMENT_SHAPES: dict[str, tuple[str, str]] = {
+    **{name: ("fields", "mapping") for name in ("map", "rename", "set", "default", "convert")},
+    "drop": ("fields", "names"),
+    "keep": ("fields", "names"),
+    "filter": ("expression", "text"),
+    "python": ("function", "text"),
+}
+_EXPECTED = {
+    "mapping": "a mapping of field names, e.g. {name: value}",
+    "names": "a list of field names, e.g. [id, number]",
+    "text": "text",
+}
+
+
+def _argument_problem(spec: Any) -> str | None:
+    """The steps take their arguments as given, so a wrong type would only fail on the first
+    record: check the argument's type here."""
+    if not isinstance(spec, Mapping):
+        return None  # load_chain says what a step looks like
+    name = spec.get("step") if "step" in spec else next(iter(spec), None)
+    if not isinstance(name, str) or name not in _ARGUMENT_SHAPES:
+        return None
+    key, shape = _ARGUMENT_SHAPES[name]
+    value = spec.get(key) if "step" in spec else spec[name]
+    if shape == "mapping":
+        good = isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
+        if isinstance(value, Mapping) and name in ("map", "rename", "convert"):
+            good = good and all(isinstance(v, str) for v in value.values())
+    elif shape == "names":
+        good = isinstance(value, list) and all(isinstance(v, str) for v in value)
+    else:
+        good = isinstance(value, str)
+    return None if good else f"{name}: expected {_EXPECTED[shape]}, got {type(value).__name__}"
 
 
 def anchored(spec: str, base: Path) -> str:
@@ -231,12 +379,15 @@ def anchored(spec: str, base: Path) -> str:
 
 def _anchor_paths(config: ProjectConfig, base: Path) -> None:
     config.store = anchored(config.store, base)
+    _redact.register_url(config.store)
     for flow in config.flows.values():
         for endpoint in (flow.source, flow.target):
             if endpoint.reader is not None:
                 endpoint.reader = anchored(endpoint.reader, base)
             if endpoint.writer is not None:
                 endpoint.writer = anchored(endpoint.writer, base)
+            _redact.register_url(endpoint.reader)
+            _redact.register_url(endpoint.writer)
 
 
 def default_config() -> Path:

@@ -22,6 +22,7 @@ where BC's state tells, whether such an action happened (the `PROBES` table).
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Callable, Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -350,6 +351,10 @@ class Publisher:
             return False
         item.etag = payload.get("@odata.etag") if self.etag == "record" else None
         item.payload = _writable(self.entity_set, payload)
+        if (name := _not_finite(item.payload)) is not None:
+            # JSON has no NaN or infinity: sent, it would reach BC as null (a silent 0)
+            item.fail(f"{name} is not a finite number", code="TransformError")
+            return False
         return True
 
     def _key_of(self, item: _Item) -> str | None:
@@ -577,6 +582,20 @@ def _writable(entity_set: EntitySet, payload: Mapping[str, Any]) -> dict[str, An
             value = [_writable(line_set, line) for line in value if isinstance(line, Mapping)]
         clean[name] = value
     return clean
+
+
+def _not_finite(payload: Mapping[str, Any], prefix: str = "") -> str | None:
+    """The first field (lines included) holding a NaN or an infinity, if any."""
+    for name, value in payload.items():
+        if isinstance(value, float | Decimal) and not math.isfinite(value):
+            return prefix + name
+        if isinstance(value, list):
+            for index, line in enumerate(value):
+                if isinstance(line, Mapping) and (
+                    found := _not_finite(line, f"{prefix}{name}[{index}].")
+                ):
+                    return found
+    return None
 
 
 def _unchanged(payload: Mapping[str, Any], existing: Mapping[str, Any]) -> bool:

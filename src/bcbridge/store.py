@@ -36,7 +36,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from bcbridge import _json, _redact
-from bcbridge.errors import BCBridgeError, ConfigError
+from bcbridge.errors import Busy, ConfigError
 
 __all__ = [
     "DEFAULT_URL",
@@ -175,7 +175,7 @@ class LeaseLost(StoreError):
     another process took the flow over): the run must stop."""
 
 
-class FlowBusy(BCBridgeError):
+class FlowBusy(Busy):
     """Another live process holds the flow's lease."""
 
     def __init__(self, lease: Lease):
@@ -804,7 +804,11 @@ class Store:
         ids = list(task_ids)
         if not ids:
             return
-        values: dict[str, Any] = {"status": status, "updated_at": _now(), "last_error": error}
+        values: dict[str, Any] = {
+            "status": status,
+            "updated_at": _now(),
+            "last_error": _masked(error),
+        }
         if result_id is not None:
             values["result_id"] = result_id
         if attempt:
@@ -832,7 +836,7 @@ class Store:
             for update in updates:
                 values: dict[str, Any] = {
                     "status": update.status,
-                    "last_error": update.error,
+                    "last_error": _masked(update.error),
                     "updated_at": now,
                 }
                 if update.result_id is not None:
@@ -866,6 +870,11 @@ class Store:
         )
         with self._connect() as conn:
             return {str(status): int(count) for status, count in conn.execute(stmt)}
+
+
+def _masked(error: str | None) -> str | None:
+    """An error is kept with its secrets masked (a transformer's message may quote one)."""
+    return None if error is None else _redact.text(error)
 
 
 def _task(row: Any) -> Task:

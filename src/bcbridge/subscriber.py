@@ -58,9 +58,21 @@ class CursorState:
         return {"field": self.field, "value": self.value, "boundary": self.boundary}
 
     @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> CursorState:
+    def from_json(cls, data: Any) -> CursorState:
+        """A saved cursor; anything else (a state file edited or damaged) is a ConfigError."""
+        if (
+            not isinstance(data, Mapping)
+            or not isinstance(data.get("field", ""), str)
+            or not isinstance(data.get("value"), str | int | float | None)
+            or not isinstance(data.get("boundary") or {}, Mapping)
+        ):
+            raise ConfigError(
+                "not a saved cursor (expected an object with field, value and boundary); "
+                "delete it to read everything again",
+                field="state",
+            )
         return cls(
-            str(data.get("field", "lastModifiedDateTime")),
+            data.get("field", "lastModifiedDateTime"),
             data.get("value"),
             dict(data.get("boundary") or {}),
         )

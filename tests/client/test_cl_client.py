@@ -309,5 +309,5 @@ def test_cli_grant_and_check(bc_emulator: RunningEmulator) -> None:
     assert bc_emulator.info.client_secret not in granted.stdout
     env["BC_CLIENT_SECRET"] = "wrong-secret"
     checked = subprocess.run([*cli, "check"], env=env, capture_output=True, text=True, timeout=60)
-    assert checked.returncode == 1 and "AADSTS7000215" in checked.stderr
+    assert checked.returncode == 3 and "AADSTS7000215" in checked.stderr
     assert "Traceback" not in checked.stderr

@@ -89,7 +89,7 @@ def test_a_wrong_type_names_the_line_and_the_field_path(tmp_path: Path) -> None:
 
 def test_an_unknown_field_is_named(tmp_path: Path) -> None:
     message = load_error(tmp_path, GOOD.replace("    schedule:", "    schedul:"))
-    assert "flows.from_file.schedul: Extra inputs are not permitted" in message
+    assert "flows.from_file.schedul: unknown key 'schedul' (did you mean 'schedule'?)" in message
 
 
 def test_a_bad_schedule_is_reported_when_the_file_is_loaded(tmp_path: Path) -> None:

@@ -139,10 +139,10 @@ def test_push_keeps_bad_records_and_replays_them_after_a_fix(
 def test_bad_options_are_named(emulator: RunningEmulator) -> None:
     wrong = cli(emulator, "push", "items", "--action", "fly", "--in", "-", input="")
     assert (
-        wrong.returncode == 1
+        wrong.returncode == 2  # a usage error
         and "no action 'fly'" in wrong.stderr
         and "Traceback" not in wrong.stderr
     )
     unknown = cli(emulator, "pull", "customer")
-    assert unknown.returncode == 1 and "did you mean customers" in unknown.stderr
+    assert unknown.returncode == 2 and "did you mean customers" in unknown.stderr
     assert "Example:" in cli(emulator, "pull", "--help").stdout

@@ -1,6 +1,25 @@
-"""The `bcbridge` command. Each group lives in its own module; none holds business logic."""
+"""The `bcbridge` command. Each group lives in its own module; none holds business logic.
+
+Exit codes (the mapping lives in `bcbridge.errors.exit_code`):
+
+- 0: done;
+- 1: done, but some records failed (`bcbridge tasks list --status failed` shows them);
+- 2: usage or configuration: bad flags, project file, settings or input file;
+- 3: Business Central, sign-in or network (AuthError, TransportError, BCAPIError);
+- 4: busy: the flow is already running elsewhere;
+- 70: internal error, a bug: rerun with BCBRIDGE_DEBUG=1 and report the traceback;
+- 130: interrupted (Ctrl-C).
+
+No traceback reaches a user: an error nobody expected is one line and exit code 70; the
+traceback (secrets masked) is shown only with BCBRIDGE_DEBUG=1.
+"""
 
 from __future__ import annotations
+
+import os
+import sys
+import traceback
+from collections.abc import Sequence
 
 import typer
 
@@ -8,8 +27,10 @@ app = typer.Typer(
     name="bcbridge",
     help="Business Central API v2.0 connector: pull, push, flows, and a local emulator.",
     no_args_is_help=True,
+    pretty_exceptions_enable=False,  # main() reports what escapes; a traceback only on request
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
+DEBUG_VARIABLE = "BCBRIDGE_DEBUG"
 
 
 @app.callback()
@@ -18,9 +39,11 @@ def _root() -> None:
 
 
 def _register() -> None:
-    """Attach the command groups. Imported lazily so `bcbridge --help` stays fast."""
+    """Attach the command groups (once). Imported lazily so `bcbridge --help` stays fast."""
     from importlib import import_module
 
+    if app.registered_commands or app.registered_groups:
+        return  # main() called again in the same process (tests)
     for module in ("emulator", "client", "data", "flows"):
         try:
             mod = import_module(f"bcbridge.cli.{module}")
@@ -31,6 +54,37 @@ def _register() -> None:
         mod.register(app)
 
 
-def main() -> None:
-    _register()
-    app()
+def main(args: Sequence[str] | None = None) -> None:
+    """Run the command line (`args` default to sys.argv); always ends with SystemExit."""
+    try:
+        _register()
+        app(args=args)  # standalone: usage errors exit 2, typer.Exit with its code
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        raise SystemExit(report(exc)) from None
+    raise SystemExit(0)
+
+
+def report(error: BaseException) -> int:
+    """Print an error that escaped a command as one line; return its exit code."""
+    from bcbridge import _redact
+    from bcbridge.errors import EXIT_INTERNAL, exit_code
+
+    code = exit_code(error)
+    debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    if debug:
+        lines = traceback.format_exception(error)
+        sys.stderr.write(_redact.text("".join(lines)))
+    if code == EXIT_INTERNAL:
+        first = str(error).splitlines()[0] if str(error) else ""
+        hint = "" if debug else f" (rerun with {DEBUG_VARIABLE}=1 for the traceback)"
+        sys.stderr.write(
+            f"error: {type(error).__name__}: {_redact.text(first)} - this is a bug, "
+            f"please report it{hint}\n"
+        )
+    elif isinstance(error, KeyboardInterrupt):
+        sys.stderr.write("interrupted\n")
+    else:
+        sys.stderr.write(f"error: {_redact.text(str(error))}\n")
+    return code

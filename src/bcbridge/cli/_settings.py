@@ -7,8 +7,9 @@ from typing import Any
 
 import typer
 
+from bcbridge import _redact
 from bcbridge.config import ClientSettings
-from bcbridge.errors import BCBridgeError
+from bcbridge.errors import ConfigError, exit_code
 
 CONFIG_OPTION = typer.Option(
     None, "--config", help="YAML file with client settings (a `clients:` map or one client)."
@@ -25,17 +26,24 @@ def load_settings(config: Path | None, client: str | None = None, **flags: Any) 
     prefix: str | None = None
     if "clients" in data:
         clients = data["clients"] or {}
+        if not isinstance(clients, dict):
+            raise ConfigError(
+                "expected a mapping of client names", source=str(config), field="clients"
+            )
         name = client or next(iter(clients), None)
         if name not in clients:
-            raise BCBridgeError(
-                f"{config}: no client named {name!r}; defined: {', '.join(clients)}"
+            raise ConfigError(
+                f"{config}: no client named {name!r}; defined: {', '.join(clients) or 'none'}"
             )
         data, prefix = clients[name], f"clients.{name}"
+        if not isinstance(data, dict):
+            raise ConfigError("expected a mapping of settings", source=str(config), field=prefix)
     values = {**data, **{k: v for k, v in flags.items() if v is not None}}
     return validate_settings(values, source=str(config), lines=lines, prefix=prefix)
 
 
 def fail(error: BaseException) -> typer.Exit:
-    """Print an expected error without a traceback and exit non-zero."""
-    typer.secho(f"error: {error}", fg=typer.colors.RED, err=True)
-    return typer.Exit(1)
+    """Print an expected error (secrets masked) without a traceback; exit with its documented
+    code (`bcbridge.errors.exit_code`: 2 for configuration and input, 3 for BC, 4 busy)."""
+    typer.secho(f"error: {_redact.text(str(error))}", fg=typer.colors.RED, err=True)
+    return typer.Exit(exit_code(error))

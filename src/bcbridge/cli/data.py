@@ -39,7 +39,15 @@ from bcbridge import _json, catalog
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
 from bcbridge.cli.flows import _ctrl_c_stops
 from bcbridge.client import BusinessCentralClient
-from bcbridge.errors import BCBridgeError, ConfigError, TransformError
+from bcbridge.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_USAGE,
+    BCBridgeError,
+    ConfigError,
+    TransformError,
+)
 from bcbridge.flowconfig import Endpoint, FlowConfig, OutgoingConfig, ProjectConfig
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.publisher import WRITE_ACTIONS, FailedRecord, read_failed, write_failed
@@ -57,8 +65,6 @@ PUSH_STORE = "sqlite:///.bcbridge/push.db"
 # does BC's own annotations), so BC never receives it.
 SOURCE = "@odata.bcbridge.source"
 TASK_FAILED = ("failed", "unknown")  # unknown: an answer lost for a bound action (not resent)
-USAGE = 2  # exit code of a command line that cannot work as given
-INTERRUPTED = 130  # as for SIGINT
 
 
 class UsageError(Exception):
@@ -89,7 +95,7 @@ def _summary(title: str, counts: Counter[str]) -> None:
 
 def _usage(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(USAGE)
+    return typer.Exit(EXIT_USAGE)
 
 
 def _params(pairs: list[str]) -> dict[str, str]:
@@ -830,13 +836,14 @@ def _report(
             f"({again}): records already done are skipped[/]"
         )
     if result.status == "interrupted":
-        return INTERRUPTED
+        return EXIT_INTERRUPTED
     if result.status not in ("ok", "failed"):
-        if isinstance(error, BCBridgeError):
-            raise fail(error)
+        problem = error or result.exception  # the run's own error: its documented exit code
+        if problem is not None:
+            raise fail(problem)
         typer.secho(f"error: {result.error or 'the push stopped'}", fg=typer.colors.RED, err=True)
-        return 1
-    return 1 if result.failed or journal.written else 0
+        return EXIT_FAILED
+    return EXIT_FAILED if result.failed or journal.written else EXIT_OK
 
 
 def _retry_command(plan: _Push, opts: dict[str, Any]) -> str:

@@ -17,12 +17,20 @@ from typing import Any
 import anyio
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bcbridge import _json
+from bcbridge import _json, _redact
 from bcbridge.cli._settings import fail
-from bcbridge.errors import AuthError, BCAPIError, BCBridgeError, ConfigError, TransportError
+from bcbridge.errors import (
+    EXIT_BUSY,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    BCBridgeError,
+    exit_code,
+)
 from bcbridge.flowconfig import ProjectConfig, find_config, load_project
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.schedule import parse_schedule, sleep_until
@@ -41,12 +49,6 @@ COLUMNS = (
     "skipped",
     "filtered",
 )
-# Exit codes of `run` (and `tasks retry`, `demo`); see _exit_code.
-EXIT_FAILED = 1  # records failed, or a run stopped on an unexpected error
-EXIT_CONFIG = 2  # usage, project file or store problem (read-only, full, deleted): fix, run again
-EXIT_BC = 3  # Business Central, sign-in or network trouble
-EXIT_BUSY = 4  # the flow is already running in another process (its lease is held)
-EXIT_INTERRUPTED = 130  # stopped with Ctrl-C, as for SIGINT
 PROJECT_OPTION = typer.Option(
     None, "--config", help="Project file (default: $BCBRIDGE_CONFIG, else ./bcbridge.yaml)."
 )
@@ -57,18 +59,13 @@ tasks_group = typer.Typer(
 )
 
 
-def _open(config: Path | None, *, code: int = 1) -> tuple[ProjectConfig, Store]:
+def _open(config: Path | None) -> tuple[ProjectConfig, Store]:
     """The project and its store; a bad project file or an unusable store ends the command."""
     try:
         project = load_project(find_config(config))
         return project, Store(project.store)
     except BCBridgeError as exc:
-        raise _usage_error(exc, code) from None
-
-
-def _usage_error(error: BaseException, code: int = EXIT_CONFIG) -> typer.Exit:
-    fail(error)  # prints the one line
-    return typer.Exit(code)
+        raise fail(exc) from None
 
 
 @contextmanager
@@ -127,7 +124,7 @@ def _summary(results: list[RunResult]) -> None:
     stderr.print(table)
     for result in results:
         if result.error:
-            stderr.print(f"[red]{result.flow}: {result.error}[/]")
+            stderr.print(f"[red]{escape(result.flow)}: {escape(_redact.text(result.error))}[/]")
         if lost := result.counts.get("unknown"):
             stderr.print(f"[red]{result.flow}: {_LOST.format(count=lost, flow=result.flow)}[/]")
 
@@ -174,25 +171,17 @@ def _say_whom_we_wait_for(store: Store, name: str) -> None:
 
 
 def _exit_code(results: list[RunResult]) -> int:
-    """The code of the first run that stopped on an error (2 project/store, 3 BC/network,
-    1 other), else 4 when a flow was busy, 1 when records failed, 130 when Ctrl-C stopped it."""
+    """The documented code (`bcbridge.errors`) of the first run that stopped on an error, else
+    4 when a flow was busy, 1 when records failed, 130 when Ctrl-C stopped it."""
     for result in results:
         if result.status == RunStatus.ERROR:
-            return _error_code(result.exception)
+            return exit_code(result.exception) if result.exception else EXIT_FAILED
     statuses = {result.status for result in results}
     if RunStatus.BUSY in statuses:
         return EXIT_BUSY
     if RunStatus.FAILED in statuses:
         return EXIT_FAILED
-    return EXIT_INTERRUPTED if RunStatus.INTERRUPTED in statuses else 0
-
-
-def _error_code(error: BaseException | None) -> int:
-    if isinstance(error, ConfigError):  # includes StoreError
-        return EXIT_CONFIG
-    if isinstance(error, AuthError | TransportError | BCAPIError):
-        return EXIT_BC
-    return EXIT_FAILED
+    return EXIT_INTERRUPTED if RunStatus.INTERRUPTED in statuses else EXIT_OK
 
 
 def run(
@@ -227,7 +216,7 @@ def run(
     Example: bcbridge run customers_to_sqlite --config examples/bcbridge.yaml --every 5m
     """
     stop = threading.Event()
-    project, store = _open(config, code=EXIT_CONFIG)
+    project, store = _open(config)
     names = list(flows or project.flows)
     waiting = (math.inf if wait_timeout is None else wait_timeout) if wait else None
     try:
@@ -243,7 +232,7 @@ def run(
         next_start = parse_schedule(schedule) if schedule else None
     except BCBridgeError as exc:
         store.close()
-        raise _usage_error(exc) from None
+        raise fail(exc) from None
     code = 0
     with _ctrl_c_stops(stop):
         while True:
@@ -284,10 +273,10 @@ def flows_list(config: Path | None = PROJECT_OPTION) -> None:
         last = store.runs(name, limit=1)
         tasks = store.count_tasks(name)
         table.add_row(
-            name,
-            str(flow.source.incoming or flow.source.reader),
-            str(flow.target.outgoing or flow.target.writer),
-            flow.schedule or "-",
+            escape(name),
+            escape(_redact.url(str(flow.source.incoming or flow.source.reader))),
+            escape(_redact.url(str(flow.target.outgoing or flow.target.writer))),
+            escape(flow.schedule or "-"),
             f"{last[0]['status']} {last[0]['started_at']:%Y-%m-%d %H:%M}" if last else "never",
             ", ".join(f"{k} {v:,}" for k, v in sorted(tasks.items())) or "-",
         )
@@ -302,12 +291,12 @@ def _task_table(tasks: list[Task]) -> Table:
     for task in tasks:
         table.add_row(
             str(task.id),
-            task.flow,
-            task.record_key or "-",
+            escape(task.flow),
+            escape(task.record_key or "-"),
             task.status,
             str(task.attempts),
             f"{task.updated_at:%Y-%m-%d %H:%M:%S}",
-            (task.last_error or "")[:120],
+            escape(_redact.text(task.last_error or "")[:120]),
         )
     return table
 
@@ -336,6 +325,7 @@ def tasks_show(task_id: int = typer.Argument(...), config: Path | None = PROJECT
     if task is None:
         raise fail(BCBridgeError(f"no task {task_id}"))
     data = {**task.__dict__, "created_at": str(task.created_at), "updated_at": str(task.updated_at)}
+    data["last_error"] = task.last_error and _redact.text(task.last_error)
     typer.echo(_json.dumps(data, option=_json.OPT_INDENT_2).decode())
 
 
