@@ -68,7 +68,7 @@ __all__ = [
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the command ran, some records failed
-EXIT_USAGE = 2  # as click/typer for bad flags: fix the command, the config or the input
+EXIT_USAGE = 2  # as click/typer for bad flags: fix the command, the config, the input or the output
 EXIT_BC = 3
 EXIT_BUSY = 4
 EXIT_INTERNAL = 70  # EX_SOFTWARE in sysexits.h
