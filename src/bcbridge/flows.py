@@ -28,7 +28,7 @@ import contextlib
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
@@ -64,6 +64,7 @@ from bcbridge.transform import Chain, Default, Drop, Filter, Keep, load_chain
 __all__ = ["FlowRunner", "RunResult"]
 
 Progress = Callable[[str, Counter[str]], None]
+_Work = Callable[[str, "FlowConfig", "Chain", "LeaseKeeper", "RunResult"], Awaitable[None]]
 FIX_THE_FILE = "fix the line in the file and run the flow again"  # an unreadable input line
 REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run stops
 
@@ -283,6 +284,13 @@ class FlowRunner:
         process holds the flow's lease; with `wait` (seconds, `math.inf` for no limit) the
         lease is waited for first. Anything else (Ctrl-C pressed twice, a bug) is recorded as
         an error run and re-raised."""
+        return await self._leased(name, wait, recover=True, work=self._work)
+
+    async def _leased(
+        self, name: str, wait: float | None, *, recover: bool, work: _Work
+    ) -> RunResult:
+        """`work` on flow `name` under its lease, recorded as a run: the result says how it
+        ended (see `run`)."""
         result = RunResult(name, None, RunStatus.RUNNING, Counter())
         try:
             flow = self.project.flow(name)
@@ -292,9 +300,9 @@ class FlowRunner:
                 result.status = RunStatus.INTERRUPTED
                 return result
             with LeaseKeeper(self.store, lease) as keeper:
-                result.run_id = self.store.start_run(name, holder=lease.holder)
+                result.run_id = self.store.start_run(name, recover=recover, holder=lease.holder)
                 try:
-                    await self._work(name, flow, chain, keeper, result)
+                    await work(name, flow, chain, keeper, result)
                 except BaseException as exc:  # the run record must say how it ended
                     self._end_with_error(result, exc)
                     raise
@@ -364,31 +372,14 @@ class FlowRunner:
         return results
 
     async def _retry_flow(self, name: str, tasks: list[Task], wait: float | None) -> RunResult:
-        result = RunResult(name, None, RunStatus.RUNNING, Counter())
-        try:
-            flow = self.project.flow(name)
-            chain = load_chain(flow.transform)
-            lease = await self._lease(name, wait)
-            if lease is None:
-                result.status = RunStatus.INTERRUPTED
-                return result
-            with LeaseKeeper(self.store, lease):
-                result.run_id = self.store.start_run(name, recover=False, holder=lease.holder)
-                try:
-                    async with AsyncExitStack() as stack:
-                        clients = _Clients(self.project, stack)
-                        target = await self._target(name, flow, clients, stack)
-                        await self._deliver(tasks, chain, {}, target, result.counts)
-                except BaseException as exc:
-                    self._end_with_error(result, exc)
-                    raise
-                result.status = RunStatus.FAILED if result.failed else RunStatus.OK
-                self.store.end_run(result.run_id, result.status, dict(result.counts))
-        except FlowBusy as exc:
-            result.status, result.error, result.exception = RunStatus.BUSY, str(exc), exc
-        except BCBridgeError as exc:
-            self._end_with_error(result, exc)
-        return result
+        async def deliver(
+            name: str, flow: FlowConfig, chain: Chain, keeper: LeaseKeeper, result: RunResult
+        ) -> None:
+            async with AsyncExitStack() as stack:
+                target = await self._target(name, flow, _Clients(self.project, stack), stack)
+                await self._deliver(tasks, chain, {}, target, result.counts)
+
+        return await self._leased(name, wait, recover=False, work=deliver)
 
     # --- building ---------------------------------------------------------------------------
 
