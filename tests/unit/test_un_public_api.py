@@ -150,3 +150,14 @@ def test_the_version_is_written_once() -> None:
     # and the changelog has a section for it
     changelog = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
     assert f"## [{bcbridge.__version__}]" in changelog
+
+
+def test_the_readme_library_example_imports_from_bcbridge_only() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## The library", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    compile(example, "README.md", "exec")
+    imports = re.findall(r"^from (\S+) import (.+)$", example, re.M)
+    assert imports and {module for module, _ in imports} == {"bcbridge"}
+    for _, names in imports:
+        assert {name.strip() for name in names.split(",")} <= set(bcbridge.__all__)
