@@ -45,6 +45,8 @@ RENEW_MARGIN_MAX = 300.0
 
 @dataclass(frozen=True)
 class Token:
+    """A bearer token and when it expires and was issued (``time.time()`` seconds)."""
+
     value: str
     expires_at: float  # time.time()
     issued_at: float = field(default_factory=time.time)
@@ -67,6 +69,7 @@ class Token:
         return _claims(self.value)
 
     def fresh(self, margin: float) -> bool:
+        """Still valid `margin` seconds from now."""
         return time.time() < self.expires_at - margin
 
 
@@ -106,6 +109,7 @@ class StaticToken:
         return f"StaticToken({_redact.token(self._value)!r})"
 
     async def token(self) -> str:
+        """The token given."""
         return self._value
 
     def invalidate(self, token: str) -> None:
@@ -144,6 +148,8 @@ class _CASession(requests.Session):
 
 
 def msal_session(ca_bundle: Path | None) -> requests.Session:
+    """The HTTP session MSAL talks to Entra with: `ca_bundle` alone is trusted when given
+    (the emulator's), else the system's; no proxy or CA settings from the environment."""
     if ca_bundle is None:
         session = requests.Session()
         session.trust_env = False  # system trust store via certifi, no proxy surprises
@@ -239,9 +245,11 @@ class MsalTokenSource:
         return await anyio.to_thread.run_sync(self._acquire)
 
     async def token(self) -> str:
+        """A token from MSAL's cache, or a new one when it is near expiry or was refused."""
         return (await self.current()).value
 
     def invalidate(self, token: str) -> None:
+        """BC refused `token`: the next `token()` gets a new one from Entra."""
         self._refused = token
 
 

@@ -37,6 +37,8 @@ __all__ = [
 
 
 class FieldType(StrEnum):
+    """A property's type, as this catalog writes it (BC's Edm types, simplified)."""
+
     GUID = "guid"
     STRING = "string"
     INT = "int"
@@ -48,6 +50,8 @@ class FieldType(StrEnum):
 
 
 class Operation(StrEnum):
+    """An HTTP method an entity set accepts."""
+
     GET = "GET"
     POST = "POST"
     PATCH = "PATCH"
@@ -55,6 +59,8 @@ class Operation(StrEnum):
 
 
 class Scope(StrEnum):
+    """Where an entity set lives: under a company, or at the API root."""
+
     COMPANY = "company"  # companies({id})/set, or set?company={id}
     ROOT = "root"  # at the API root: companies, subscriptions
 
@@ -65,6 +71,9 @@ READ_ONLY = frozenset({Operation.GET})
 
 @dataclass(frozen=True)
 class Field:
+    """A property of an entity: its type, whether BC lets clients write it, the options of an
+    enum, and BC's maximum length of a text."""
+
     name: str
     type: FieldType = FieldType.STRING
     read_only: bool = False
@@ -73,6 +82,7 @@ class Field:
 
     @property
     def is_key_like(self) -> bool:
+        """A GUID ending in ``Id``: a link to another record."""
         return self.type is FieldType.GUID and self.name.endswith("Id")
 
 
@@ -92,6 +102,9 @@ class Navigation:
 
 @dataclass(frozen=True)
 class EntitySet:
+    """An entity set of BC API v2.0: its name, entity type, operations, bound actions,
+    properties and navigation properties."""
+
     name: str  # the entity set, e.g. "customers"
     entity: str  # the entity type, e.g. "customer"
     operations: frozenset[Operation] = CRUD
@@ -116,9 +129,11 @@ class EntitySet:
 
     @property
     def read_only(self) -> bool:
+        """Only GET is allowed."""
         return self.operations == READ_ONLY
 
     def allows(self, operation: Operation | str) -> bool:
+        """The set accepts this HTTP method."""
         return Operation(operation) in self.operations
 
     def field(self, name: str) -> Field:
@@ -134,13 +149,16 @@ class EntitySet:
 
     @property
     def field_names(self) -> tuple[str, ...]:
+        """The names of its properties, in catalog order."""
         return tuple(f.name for f in self.fields)
 
     @property
     def writable_fields(self) -> tuple[Field, ...]:
+        """The properties a client may write."""
         return tuple(f for f in self.fields if not f.read_only)
 
     def navigation(self, name: str) -> Navigation | None:
+        """The navigation property `name`, or None."""
         return next((nav for nav in self.navigations if nav.name == name), None)
 
 
@@ -773,6 +791,7 @@ CATALOG: Mapping[str, EntitySet] = _build()
 
 
 def names() -> tuple[str, ...]:
+    """The names of every entity set in the catalog."""
     return tuple(CATALOG)
 
 

@@ -52,6 +52,8 @@ _AUTH_HINTS = {
 
 @dataclass(frozen=True)
 class Company:
+    """A company of the environment, as `companies()` lists it."""
+
     id: str
     name: str
     display_name: str
@@ -59,6 +61,9 @@ class Company:
 
 @dataclass
 class Page:
+    """One page of a collection: its records, the `@odata.nextLink` to the next (None on the
+    last), the URL it came from and its number counted from 1."""
+
     records: list[dict[str, Any]]
     next_link: str | None
     url: str
@@ -78,6 +83,9 @@ class BatchOperation:
 
 @dataclass
 class BatchResult:
+    """The answer to one `BatchOperation`, matched by `id`. `error` is the typed error BC's
+    answer maps to (None when it succeeded); `ok` says whether it did."""
+
     id: str
     status: int
     headers: dict[str, str]
@@ -86,11 +94,15 @@ class BatchResult:
 
     @property
     def ok(self) -> bool:
+        """BC answered 2xx and no error was mapped."""
         return self.error is None and 200 <= self.status < 300
 
 
 @dataclass
 class GrantResult:
+    """What `grant()` proves: a token (redacted), its expiry (epoch seconds), its claims and the
+    companies the app can see."""
+
     token: str  # redacted: first and last 6 characters
     expires_at: float
     claims: dict[str, Any]
@@ -118,8 +130,14 @@ async def task_group() -> AsyncIterator[anyio.abc.TaskGroup]:
 
 
 class BusinessCentralClient:
-    """`auth`: where bearer tokens come from (default: MSAL with the settings' credentials);
-    `transport`: how requests reach BC (default: HTTPS; e.g. ``httpx.ASGITransport(app)``)."""
+    """The async HTTP client for BC API v2.0: tokens, BC's limits, retries, paging and `$batch`.
+
+    Use it as an async context manager (``async with BusinessCentralClient(settings) as bc``),
+    or call `aclose()`. `auth`: where bearer tokens come from (default: MSAL with the settings'
+    credentials); `transport`: how requests reach BC (default: HTTPS; e.g.
+    ``httpx.ASGITransport(app)``). Errors are the typed `bcbridge.errors` (`Throttled`,
+    `NotFound`, ...), raised after the retries the settings allow.
+    """
 
     def __init__(
         self,
@@ -149,9 +167,11 @@ class BusinessCentralClient:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Close the connections; the client cannot be used after."""
         await self._http.aclose()
 
     def url(self, path_or_url: str) -> str:
+        """An absolute URL: a path is taken relative to the API root, a URL is kept as it is."""
         if path_or_url.startswith(("https://", "http://")):
             return path_or_url
         return f"{self.api_root}/{path_or_url.lstrip('/')}"
@@ -267,6 +287,7 @@ class BusinessCentralClient:
     async def get_json(
         self, path_or_url: str, params: Mapping[str, Any] | None = None
     ) -> dict[str, Any]:
+        """GET one resource and return its JSON body."""
         response = await self.request("GET", path_or_url, params=params)
         body: dict[str, Any] = orjson.loads(response.content)
         return body
@@ -313,6 +334,7 @@ class BusinessCentralClient:
         params: Mapping[str, Any] | None = None,
         page_size: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
+        """The records of every page of `iter_pages`, one at a time (one page in memory)."""
         async for page in self.iter_pages(path_or_url, params=params, page_size=page_size):
             for record in page.records:
                 yield record
@@ -438,6 +460,7 @@ class BusinessCentralClient:
     # --- companies and access ---------------------------------------------------------------
 
     async def companies(self, *, refresh: bool = False) -> list[Company]:
+        """The environment's companies, read once and kept (`refresh=True` reads them again)."""
         if self._companies is None or refresh:
             self._companies = [
                 Company(

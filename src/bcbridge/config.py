@@ -87,6 +87,14 @@ class CertificateCredential(BaseModel):
 
 
 class ClientSettings(BaseModel):
+    """How to reach one BC environment as one app: hosts, tenant, environment, the credential
+    (a client secret or a certificate), scopes, limits, retries and request logging.
+
+    Build it from the BC_* variables (`from_env`), a YAML file (`from_yaml`) or keywords; a
+    bad value is a ConfigError naming the setting. The secret is a SecretStr, masked in repr and
+    registered so that no message or log line ever shows it.
+    """
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     base_url: str = "https://api.businesscentral.dynamics.com"

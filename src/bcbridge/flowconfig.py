@@ -143,6 +143,9 @@ class FlowConfig(_Strict):
 
 
 class ProjectConfig(_Strict):
+    """A project file: the store, clients, incoming and outgoing connections, and the flows that
+    join them. Load it with `load_project`, which also checks names, steps and paths."""
+
     store: Location = DEFAULT_URL
     clients: dict[str, ClientSettings] = Field(default_factory=dict)  # validated at load
     incoming: dict[str, IncomingConfig] = Field(default_factory=dict)
@@ -237,6 +240,9 @@ def _check_names(config: ProjectConfig) -> None:
 
 
 def load_project(path: Path) -> ProjectConfig:
+    """Read and check the project file at `path`: every problem a user can fix (a YAML error, an
+    unknown name, a step that cannot be built, a missing driver) is a one-line ConfigError with
+    file:line and the key's path; relative paths are anchored to the file's folder."""
     data, lines = load_yaml(path)
     try:
         config = ProjectConfig.model_validate({**_short_forms(data), "source": str(path)})

@@ -71,6 +71,10 @@ REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run 
 
 @dataclass
 class RunResult:
+    """How one run of a flow ended: its status (a `RunStatus` value), the store's run id,
+    counts per outcome (``created``, ``updated``, ``failed``, ``unknown``, ``filtered``, ...)
+    and, when it stopped on an error, that error's one line and the exception."""
+
     flow: str
     run_id: int | None  # None: the run ended before it was recorded (busy, bad transformers)
     status: str  # a RunStatus: ok, failed (some records failed), interrupted, error, busy

@@ -29,6 +29,7 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 
 
 def is_guid(text: str) -> bool:
+    """`text` is a GUID in its 8-4-4-4-12 form (either case)."""
     return bool(_GUID.match(text))
 
 

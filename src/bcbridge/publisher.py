@@ -71,6 +71,8 @@ LOOKUP_CHUNK = 40  # values per `or` filter: keeps URLs well under gateway limit
 
 
 class Outcome(StrEnum):
+    """What became of one record (`RecordResult.outcome`)."""
+
     CREATED = "created"
     UPDATED = "updated"
     DELETED = "deleted"
@@ -83,6 +85,10 @@ class Outcome(StrEnum):
 
 @dataclass
 class RecordResult:
+    """The result of one record given to `Publisher.publish`: its position in the input, its
+    outcome, the record, BC's id (or the key_field value) and, when it failed, BC's HTTP status,
+    error code and message."""
+
     index: int
     outcome: Outcome
     record: dict[str, Any]
@@ -93,6 +99,7 @@ class RecordResult:
 
     @property
     def ok(self) -> bool:
+        """Neither failed nor unknown."""
         return self.outcome not in (Outcome.FAILED, Outcome.UNKNOWN)
 
 
@@ -143,6 +150,8 @@ class _Item:
 
 
 class Verdict(StrEnum):
+    """What reading BC says about an action whose answer was lost."""
+
     DONE = "done"  # BC's state shows the action was carried out
     NOT_DONE = "not_done"  # BC's state shows it was not: safe to send
     UNKNOWN = "unknown"  # BC's state cannot tell (or there is no way to ask): a person decides
@@ -150,6 +159,8 @@ class Verdict(StrEnum):
 
 @dataclass
 class Verification:
+    """The verdict of `Publisher.verify` on one record, why, and the id of the record read."""
+
     verdict: Verdict
     reason: str
     id: str | None = None  # the BC record read
@@ -201,6 +212,18 @@ PROBES: Mapping[tuple[str, str], Probe] = {
 
 @dataclass
 class Publisher:
+    """Writes records to one entity set of BC: create, update, upsert, delete or a bound action.
+
+    ``async for result in publisher.publish(records)`` gives one `RecordResult` per record, so a
+    record BC refuses never loses the others. `key_field` (``number``, ``code``, ...) looks
+    records up before writing (required by upsert, and by create unless `allow_duplicates`);
+    `key` names the record to update, delete or act on (a GUID or a template such as
+    ``"{id}"``). `etag`: ``fetch`` reads the current ETag, ``record`` uses the record's
+    ``@odata.etag``, ``force`` sends ``If-Match: *``. A record whose answer was lost is retried
+    when that cannot do the work twice (`repeatable`), else it comes back `Outcome.UNKNOWN`;
+    `verify` reads BC to settle such records.
+    """
+
     client: BusinessCentralClient
     entity: str | EntitySet
     action: str
@@ -258,6 +281,7 @@ class Publisher:
 
     @property
     def entity_set(self) -> EntitySet:
+        """The catalog's entity set this publisher writes."""
         return self.entity if isinstance(self.entity, EntitySet) else catalog.get(self.entity)
 
     # --- the public entry ------------------------------------------------------------------------
@@ -286,6 +310,7 @@ class Publisher:
             self._company_id = (await self.client.resolve_company(name)).id
 
     def path(self, key: str | None = None, action: str | None = None) -> str:
+        """The API path of the entity set, of one record by `key`, or of its bound `action`."""
         return entity_path(self.entity_set, company_id=self._company_id, key=key, action=action)
 
     async def verify(self, records: Sequence[dict[str, Any]]) -> list[Verification]:

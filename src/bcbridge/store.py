@@ -137,6 +137,7 @@ leases = sa.Table(
 
 
 def payload_hash(record: Any) -> str:
+    """The SHA-256 of a record's canonical encoding (sorted keys): how a task is found again."""
     # the store's encoding: the same digest as plain orjson when no Decimal is in the record
     return hashlib.sha256(_json.store_dumps(record, option=_json.OPT_SORT_KEYS)).hexdigest()
 
@@ -215,6 +216,7 @@ class Lease:
     expires_at: datetime
 
     def describe(self) -> str:
+        """Who holds the lease and how lately it was renewed, for a person."""
         since = f"{self.acquired_at:%Y-%m-%d %H:%M:%S} UTC"
         beat = max(0.0, (_now() - self.heartbeat_at).total_seconds())
         return (
@@ -270,6 +272,13 @@ def _lease(row: Any) -> Lease:
 
 @dataclass
 class Task:
+    """One record's delivery for one flow, as the store keeps it.
+
+    `status` is a `TaskStatus` value; `payload` the record (after the transformers when `stage`
+    is ``send``, as read when it is ``transform``: a retry transforms it again); `hash` finds it
+    when the record comes again; `result_id` is what BC or the writer answered with.
+    """
+
     id: int
     flow: str
     run_id: int
@@ -449,6 +458,14 @@ def _explain(url: str, exc: BaseException) -> StoreError:
 
 
 class Store:
+    """The state of a project's flows in a SQL database: cursors, runs, tasks and leases.
+
+    ``Store(url)`` opens (and creates or migrates) the database at any SQLAlchemy URL; the
+    default is ``sqlite:///.bcbridge/state.db``. Each method is one transaction. `FlowRunner`
+    drives it; programs mostly read it (`runs`, `tasks`, `task`, `count_tasks`). Errors of
+    the database are one-line `StoreError`s naming the store (its password masked).
+    """
+
     def __init__(self, url: str = DEFAULT_URL, *, lease_ttl: float | None = None):
         self.url = url
         self.lease_ttl = lease_ttl if lease_ttl is not None else lease_ttl_from_env()
@@ -465,6 +482,7 @@ class Store:
             ) from None
 
     def close(self) -> None:
+        """Close the database connections."""
         self.engine.dispose()
 
     @contextmanager
@@ -487,6 +505,8 @@ class Store:
     # --- cursors -------------------------------------------------------------------------
 
     def cursor(self, incoming: str) -> dict[str, Any] | None:
+        """The saved state of a cursor (an incoming's read position, or a ``writer:<flow>``
+        file offset); None before the first save."""
         with self._connect() as conn:
             text = conn.execute(
                 sa.select(cursors.c.state).where(cursors.c.incoming == incoming)
@@ -494,6 +514,7 @@ class Store:
         return orjson.loads(text) if text else None
 
     def save_cursor(self, incoming: str, state: dict[str, Any]) -> None:
+        """Replace a cursor's state."""
         values = {"state": orjson.dumps(state).decode(), "updated_at": _now()}
         with self._begin() as conn:
             changed = conn.execute(
@@ -612,6 +633,7 @@ class Store:
             return int(key[0])
 
     def end_run(self, run_id: int, status: str, counts: dict[str, int]) -> None:
+        """Close a run with its `RunStatus` value and counts per outcome."""
         with self._begin() as conn:
             conn.execute(
                 runs.update()
@@ -620,6 +642,7 @@ class Store:
             )
 
     def runs(self, flow: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        """The latest runs (of `flow`, or of all flows), newest first, as dicts."""
         stmt = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
         if flow:
             stmt = stmt.where(runs.c.flow == flow)
@@ -801,6 +824,8 @@ class Store:
         result_id: str | None = None,
         attempt: bool = False,
     ) -> None:
+        """Set the status (and error, result id) of tasks in one transaction; `attempt` counts
+        one more delivery attempt, as when tasks are marked `sending`."""
         ids = list(task_ids)
         if not ids:
             return
@@ -847,6 +872,7 @@ class Store:
                 conn.execute(tasks.update().where(tasks.c.id == update.id).values(**values))
 
     def task(self, task_id: int) -> Task | None:
+        """One task by id; None when there is none."""
         with self._connect() as conn:
             row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
         return _task(row) if row else None
@@ -854,6 +880,7 @@ class Store:
     def tasks(
         self, flow: str | None = None, status: str | None = None, limit: int | None = 50
     ) -> list[Task]:
+        """The latest tasks, newest first, of `flow` and in `status` when given."""
         stmt = sa.select(tasks).order_by(tasks.c.id.desc()).limit(limit)
         if flow:
             stmt = stmt.where(tasks.c.flow == flow)
@@ -863,6 +890,7 @@ class Store:
             return [_task(row) for row in conn.execute(stmt).mappings()]
 
     def count_tasks(self, flow: str) -> dict[str, int]:
+        """How many tasks of `flow` are in each status."""
         stmt = (
             sa.select(tasks.c.status, sa.func.count())
             .where(tasks.c.flow == flow)
@@ -911,6 +939,7 @@ class LeaseKeeper:
             self.store.release_lease(self.lease)
 
     def check(self) -> None:
+        """Raise the problem that lost the lease, if any (`LeaseLost` or a `StoreError`)."""
         if self.problem is not None:
             raise self.problem
 

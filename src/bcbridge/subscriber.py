@@ -36,6 +36,7 @@ class CursorState:
     boundary: dict[str, str] = default(default_factory=dict)
 
     def seen(self, record: Mapping[str, Any]) -> bool:
+        """Already written: at the cursor value, with the same ETag as when it was written."""
         value = record.get(self.field)
         return (
             value is not None
@@ -55,6 +56,7 @@ class CursorState:
             self.boundary[str(record.get("id"))] = str(record.get("@odata.etag"))
 
     def to_json(self) -> dict[str, Any]:
+        """The state as JSON, for a cursor file or the store."""
         return {"field": self.field, "value": self.value, "boundary": self.boundary}
 
     @classmethod
@@ -80,6 +82,15 @@ class CursorState:
 
 @dataclass
 class Subscriber:
+    """Reads one entity set (or a record, or a navigation path by `key`) from BC.
+
+    ``async for record in subscriber.records()`` follows the pages one at a time. `params` are
+    OData query options (``$filter``, ``$select``, ``$expand``, ...). With a `cursor`, the read
+    is incremental: records changed since the cursor's value up to `until` (default: the start
+    of the read), oldest first; call ``cursor.advance(record)`` after each record is safely
+    written, and save ``cursor.to_json()``.
+    """
+
     client: BusinessCentralClient
     entity: str | EntitySet
     company: str | None = None
@@ -96,9 +107,11 @@ class Subscriber:
 
     @property
     def entity_set(self) -> EntitySet:
+        """The catalog's entity set this subscriber reads."""
         return self.entity if isinstance(self.entity, EntitySet) else catalog.get(self.entity)
 
     async def path(self) -> str:
+        """The API path read (the company resolved to its id)."""
         entity_set = self.entity_set
         company_id = None
         if entity_set.scope is Scope.COMPANY:
@@ -117,6 +130,7 @@ class Subscriber:
         return prefix + self.key.strip("/")
 
     def query(self, started: datetime) -> dict[str, Any]:
+        """The query options sent: `params`, bounded by the cursor when there is one."""
         params = dict(self.params)
         if self.cursor is not None:
             cursor_field = self.cursor.field

@@ -29,6 +29,13 @@ __all__ = ["Client"]
 
 
 class Client:
+    """A blocking `BusinessCentralClient`, for scripts and notebooks (``bcbridge.Client``).
+
+    It runs the async client on an event loop of its own, in a background thread; use it as a
+    context manager or call `close()`. Iterators fetch one page at a time. `auth` and
+    `transport` are those of `BusinessCentralClient` (the transport is an async one).
+    """
+
     def __init__(
         self,
         settings: ClientSettings,
@@ -63,15 +70,19 @@ class Client:
         self.close()
 
     def close(self) -> None:
+        """Stop the client and its thread."""
         self._closer()
 
     def request(self, method: str, path_or_url: str, **kwargs: Any) -> httpx.Response:
+        """Send one API request (see `BusinessCentralClient.request`)."""
         return self._portal.call(lambda: self._client.request(method, path_or_url, **kwargs))
 
     def get_json(self, path_or_url: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """GET one resource and return its JSON body."""
         return self._portal.call(self._client.get_json, path_or_url, params)
 
     def iter_pages(self, path_or_url: str, **kwargs: Any) -> Iterator[Page]:
+        """The pages of a collection, following `@odata.nextLink`."""
         pages = self._client.iter_pages(path_or_url, **kwargs)
         while True:
             try:
@@ -80,19 +91,24 @@ class Client:
                 return
 
     def iter_records(self, path_or_url: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        """The records of every page, one at a time."""
         for page in self.iter_pages(path_or_url, **kwargs):
             yield from page.records
 
     def batch(self, operations: Sequence[BatchOperation], **kwargs: Any) -> list[BatchResult]:
+        """Run operations through `$batch`; one result per operation, in order."""
         return self._portal.call(lambda: self._client.batch(operations, **kwargs))
 
     def companies(self) -> list[Company]:
+        """The environment's companies."""
         return self._portal.call(self._client.companies)
 
     def resolve_company(self, name_or_id: str) -> Company:
+        """A company named by GUID or by name."""
         return self._portal.call(self._client.resolve_company, name_or_id)
 
     def grant(self) -> GrantResult:
+        """Obtain a token and prove it by listing the companies it reaches."""
         return self._portal.call(self._client.grant)
 
 

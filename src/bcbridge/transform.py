@@ -52,14 +52,21 @@ def _record_label(record: Mapping[str, Any], index: int | None) -> str:
 
 
 class Step:
+    """One transformer step: `apply` takes a record and gives the new one, or None to drop it.
+
+    `name` is the step's key in YAML (``rename``, ``convert``, ...).
+    """
+
     name: ClassVar[str]
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record | None:
+        """The record after this step; None drops it (a filter)."""
         raise NotImplementedError
 
     def fail(
         self, message: str, record: Mapping[str, Any], field: str | None = None
     ) -> TransformError:
+        """The error to raise for `record`, naming this step, the record and the field."""
         return TransformError(
             message, step=self.name, record=_record_label(record, None), field=field
         )
@@ -81,6 +88,7 @@ class Map(Step):
                 raise ConfigError(f"map: {target}: not a JMESPath expression: {exc}") from None
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record:
+        """The record with each target field set from its expression."""
         result = dict(record)
         for target, compiled in self._compiled.items():
             try:
@@ -92,10 +100,13 @@ class Map(Step):
 
 @dataclass
 class Rename(Step):
+    """Rename fields: old name -> new name; other fields are kept."""
+
     fields: Mapping[str, str]
     name: ClassVar[str] = "rename"
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record:
+        """The record with its fields renamed."""
         return {self.fields.get(key, key): value for key, value in record.items()}
 
 
@@ -122,6 +133,7 @@ class Set(Step):
     name: ClassVar[str] = "set"
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record:
+        """The record with each field set from its template."""
         result = dict(record)
         names = {**context, "record": record, "now": datetime.now(UTC).isoformat()}
         for target, value in self.fields.items():
@@ -138,19 +150,25 @@ class Set(Step):
 
 @dataclass
 class Drop(Step):
+    """Remove the fields listed."""
+
     fields: list[str]
     name: ClassVar[str] = "drop"
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record:
+        """The record without the listed fields."""
         return {k: v for k, v in record.items() if k not in self.fields}
 
 
 @dataclass
 class Keep(Step):
+    """Keep only the fields listed."""
+
     fields: list[str]
     name: ClassVar[str] = "keep"
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record:
+        """The record with only the listed fields."""
         return {k: v for k, v in record.items() if k in self.fields}
 
 
@@ -162,6 +180,7 @@ class Default(Step):
     name: ClassVar[str] = "default"
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record:
+        """The record with missing or null fields filled."""
         result = dict(record)
         for target, value in self.fields.items():
             if result.get(target) is None:
@@ -183,6 +202,7 @@ class Filter(Step):
             raise ConfigError(f"filter: not a JMESPath expression: {exc}") from None
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record | None:
+        """The record when the expression is true, else None."""
         return record if self._compiled.search(record) else None
 
 
@@ -338,6 +358,7 @@ class Convert(Step):
                 )
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record:
+        """The record with each listed field converted to its type."""
         result = dict(record)
         for target, kind in self.fields.items():
             value = result.get(target)
@@ -368,6 +389,7 @@ class Python(Step):
             raise ConfigError(f"python: cannot load {self.function!r}: {exc}") from None
 
     def apply(self, record: Record, context: Mapping[str, Any]) -> Record | None:
+        """The function's answer for the record."""
         try:
             result = self._callable(dict(record), context)
         except TransformError:
@@ -387,6 +409,9 @@ _ARGUMENT = {"filter": "expression", "python": "function"}
 
 @dataclass
 class Chain:
+    """Transformer steps applied in order; `counts` tallies records in, out and filtered by
+    `run`. Made from YAML by `load_chain` or `load_chain_file`."""
+
     steps: list[Step] = field(default_factory=list)
     counts: dict[str, int] = field(default_factory=lambda: {"in": 0, "out": 0, "filtered": 0})
 
@@ -403,6 +428,8 @@ class Chain:
     def run(
         self, records: Iterable[Record], context: Mapping[str, Any] | None = None
     ) -> Iterator[Record]:
+        """The transformed records, without those a filter dropped; a `TransformError` names
+        the record by its position when the step could not."""
         for index, record in enumerate(records):
             self.counts["in"] += 1
             try:
@@ -447,6 +474,8 @@ def _step_from(spec: Any, position: int) -> Step:
 
 
 def load_chain(specs: Iterable[Any] | None) -> Chain:
+    """A chain from the parsed YAML list of steps (``[{rename: {a: b}}, {filter: "x > 1"}]``);
+    a step that is not valid is a `ConfigError` naming ``transform[i]``."""
     return Chain([_step_from(spec, i) for i, spec in enumerate(specs or [])])
 
 

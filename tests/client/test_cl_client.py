@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,8 @@ def run(coro_fn: Any, *args: Any) -> Any:
 def _customer_ids(
     emulator: EmulatorControl, company: str, page_size: int, **overrides: Any
 ) -> list[str]:
-    return run(_pull_ids, emulator.client(**overrides), company, page_size)
+    ids: list[str] = run(_pull_ids, emulator.client(**overrides), company, page_size)
+    return ids
 
 
 async def _pull_ids(bc: BusinessCentralClient, company: str, page_size: int) -> list[str]:
@@ -147,8 +149,8 @@ def test_the_bc_client_fixture_serves_one_event_loop_after_another(
 
 
 def test_50000_records_across_token_renewals_without_duplicates_or_gaps(
-    inprocess_emulator_factory,
-) -> None:  # type: ignore[no-untyped-def]
+    inprocess_emulator_factory: Callable[..., InProcessEmulator],
+) -> None:
     emulator = inprocess_emulator_factory(scale="customers=50000", token_lifetime=3, latency_ms=60)
     ids = _customer_ids(emulator, emulator.info.company_id(), 1000)
     assert len(ids) == 50_000 and len(set(ids)) == 50_000
@@ -156,8 +158,8 @@ def test_50000_records_across_token_renewals_without_duplicates_or_gaps(
 
 
 def test_limits_matching_bc_see_no_429_and_mismatched_limits_lose_nothing(
-    inprocess_emulator_factory,
-) -> None:  # type: ignore[no-untyped-def]
+    inprocess_emulator_factory: Callable[..., InProcessEmulator],
+) -> None:
     emulator = inprocess_emulator_factory(scale="customers=800", rate_limit="20/2")
     company = emulator.info.company_id()
     matched = RateLimit(requests=20, per_seconds=2)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -121,7 +122,7 @@ def test_custom_entities_are_checked(control: httpx.Client) -> None:
     assert register(name="cars", fields=fields).status_code == 200  # the same again: no change
     other = register(name="cars", fields="id:guid:ro other")
     assert other.status_code == 400 and "already served" in other.text
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "fields: expected the catalog's": {"name": "vans", "fields": "id:guid:ro x:nosuchtype"},
         "fields: a custom entity needs an 'id'": {"name": "vans", "fields": "code"},
         "fields: property names must be identifiers": {"name": "vans", "fields": "id:guid _seq"},
@@ -176,7 +177,7 @@ def test_cli_refuses_limits_that_would_hang(flags: list[str], expected: str) -> 
         ({"speed": 3}, "speed: unknown start_emulator option; expected one of: host"),
     ],
 )
-def test_start_emulator_refuses_before_starting(options: dict[str, object], expected: str) -> None:
+def test_start_emulator_refuses_before_starting(options: dict[str, Any], expected: str) -> None:
     with pytest.raises(ConfigError) as raised:
         start_emulator(**options)
     assert str(raised.value).startswith(expected), raised.value

@@ -83,9 +83,13 @@ def first_line_with(process: subprocess.Popen[str], text: str, within: float = 6
     """Read the process's stderr until a line holds `text` (while it runs); that line."""
     assert process.stderr is not None
     lines: queue.Queue[str] = queue.Queue()
-    threading.Thread(
-        target=lambda: [lines.put(line) for line in process.stderr], daemon=True
-    ).start()
+    stderr = process.stderr
+
+    def pump() -> None:
+        for line in stderr:
+            lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
     deadline = time.monotonic() + within
     while (line := lines.get(timeout=max(0.1, deadline - time.monotonic()))) and text not in line:
         pass
@@ -195,9 +199,11 @@ def test_a_lease_from_another_machine_is_taken_over_once_expired(
                 expires_at=now + timedelta(seconds=3),  # a 3 s TTL, last beat just now
             )
         )
-        stale_run = conn.execute(
+        stale_key = conn.execute(
             runs.insert().values(flow=FLOW, started_at=now, status="running", counts="{}")
-        ).inserted_primary_key[0]
+        ).inserted_primary_key
+        assert stale_key is not None
+        stale_run = stale_key[0]
     busy = cli(bc_env, "run", FLOW, "--config", str(examples))
     assert busy.returncode == 4 and "held by pid 4242 on elsewhere since" in busy.stderr
     assert store.runs(FLOW)[0]["status"] == "running"  # a live run is never marked crashed

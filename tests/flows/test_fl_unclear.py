@@ -24,8 +24,8 @@ from tests.flows.conftest import (
     write_project,
 )
 
-LOST_BATCH = {"kind": "drop", "after": True, "path_contains": "$batch", "count": 1}
-TRIPWIRE = {"kind": "status", "status": 500, "path_contains": "$batch", "count": 1}
+LOST_BATCH: dict[str, Any] = {"kind": "drop", "after": True, "path_contains": "$batch", "count": 1}
+TRIPWIRE: dict[str, Any] = {"kind": "status", "status": 500, "path_contains": "$batch", "count": 1}
 
 
 @pytest.fixture(autouse=True)

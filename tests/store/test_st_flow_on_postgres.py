@@ -51,7 +51,9 @@ def test_incremental_customers_into_postgres_with_the_state_in_postgres(
 
     engine = sa.create_engine(target)
     with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text('SELECT id, "displayName" FROM customers')).all())
+        rows: dict[str, str] = dict(
+            conn.execute(sa.text('SELECT id, "displayName" FROM customers')).all()
+        )
     engine.dispose()
     assert set(rows) == {c["id"] for c in customers}
     assert rows[customers[0]["id"]] == "Renamed in BC"

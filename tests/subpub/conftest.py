@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import anyio
 import pytest
 
+from bcbridge.client import BusinessCentralClient
 from bcbridge.config import ClientSettings
 from bcbridge.testing import EmulatorControl, RunningEmulator, start_emulator
 
@@ -22,10 +23,15 @@ def settings(emulator: RunningEmulator, **overrides: Any) -> ClientSettings:
     )
 
 
-def with_client(emulator: EmulatorControl, work: Any) -> Any:
+T = TypeVar("T")
+
+
+def with_client(
+    emulator: EmulatorControl, work: Callable[[BusinessCentralClient], Awaitable[T]]
+) -> T:
     """Run `work(client)` on a fresh client and event loop; any kind of emulator."""
 
-    async def main() -> Any:
+    async def main() -> T:
         async with emulator.client(company="CRONUS USA, Inc.") as bc:
             return await work(bc)
 

@@ -20,8 +20,8 @@ from bcbridge.sync import Client
 from bcbridge.testing import RunningEmulator
 from tests.subpub.conftest import settings, with_client
 
-LOST_AFTER = {"kind": "drop", "after": True, "path_contains": "$batch", "count": 1}
-LOST_BEFORE = {"kind": "drop", "path_contains": "$batch", "count": 1}
+LOST_AFTER: dict[str, Any] = {"kind": "drop", "after": True, "path_contains": "$batch", "count": 1}
+LOST_BEFORE: dict[str, Any] = {"kind": "drop", "path_contains": "$batch", "count": 1}
 
 
 @pytest.fixture(autouse=True)

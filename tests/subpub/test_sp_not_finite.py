@@ -7,6 +7,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from decimal import Decimal
+from typing import Any
 
 import pytest
 
@@ -26,7 +27,7 @@ def test_a_non_finite_number_fails_its_record_and_is_never_sent_as_null(
     emulator: InProcessEmulator, bad: float | Decimal
 ) -> None:
     tag = f"NF{abs(hash(str(bad))) % 10000:04d}"
-    records = [
+    records: list[dict[str, Any]] = [
         {"number": f"{tag}-1", "displayName": "fine", "unitPrice": 10.75},
         {"number": f"{tag}-2", "displayName": "not a number", "unitPrice": bad},
     ]

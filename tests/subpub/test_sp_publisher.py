@@ -152,7 +152,12 @@ def test_update_delete_and_bound_actions(emulator: InProcessEmulator) -> None:
 
 
 def test_bad_records_fail_alone_with_bc_errors(emulator: InProcessEmulator) -> None:
-    records = [{"code": "OK1"}, {"code": 5}, {"code": "OK2"}, {"code": "OK3", "bogus": 1}]
+    records: list[dict[str, Any]] = [
+        {"code": "OK1"},
+        {"code": 5},
+        {"code": "OK2"},
+        {"code": "OK3", "bogus": 1},
+    ]
     results = publish(emulator, "itemCategories", "create", records, allow_duplicates=True)
     assert [r.outcome for r in results] == [
         Outcome.CREATED,

@@ -9,6 +9,7 @@ import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -29,7 +30,9 @@ def emulator() -> Iterator[RunningEmulator]:
 
 def settings_file(emulator: RunningEmulator, folder: Path) -> Path:
     """The emulator's client settings, with no retries: the first 429 stops the pull."""
-    values = {ENV_FIELDS[name]: value for name, value in emulator.info.env().items()}
+    values: dict[str, Any] = {
+        ENV_FIELDS[name]: value for name, value in emulator.info.env().items()
+    }
     values.update(company=CRONUS, retry={"max_attempts": 1})
     path = folder / "bc.yaml"
     path.write_text(yaml.safe_dump(values))

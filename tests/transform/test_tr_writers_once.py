@@ -59,7 +59,10 @@ def is_numeric(kind: Any) -> bool:
 def test_a_column_widens_to_numeric_and_a_late_field_is_added(db_url: str) -> None:
     writer = SqlWriter(db_url, "t", key="number")
     assert writer.write_chunk([{"number": "I1", "unitPrice": 10}]) == [None]
-    later = [{"number": "I2", "unitPrice": 10.75, "email": "a@b.c"}, {"number": "I3", "x": None}]
+    later: list[dict[str, Any]] = [
+        {"number": "I2", "unitPrice": 10.75, "email": "a@b.c"},
+        {"number": "I3", "x": None},
+    ]
     assert writer.write_chunk(later) == [None, None]
     writer.close()
     assert is_numeric(column_types(db_url)["unitPrice"])
