@@ -39,7 +39,7 @@ def test_validation_errors_use_bc_codes(api: httpx.Client, company: str) -> None
     assert 'A "customerNumber" or a "customerId" must be provided.' in message
     assert_bc_error(
         api.post(f"{company}/salesOrders", json={"customerNumber": "NOPE"}),
-        400,
+        404,  # one status per code: errors.record_not_found (bc-api.md §7)
         "Internal_RecordNotFound",
     )
     assert_bc_error(
@@ -115,7 +115,7 @@ def test_bound_actions_change_state(api: httpx.Client, company: str) -> None:
         and posted["remainingAmount"] == posted["totalAmountIncludingTax"]
     )
     assert_bc_error(api.post(f"{url}/Microsoft.NAV.post"), 400, "Application_DialogException")
-    assert_bc_error(api.post(f"{url}/Microsoft.NAV.fly"), 400, "BadRequest_MethodNotImplemented")
+    assert_bc_error(api.post(f"{url}/Microsoft.NAV.fly"), 501, "BadRequest_MethodNotImplemented")
 
     order = api.post(
         f"{company}/salesOrders",

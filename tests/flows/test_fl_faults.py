@@ -87,7 +87,8 @@ def test_a_rejected_record_is_a_failed_task_with_bcs_message_and_retries(
     assert result.counts["created"] == result.counts["read"] - 1  # the others landed
     failed = store_of(examples).tasks("copy_sales_orders", "failed")
     assert [t.record_key for t in failed] == [f"CRONUS-{order['number']}"]
-    assert "C77777" in str(failed[0].last_error) and "400" in str(failed[0].last_error)
+    # a missing referenced record is 404 Internal_RecordNotFound (bc-api.md §7)
+    assert "C77777" in str(failed[0].last_error) and "404" in str(failed[0].last_error)
 
     config = ["--config", str(examples)]
     still = cli(bc_env, "tasks", "retry", str(failed[0].id), *config)

@@ -32,9 +32,13 @@ from bcbridge.emulator.control import (
 from bcbridge.emulator.errors import (
     BCError,
     control_error,
+    environment_not_found,
     error_response,
     from_exception,
+    invalid_credentials,
+    invalid_url,
     new_correlation_id,
+    server_failed,
 )
 from bcbridge.emulator.faults import Faults, FaultSpec, status_error
 from bcbridge.emulator.identity import Identity
@@ -94,12 +98,7 @@ class EmulatorApp:
             outcome = from_exception(error, correlation_id)
         except Exception:
             log.exception("unexpected error in %s %s", request.method, request.url.path)
-            outcome = error_response(
-                500,
-                "Internal_ServerError",
-                "The emulator failed unexpectedly.",
-                correlation_id=correlation_id,
-            )
+            outcome = error_response(server_failed(), correlation_id)
         self.limits.stats.requests += 1
         if outcome is _DROP:
             self.limits.stats.by_status["dropped"] += 1
@@ -114,17 +113,9 @@ class EmulatorApp:
         tenant, environment, api_path = _split_api_path(request.url.path)
         principal = self.identity.authenticate(request.headers.get("authorization"))
         if tenant is not None and tenant.lower() != principal.tenant_id:
-            raise BCError(
-                401,
-                "Authentication_InvalidCredentials",
-                "The server has rejected the client credentials.",
-            )
+            raise invalid_credentials()
         if environment != self.config.environment:
-            raise BCError(
-                404,
-                "BadRequest_ResourceNotFound",
-                f"The environment '{environment}' does not exist.",
-            )
+            raise environment_not_found(environment)
         request.state.principal = principal
         async with self.limits.slot(f"{principal.key}/{environment}"):
             fault = self.faults.take(request.method, request.url.path)
@@ -224,7 +215,7 @@ def _split_api_path(path: str) -> tuple[str | None, str, str]:
     head, marker, rest = path[len("/v2.0/") :].partition("/api/")
     parts = [p for p in head.split("/") if p]
     if not marker or len(parts) not in (1, 2):
-        raise BCError(404, "BadRequest_InvalidRequestUrl", f"'{path}' is not an API URL.")
+        raise invalid_url(f"'{path}' is not an API URL.")
     if len(parts) == 2:
         return parts[0], parts[1], rest
     return None, parts[0], rest

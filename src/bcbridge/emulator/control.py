@@ -16,6 +16,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from starlette.requests import Request
 
+from bcbridge.catalog import _fields
 from bcbridge.emulator.config import (
     LatencyMs,
     MaxConcurrent,
@@ -98,8 +99,6 @@ class EntitySpec(ControlBody):
     @field_validator("fields")
     @classmethod
     def _property_list(cls, value: str) -> str:
-        from bcbridge.catalog import _fields
-
         try:
             names = [field.name for field in _fields(value)]
         except (ValueError, AssertionError) as exc:

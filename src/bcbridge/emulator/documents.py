@@ -12,12 +12,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Any
 
+import sqlalchemy as sa
+
 from bcbridge import catalog
-from bcbridge.emulator.errors import BCError
+from bcbridge.emulator.errors import dialog, record_not_found
 from bcbridge.emulator.records import Place, Records
-from bcbridge.emulator.store import BLANK_GUID, Row
+from bcbridge.emulator.store import BLANK_GUID, Row, now_text
 
 TAX_PERCENT = 10.0
 
@@ -104,18 +107,11 @@ def resolve_references(records: Records, place: Place, values: dict[str, Any]) -
             row = records.find_by(target, ref.target_field, given_number)
             what = f"{ref.target_field}='{given_number}'"
         if row is None:
-            raise BCError(
-                400,  # BC uses Internal_RecordNotFound here too; the status is UNCONFIRMED
-                "Internal_RecordNotFound",
-                f"The {target.entity_set.entity} does not exist. Identification fields and "
-                f"values: {what}",
-            )
+            raise record_not_found(target.entity_set.entity, what)
         if given_number and ref.number_field and row[ref.target_field] != given_number:
-            raise BCError(
-                400,
-                "Application_DialogException",
+            raise dialog(
                 f'The "{ref.number_field}" and "{ref.id_field}" do not refer to the same '
-                f"{target.entity_set.entity}.",
+                f"{target.entity_set.entity}."
             )
         values[ref.id_field] = row["id"]
         if ref.number_field and ref.number_field in names:
@@ -132,17 +128,11 @@ def resolve_references(records: Records, place: Place, values: dict[str, Any]) -
 def require_party(entity_set: catalog.EntitySet, record: Row) -> None:
     fields = entity_set.required_one_of
     if fields and not any(record.get(name) not in (None, "", BLANK_GUID) for name in fields):
-        raise BCError(
-            400,
-            "Application_DialogException",
-            f'A "{fields[0]}" or a "{fields[1]}" must be provided.',
-        )
+        raise dialog(f'A "{fields[0]}" or a "{fields[1]}" must be provided.')
 
 
 def apply_create_defaults(entity_set: catalog.EntitySet, values: dict[str, Any]) -> None:
     """New documents start as drafts dated today, as BC's pages do."""
-    from datetime import date
-
     names = entity_set.field_names
     if entity_set.lines and "status" in names:
         values.setdefault("status", "Draft")
@@ -179,11 +169,9 @@ def prepare_line(
         else:
             row = records.find_by(target_place, "number", merged.get("lineObjectNumber"))
         if row is None:
-            raise BCError(
-                400,
-                "Internal_RecordNotFound",
-                f"The {target_place.entity_set.entity} does not exist. Identification fields and "
-                f"values: No.='{merged.get('lineObjectNumber') or values.get(id_field)}'",
+            raise record_not_found(
+                target_place.entity_set.entity,
+                f"No.='{merged.get('lineObjectNumber') or values.get(id_field)}'",
             )
         values[id_field] = row["id"]
         values["lineObjectNumber"] = row["number"]
@@ -285,11 +273,9 @@ def _delete_document(records: Records, place: Place, row: Row) -> None:
 
 def _require_status(place: Place, row: Row, allowed: tuple[str, ...], action: str) -> None:
     if row.get("status") not in allowed:
-        raise BCError(
-            400,
-            "Application_DialogException",
+        raise dialog(
             f"The {place.entity_set.entity} {row.get('number')} has status "
-            f"'{row.get('status')}'; {action} needs status {' or '.join(allowed)}.",
+            f"'{row.get('status')}'; {action} needs status {' or '.join(allowed)}."
         )
 
 
@@ -297,11 +283,7 @@ def _require_draft(row: Row) -> None:
     """BC's API runs `post` on draft invoices only (`Draft`, `In Review`); on a posted one it
     answers with the message of its DraftInvoiceActionErr label."""
     if row.get("status") not in ("Draft", "In Review"):
-        raise BCError(
-            400,
-            "Application_DialogException",
-            "The action can be applied to a draft invoice only.",
-        )
+        raise dialog("The action can be applied to a draft invoice only.")
 
 
 def post_invoice(records: Records, place: Place, row: Row) -> None:
@@ -320,7 +302,7 @@ def ship_and_invoice(records: Records, place: Place, row: Row) -> None:
     """Posts the order as a posted invoice; BC then deletes the fully shipped and invoiced order."""
     lines = records.children(_place(place, "salesOrderLines"), "documentId", row["id"])
     if not lines:
-        raise BCError(400, "Application_DialogException", "There is nothing to post.")
+        raise dialog("There is nothing to post.")
     invoice = _copy_document(
         records,
         place,
@@ -345,7 +327,7 @@ def ship_and_invoice(records: Records, place: Place, row: Row) -> None:
 def receive_and_invoice(records: Records, place: Place, row: Row) -> None:
     lines = records.children(_place(place, "purchaseOrderLines"), "documentId", row["id"])
     if not lines:
-        raise BCError(400, "Application_DialogException", "There is nothing to post.")
+        raise dialog("There is nothing to post.")
     _copy_document(
         records,
         place,
@@ -369,8 +351,6 @@ def make_document(target: str) -> ActionHandler:
 
 
 def send_quote(records: Records, place: Place, row: Row) -> None:
-    from bcbridge.emulator.store import now_text
-
     records.update(place, row, {"status": "Sent", "sentDate": now_text()})
 
 
@@ -379,7 +359,6 @@ def post_journal(records: Records, place: Place, row: Row) -> None:
     line_place = _place(place, "journalLines")
     entries = _place(place, "generalLedgerEntries")
     table = records.table(entries)
-    import sqlalchemy as sa
 
     last = records.conn.execute(
         sa.select(sa.func.max(table.c.entryNumber)).where(table.c._company == place.company_id)

@@ -9,20 +9,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from bcbridge.emulator.errors import BCError
-
-_CODES = {
-    500: "Internal_ServerError",
-    502: "BadGateway",
-    503: "ServiceUnavailable",
-    504: "GatewayTimeout",
-    408: "RequestTimeout",
-    429: "Application_TooManyRequests",
-}
+from bcbridge.emulator.errors import BCError, injected_fault
 
 
 class FaultSpec(BaseModel):
@@ -71,12 +62,4 @@ class Faults:
 
 
 def status_error(spec: FaultSpec) -> BCError:
-    headers: dict[str, Any] = {}
-    if spec.retry_after is not None:
-        headers["Retry-After"] = str(max(0, round(spec.retry_after)))
-    return BCError(
-        spec.status,
-        _CODES.get(spec.status, "Internal_ServerError"),
-        f"Injected fault: HTTP {spec.status}.",
-        headers=headers,
-    )
+    return injected_fault(spec.status, spec.retry_after)

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from bcbridge.emulator.config import BC_AUDIENCE, BC_SCOPE
-from bcbridge.emulator.errors import BCError
+from bcbridge.emulator.errors import invalid_credentials
 
 KEY_ID = "bcbridge-emulator-1"
 ROLES = ["API.ReadWrite.All"]
@@ -175,7 +175,7 @@ class Identity:
         """Check signature, audience, issuer and expiry; the app must be enabled in BC."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
-            raise _invalid_credentials()
+            raise invalid_credentials()
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -186,20 +186,11 @@ class Identity:
                 options={"require": ["exp", "aud", "iss", "tid", "appid"]},
             )
         except jwt.PyJWTError:
-            raise _invalid_credentials() from None
+            raise invalid_credentials() from None
         app = self.apps.get(str(claims["appid"]))
         if app is None or not app.enabled_in_bc:
-            raise _invalid_credentials()
+            raise invalid_credentials()
         return Principal(str(claims["tid"]), app.client_id)
-
-
-def _invalid_credentials() -> BCError:
-    return BCError(
-        401,
-        "Authentication_InvalidCredentials",
-        "The server has rejected the client credentials.",
-        headers={"WWW-Authenticate": 'Bearer realm="bcbridge-emulator"'},
-    )
 
 
 def _b64_int(value: int) -> str:

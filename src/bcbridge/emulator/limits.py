@@ -10,14 +10,13 @@ clients which honour it can be tested, and clients must still cope without it.
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections import Counter, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from bcbridge.emulator.errors import BCError
+from bcbridge.emulator.errors import BCError, queue_timeout, too_many_requests
 
 
 @dataclass
@@ -65,12 +64,7 @@ class Limits:
 
     def _throttle(self, message: str, retry_after: float) -> BCError:
         self.stats.throttled += 1
-        return BCError(
-            429,
-            "Application_TooManyRequests",
-            message,
-            headers={"Retry-After": str(max(1, math.ceil(retry_after)))},
-        )
+        return too_many_requests(message, retry_after)
 
     @asynccontextmanager
     async def slot(self, principal: str) -> AsyncIterator[None]:
@@ -115,8 +109,6 @@ class Limits:
                 )
                 lane.in_flight += 1
         except TimeoutError:
-            raise BCError(
-                503, "Internal_ServerError", "The request waited too long in the queue."
-            ) from None
+            raise queue_timeout() from None
         finally:
             lane.waiting -= 1

@@ -7,7 +7,7 @@ from xml.sax.saxutils import quoteattr
 
 from bcbridge.catalog import EntitySet
 from bcbridge.emulator.store import fields_of
-from bcbridge.emulator.writes import edm_type
+from bcbridge.emulator.validation import edm_type
 
 
 def _entity_type(

@@ -21,8 +21,9 @@ from odata_query.grammar import ODataLexer, ODataParser
 from odata_query.sqlalchemy.core import AstToSqlAlchemyCoreVisitor
 
 from bcbridge.catalog import EntitySet, FieldType
-from bcbridge.emulator.errors import BCError
+from bcbridge.emulator.errors import bad_request, not_emulated, query_syntax
 from bcbridge.emulator.store import fields_of
+from bcbridge.odata import format_datetime, parse_datetime
 
 MAX_PAGE_SIZE = 20_000
 MAX_INT64 = 2**63 - 1  # OData reads $top, $skip and integer literals as Edm.Int64
@@ -30,10 +31,6 @@ BOOLEAN_FUNCTIONS = {"startswith", "endswith", "contains"}
 _DIGITS = re.compile(r"^[0-9]+$")  # ASCII only: str.isdigit() accepts '²', which int() refuses
 ALLOWED_FUNCTIONS = {"startswith", "endswith", "contains", "tolower", "toupper", "substring"}
 UNSUPPORTED_OPTIONS = ("$apply", "$search", "$compute", "$deltatoken")
-
-
-def bad_request(message: str, code: str = "BadRequest") -> BCError:
-    return BCError(400, code, message)
 
 
 # --- $filter --------------------------------------------------------------------------------
@@ -63,19 +60,15 @@ def _check_and_normalize(node: Any) -> Any:
     if isinstance(node, odata_ast.Call):
         name = node.func.name.lower()
         if name not in ALLOWED_FUNCTIONS:
-            raise BCError(
-                501,
-                "BadRequest_MethodNotImplemented",
+            raise not_emulated(
                 f"The function '{name}' is not supported in $filter by Business Central "
-                "(bc-api.md §4.1) or by the emulator.",
+                "(bc-api.md §4.1) or by the emulator."
             )
     if isinstance(node, odata_ast.CollectionLambda):
-        raise BCError(501, "BadRequest_MethodNotImplemented", "Lambda operators are not emulated.")
+        raise not_emulated("Lambda operators are not emulated.")
     if isinstance(node, odata_ast.GUID):
         return odata_ast.String(node.val.lower())
     if isinstance(node, odata_ast.DateTime):
-        from bcbridge.odata import format_datetime, parse_datetime
-
         return odata_ast.String(format_datetime(parse_datetime(node.val)))
     if isinstance(node, odata_ast.Date):
         return odata_ast.String(node.val)
@@ -113,9 +106,7 @@ def filter_clause(table: sa.Table, entity_set: EntitySet, text: str) -> Any:
     try:
         tree = ODataParser().parse(ODataLexer().tokenize(text))
     except odata_errors.ODataException as exc:
-        raise bad_request(
-            f"Bad Request - Error in query syntax. {exc}", "BadRequest_NotFound"
-        ) from exc
+        raise query_syntax(f"Bad Request - Error in query syntax. {exc}") from exc
     if not _is_boolean(tree, entity_set):
         # ODL's wording, which BC passes on (UNCONFIRMED for BC)
         raise bad_request("The $filter expression must evaluate to a single boolean value.")
@@ -211,27 +202,20 @@ def _balanced(text: str) -> bool:
 def parse_expand(text: str | None) -> list[Expand]:
     """``lines($select=a;$expand=item),customer`` -> [Expand(lines, {...}), Expand(customer)]."""
     if text is not None and not _balanced(text):
-        raise bad_request(
-            f"Bad Request - Error in query syntax: unbalanced parentheses in $expand={text}",
-            "BadRequest_NotFound",
+        raise query_syntax(
+            f"Bad Request - Error in query syntax: unbalanced parentheses in $expand={text}"
         )
     expands = []
     for item in split_top_level(text or "", ","):
         match = _EXPAND_ITEM.match(item)
         if not match:
-            raise bad_request(
-                f"Bad Request - Error in query syntax: '{item}' in $expand.", "BadRequest_NotFound"
-            )
+            raise query_syntax(f"Bad Request - Error in query syntax: '{item}' in $expand.")
         options = {}
         for option in split_top_level(match["options"] or "", ";"):
             key, _, value = option.partition("=")
             key = key.strip()
             if key in QUERY_OPTIONS:
-                raise BCError(
-                    501,
-                    "BadRequest_MethodNotImplemented",
-                    f"The emulator does not apply {key} inside $expand.",
-                )
+                raise not_emulated(f"The emulator does not apply {key} inside $expand.")
             if key not in EXPAND_OPTIONS:
                 raise bad_request(f"The query option '{key}' is not valid inside $expand.")
             options[key] = value.strip()

@@ -12,9 +12,9 @@ from typing import Any
 import sqlalchemy as sa
 
 from bcbridge.catalog import EntitySet
-from bcbridge.emulator.errors import BCError
+from bcbridge.emulator.errors import entity_changed, missing_if_match, record_not_found
 from bcbridge.emulator.store import BLANK_GUID, Row, Schema, etag, new_id, now_text
-from bcbridge.emulator.writes import blank_record
+from bcbridge.emulator.validation import blank_record
 
 _SERIES = re.compile(r"^(?P<prefix>.*?)(?P<digits>\d+)$")
 
@@ -56,12 +56,7 @@ class Records:
     def get(self, place: Place, record_id: str) -> Row:
         row = self.find(place, record_id)
         if row is None:
-            raise BCError(
-                404,
-                "Internal_RecordNotFound",
-                f"The {place.entity_set.entity} does not exist. Identification fields and "
-                f"values: Id='{record_id}'",
-            )
+            raise record_not_found(place.entity_set.entity, f"Id='{record_id}'")
         return row
 
     def find_by(self, place: Place, field: str, value: Any) -> Row | None:
@@ -135,15 +130,10 @@ def check_if_match(row: Row, if_match: str | None, *, required: bool) -> None:
     """PATCH needs If-Match (bc-api.md §5.2); DELETE checks it only when sent (§5.3)."""
     if if_match is None:
         if required:
-            raise BCError(
-                400,
-                "BadRequest_InvalidToken",
-                "Could not validate the client concurrency token required by the service. "
-                "Please provide a valid token in the client request.",
-            )
+            raise missing_if_match()
         return
     if if_match.strip() == "*":
         return
     current = etag(row["_seq"], row["_version"])
     if current not in [tag.strip() for tag in if_match.split(",")]:
-        raise BCError(409, "Request_EntityChanged", "Another user has already changed the record.")
+        raise entity_changed()

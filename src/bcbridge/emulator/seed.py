@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from bcbridge import catalog
 from bcbridge.emulator import documents
 from bcbridge.emulator.store import BLANK_GUID, STANDARD_ROUTE, Schema
-from bcbridge.emulator.writes import blank_record
+from bcbridge.emulator.validation import blank_record
 
 COMPANY_NAMES = ("CRONUS USA, Inc.", "Fabrikam & O'Brien, Ltd.")
 DEFAULT_COUNTS = {

@@ -11,9 +11,15 @@ from datetime import date
 from typing import Any
 
 from bcbridge.catalog import EntitySet, Field, FieldType
-from bcbridge.emulator.errors import BCError
+from bcbridge.emulator.errors import (
+    bad_request,
+    evaluate_failed,
+    invalid_guid,
+    read_only_field,
+    string_too_long,
+)
 from bcbridge.emulator.store import blank, fields_of
-from bcbridge.odata import is_guid
+from bcbridge.odata import format_datetime, is_guid, parse_datetime
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
@@ -35,9 +41,7 @@ def edm_type(field: Field) -> str:
 
 def _convert(entity_set: EntitySet, field: Field, value: Any) -> Any:
     kind = field.type
-    wrong = BCError(
-        400,
-        "BadRequest",
+    wrong = bad_request(
         f"Cannot convert the literal '{value}' to the expected type '{edm_type(field)}' "
         f"of property '{field.name}'.",  # wording UNCONFIRMED (bc-api.md §7 "Unable to convert")
     )
@@ -59,7 +63,7 @@ def _convert(entity_set: EntitySet, field: Field, value: Any) -> Any:
         raise wrong
     if kind is FieldType.GUID:
         if not is_guid(value):
-            raise BCError(400, "Application_InvalidGUID", f"'{value}' is not a valid GUID.")
+            raise invalid_guid(value)
         return value.lower()
     if kind is FieldType.DATE:
         if not _DATE.match(value):
@@ -72,32 +76,12 @@ def _convert(entity_set: EntitySet, field: Field, value: Any) -> Any:
     if kind is FieldType.DATETIME:
         if not _DATETIME.match(value):
             raise wrong
-        from bcbridge.odata import format_datetime, parse_datetime
-
         return format_datetime(parse_datetime(value))
     if field.max_length is not None and len(value) > field.max_length:
         raise string_too_long(field, value)
     if kind is FieldType.ENUM and value not in field.options:
-        raise BCError(
-            400,
-            "Application_EvaluateException",
-            f'The value "{value}" can\'t be evaluated into type {field.name}. Valid values: '
-            + ", ".join(repr(option) for option in field.options),
-        )
+        raise evaluate_failed(value, field)
     return value
-
-
-def string_too_long(field: Field, value: str) -> BCError:
-    """BC's error for a value longer than its Text[N]/Code[N] field (code: bc-api.md §7).
-
-    The wording is BC's runtime message as we know it; bc-api.md confirms only the code.
-    """
-    return BCError(
-        400,
-        "Application_StringExceededLength",
-        f"The length of the string is {len(value)}, but it must be less than or equal to "
-        f"{field.max_length} characters. Value: {value}",
-    )
 
 
 def validate(
@@ -108,7 +92,7 @@ def validate(
 ) -> dict[str, Any]:
     """The column values a POST/PATCH body asks for; BC's errors for anything wrong in it."""
     if not isinstance(body, Mapping):
-        raise BCError(400, "BadRequest", "Invalid Request Body: a JSON object was expected.")
+        raise bad_request("Invalid Request Body: a JSON object was expected.")
     known = {f.name: f for f in fields_of(entity_set)}
     values: dict[str, Any] = {}
     for name, value in body.items():
@@ -118,19 +102,13 @@ def validate(
             continue  # deep insert: handled by the caller
         field = known.get(name)
         if field is None:
-            raise BCError(
-                400,
-                "BadRequest",
+            raise bad_request(
                 f"The property '{name}' does not exist on type "
                 f"'Microsoft.NAV.{entity_set.entity}'. Make sure to only use property names "
                 "that are defined by the type.",  # wording UNCONFIRMED
             )
         if field.read_only and name not in allow_read_only:
-            raise BCError(
-                400,
-                "BadRequest_InvalidOperation",
-                f"Control '{name}' is read-only.",  # BC's example wording, bc-api.md §5.2
-            )
+            raise read_only_field(name)
         values[name] = _convert(entity_set, field, value)
     return values
 

@@ -1,0 +1,71 @@
+"""Where a routed request applies: its company, its parent record, and the record's key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+
+from bcbridge.emulator.calls import Call
+from bcbridge.emulator.errors import company_not_found
+from bcbridge.emulator.records import Place, Records
+from bcbridge.emulator.routing import Target, record_key
+from bcbridge.emulator.store import STANDARD_ROUTE
+from bcbridge.odata import parse_key
+
+
+@dataclass(frozen=True)
+class Address:
+    """A routed request's records: the place, the record's key, the parent's URL segment."""
+
+    place: Place
+    key: str | None = None
+    parent_segment: str | None = None  # e.g. ``salesOrders(<id>)`` in a list's @odata.context
+    action: str | None = None
+
+
+def locate(records: Records, call: Call, target: Target) -> Address:
+    """The company and parent a target names, looked up; BC's 400/404 when one is missing."""
+    assert target.entity_set is not None, target
+    company_id = (
+        company_by_id(records, target.company_key)
+        if target.company_key is not None
+        else company_from_request(records, call)
+    )
+    if target.parent is None:
+        place = Place(call.route, target.entity_set, company_id)
+        return Address(place, target.key, action=target.action)
+    parent_place = Place(call.route, target.parent.entity_set, company_id)
+    parent = records.get(parent_place, target.parent.key)
+    if target.via is not None:  # a single-valued navigation: the parent names the record
+        key = record_key(target.entity_set, str(parent[target.via]))
+        return Address(Place(call.route, target.entity_set, company_id), key)
+    place = Place(call.route, target.entity_set, company_id, parent_id=parent["id"])
+    segment = f"{target.parent.entity_set.name}({parent['id']})"
+    return Address(place, target.key, segment)
+
+
+def company_by_id(records: Records, key: str) -> str:
+    company_id = parse_key(key).lower()
+    table = records.schema.table(STANDARD_ROUTE, "companies")
+    found = records.conn.execute(sa.select(table.c.id).where(table.c.id == company_id)).first()
+    if found is None:
+        raise company_not_found(f"The company '{company_id}' does not exist.")
+    return company_id
+
+
+def company_from_request(records: Records, call: Call) -> str:
+    """``?company=<id or name>``, or the ``Company: <name>`` header used in batches."""
+    wanted = call.query.get("company") or call.headers.get("company")
+    if not wanted:
+        raise company_not_found(
+            "No company was given: use companies({id})/..., ?company={id} or a Company header."
+        )
+    table = records.schema.table(STANDARD_ROUTE, "companies")
+    text = parse_key(wanted)
+    row = records.conn.execute(
+        sa.select(table.c.id).where(sa.or_(table.c.id == text.lower(), table.c.name == text))
+    ).first()
+    if row is None:
+        raise company_not_found(f"The company '{text}' does not exist.")
+    return str(row.id)
