@@ -34,7 +34,7 @@ from bcbridge.errors import (
 from bcbridge.flowconfig import ProjectConfig, find_config, load_project
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.schedule import parse_schedule, sleep_until
-from bcbridge.store import RunStatus, Store, Task, TaskUpdate
+from bcbridge.store import RunStatus, Store, Task, TaskStatus, TaskUpdate
 
 stderr = Console(stderr=True)
 stdout = Console()
@@ -304,7 +304,7 @@ def _task_table(tasks: list[Task]) -> Table:
 @tasks_group.command("list")
 def tasks_list(
     flow: str | None = typer.Option(None, help="Only this flow."),
-    status: str | None = typer.Option(
+    status: TaskStatus | None = typer.Option(
         None, help="pending, sending, done, failed, unknown (answer lost) or skipped."
     ),
     limit: int = typer.Option(50, help="At most this many, newest first."),
