@@ -108,12 +108,20 @@ class _Display:
 
 def _summary(results: list[RunResult]) -> None:
     """One row per run; only the outcome columns some run has a count in."""
-    columns = [c for c in (*COLUMNS, "failed", "unknown") if any(r.counts.get(c) for r in results)]
+    columns = [
+        c
+        for c in (*COLUMNS, TaskStatus.FAILED, TaskStatus.UNKNOWN)
+        if any(r.counts.get(c) for r in results)
+    ]
     table = Table(title="Runs")
     for name in ("Flow", "Run", "Status", *columns):
         table.add_column(name, justify="left" if name in ("Flow", "Status") else "right")
     for result in results:
-        colours = {"ok": "green", "interrupted": "yellow", "busy": "yellow"}
+        colours: dict[str, str] = {
+            RunStatus.OK: "green",
+            RunStatus.INTERRUPTED: "yellow",
+            RunStatus.BUSY: "yellow",
+        }
         colour = colours.get(result.status, "red")
         table.add_row(
             result.flow,
@@ -125,7 +133,7 @@ def _summary(results: list[RunResult]) -> None:
     for result in results:
         if result.error:
             stderr.print(f"[red]{escape(result.flow)}: {escape(_redact.text(result.error))}[/]")
-        if lost := result.counts.get("unknown"):
+        if lost := result.counts.get(TaskStatus.UNKNOWN):
             stderr.print(f"[red]{result.flow}: {_LOST.format(count=lost, flow=result.flow)}[/]")
 
 
@@ -372,7 +380,7 @@ def tasks_skip(
         [
             TaskUpdate(
                 task.id,
-                "skipped",
+                TaskStatus.SKIPPED,
                 error=f"skipped by hand (was {task.status}: {task.last_error or '-'})",
             )
             for task in tasks
@@ -386,7 +394,7 @@ def _unfinished(store: Store, task_id: int) -> Task:
     task = store.task(task_id)
     if task is None:
         raise BCBridgeError(f"no task {task_id}")
-    if task.status in ("done", "skipped"):
+    if task.status in (TaskStatus.DONE, TaskStatus.SKIPPED):
         raise BCBridgeError(f"task {task_id} is {task.status} already; nothing to skip")
     return task
 
@@ -395,13 +403,13 @@ def _chosen(store: Store, ids: list[int], failed: bool, flow: str | None) -> lis
     if failed == bool(ids):
         raise BCBridgeError("give task ids or --failed (not both)")
     if failed:
-        return store.tasks(flow, "failed", limit=None)
+        return store.tasks(flow, TaskStatus.FAILED, limit=None)
     tasks = []
     for task_id in ids:
         task = store.task(task_id)
         if task is None:
             raise BCBridgeError(f"no task {task_id}")
-        if task.status == "done":
+        if task.status == TaskStatus.DONE:
             raise BCBridgeError(f"task {task_id} is done; only unfinished tasks are retried")
         tasks.append(task)
     return tasks
