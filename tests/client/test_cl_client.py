@@ -22,6 +22,7 @@ from bcbridge.config import ClientSettings, RateLimit, RetryPolicy
 from bcbridge.errors import (
     AuthError,
     ConfigError,
+    NextLinkLoop,
     NotFound,
     TransportError,
     Unauthorized,
@@ -296,7 +297,7 @@ def test_a_looping_next_link_is_refused() -> None:
             async for _ in bc.iter_pages("https://bc.test/same"):
                 pass
 
-    with pytest.raises(Exception, match=r"same @odata\.nextLink twice"):
+    with pytest.raises(NextLinkLoop, match=r"same @odata\.nextLink twice"):
         run(pull)
 
 

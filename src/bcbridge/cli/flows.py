@@ -29,6 +29,7 @@ from bcbridge.errors import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     BCBridgeError,
+    ConfigError,
     exit_code,
 )
 from bcbridge.flowconfig import ProjectConfig, find_config, load_project
@@ -231,9 +232,9 @@ def run(
         for name in names:
             project.flow(name)  # an unknown name fails before anything runs
         if wait_timeout is not None and not wait:
-            raise BCBridgeError("--wait-timeout goes with --wait")
+            raise ConfigError("--wait-timeout goes with --wait")
         if once and (every or scheduled):
-            raise BCBridgeError("--once runs once: leave out --every and --scheduled")
+            raise ConfigError("--once runs once: leave out --every and --scheduled")
         schedule = every
         if scheduled and not every:
             schedule = _common_schedule(project, names)
@@ -263,7 +264,7 @@ def run(
 def _common_schedule(project: ProjectConfig, names: list[str]) -> str:
     schedules = {project.flow(name).schedule for name in names}
     if len(schedules) != 1 or None in schedules:
-        raise BCBridgeError(
+        raise ConfigError(
             "--scheduled needs the flows to share one `schedule` in the project file; "
             "run them separately or use --every"
         )
@@ -393,24 +394,24 @@ def tasks_skip(
 def _unfinished(store: Store, task_id: int) -> Task:
     task = store.task(task_id)
     if task is None:
-        raise BCBridgeError(f"no task {task_id}")
+        raise ConfigError(f"no task {task_id}")
     if task.status in (TaskStatus.DONE, TaskStatus.SKIPPED):
-        raise BCBridgeError(f"task {task_id} is {task.status} already; nothing to skip")
+        raise ConfigError(f"task {task_id} is {task.status} already; nothing to skip")
     return task
 
 
 def _chosen(store: Store, ids: list[int], failed: bool, flow: str | None) -> list[Task]:
     if failed == bool(ids):
-        raise BCBridgeError("give task ids or --failed (not both)")
+        raise ConfigError("give task ids or --failed (not both)")
     if failed:
         return store.tasks(flow, TaskStatus.FAILED, limit=None)
     tasks = []
     for task_id in ids:
         task = store.task(task_id)
         if task is None:
-            raise BCBridgeError(f"no task {task_id}")
+            raise ConfigError(f"no task {task_id}")
         if task.status == TaskStatus.DONE:
-            raise BCBridgeError(f"task {task_id} is done; only unfinished tasks are retried")
+            raise ConfigError(f"task {task_id} is done; only unfinished tasks are retried")
         tasks.append(task)
     return tasks
 
