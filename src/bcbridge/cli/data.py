@@ -36,8 +36,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bcbridge import _json, catalog
+from bcbridge.cli._common import ctrl_c_stops
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
-from bcbridge.cli.flows import _ctrl_c_stops
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import (
     EXIT_FAILED,
@@ -789,7 +789,7 @@ def _run_push(plan: _Push, project: ProjectConfig, store: Store, opts: dict[str,
     error: BaseException | None = None
     result: RunResult | None = None
     try:
-        with _ctrl_c_stops(stop), display.bar:
+        with ctrl_c_stops(stop), display.bar:
             result = anyio.run(runner.run, plan.flow)
     except (BCBridgeError, KeyboardInterrupt) as exc:  # the run record holds its counts
         error = exc
