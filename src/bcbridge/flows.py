@@ -192,7 +192,8 @@ class _OutgoingTarget:
                 error: BCBridgeError = exc
                 if not self.repeatable or attempt == REDELIVERIES:
                     break
-                await anyio.sleep(attempt)
+                # no pause of our own: each delivery goes through the client's retry policy,
+                # which waits between its attempts (backoff, Retry-After); only it ever sleeps
             except BCBridgeError as exc:
                 if self.repeatable:
                     raise
