@@ -149,6 +149,7 @@ def test_the_bc_client_fixture_serves_one_event_loop_after_another(
         assert [c.id for c in companies] == expected
 
 
+@pytest.mark.slow
 def test_50000_records_across_token_renewals_without_duplicates_or_gaps(
     inprocess_emulator_factory: Callable[..., InProcessEmulator],
 ) -> None:
@@ -158,6 +159,7 @@ def test_50000_records_across_token_renewals_without_duplicates_or_gaps(
     assert emulator.stats()["by_status"].get("200", 0) >= 50
 
 
+@pytest.mark.slow
 def test_limits_matching_bc_see_no_429_and_mismatched_limits_lose_nothing(
     inprocess_emulator_factory: Callable[..., InProcessEmulator],
 ) -> None:

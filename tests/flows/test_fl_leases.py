@@ -26,6 +26,8 @@ from bcbridge.store import Store, leases, runs
 from bcbridge.testing import RunningEmulator, start_emulator
 from tests.flows.conftest import BC, CRONUS, FABRIKAM, cli, start_run, store_of
 
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
+
 FLOW = "copy_sales_orders"
 ORDERS = 80
 
