@@ -74,6 +74,7 @@ def test_each_auth_failure_has_its_own_clear_error(bc_emulator: RunningEmulator)
     assert "Microsoft Entra Applications" in str(refused.value)
 
 
+@pytest.mark.slow
 def test_msal_tokens_are_renewed_before_they_expire(bc_emulator: RunningEmulator) -> None:
     """A token in the last tenth of its life is replaced before it is sent, not after a 401."""
 
@@ -173,6 +174,7 @@ def test_limits_matching_bc_see_no_429_and_mismatched_limits_lose_nothing(
     assert emulator.stats()["throttled"] > 0
 
 
+@pytest.mark.slow
 def test_503s_and_dropped_connections_mid_run_are_survived(inprocess_emulator_factory) -> None:  # type: ignore[no-untyped-def]
     emulator = inprocess_emulator_factory(scale="customers=1000")
     company = emulator.info.company_id()
@@ -303,6 +305,7 @@ def test_a_looping_next_link_is_refused() -> None:
         run(pull)
 
 
+@pytest.mark.slow
 def test_cli_grant_and_check(bc_emulator: RunningEmulator) -> None:
     import os
 
