@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck install postgres bench clean
+.PHONY: demo test test-fast lint typecheck install postgres bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ postgres:
 
 test: postgres lint typecheck
 	$(BIN)/pytest
+
+# The quick loop while coding: no PostgreSQL, none of the long subprocess/crash/matrix tests.
+test-fast: $(STAMP)
+	$(BIN)/pytest -m "not slow and not postgres and not live"
 
 demo: $(STAMP)
 	$(BIN)/bcbridge demo

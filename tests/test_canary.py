@@ -17,6 +17,7 @@ import secrets
 import subprocess
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 
 from bcbridge.testing import RunningEmulator
@@ -213,3 +214,6 @@ def table_texts(url: str) -> list[tuple[str, str]]:
             ]
     finally:
         engine.dispose()
+
+
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`

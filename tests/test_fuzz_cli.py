@@ -36,6 +36,8 @@ FUZZ = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
 
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
+
 
 @pytest.fixture(scope="module", autouse=True)
 def bc_settings(bc_emulator: RunningEmulator) -> Iterator[None]:

@@ -80,11 +80,6 @@ class Field:
     options: tuple[str, ...] = ()  # enum values, as BC serialises them
     max_length: int | None = None  # BC's Text[N] / Code[N]; longer values are refused
 
-    @property
-    def is_key_like(self) -> bool:
-        """A GUID ending in ``Id``: a link to another record."""
-        return self.type is FieldType.GUID and self.name.endswith("Id")
-
 
 @dataclass(frozen=True)
 class Navigation:
@@ -151,11 +146,6 @@ class EntitySet:
     def field_names(self) -> tuple[str, ...]:
         """The names of its properties, in catalog order."""
         return tuple(f.name for f in self.fields)
-
-    @property
-    def writable_fields(self) -> tuple[Field, ...]:
-        """The properties a client may write."""
-        return tuple(f for f in self.fields if not f.read_only)
 
     def navigation(self, name: str) -> Navigation | None:
         """The navigation property `name`, or None."""

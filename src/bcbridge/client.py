@@ -26,8 +26,8 @@ from bcbridge.config import ClientSettings
 from bcbridge.errors import (
     Attempt,
     BCAPIError,
-    BCBridgeError,
     ConfigError,
+    NextLinkLoop,
     TransportError,
     api_error_for,
 )
@@ -315,7 +315,7 @@ class BusinessCentralClient:
         while url:
             fingerprint = hash(url)
             if fingerprint in seen:
-                raise BCBridgeError(
+                raise NextLinkLoop(
                     f"BC returned the same @odata.nextLink twice: {_redact.url(url)}"
                 )
             seen.add(fingerprint)

@@ -53,6 +53,7 @@ __all__ = [
     "Busy",
     "ConfigError",
     "FatalAPIError",
+    "NextLinkLoop",
     "NotFound",
     "PreconditionFailed",
     "RetriableAPIError",
@@ -87,6 +88,11 @@ class ConfigError(BCBridgeError, ValueError):
         self.source = source
         where = ": ".join(part for part in (source, field) if part)
         super().__init__(f"{where}: {message}" if where else message)
+
+
+class NextLinkLoop(BCBridgeError):
+    """BC answered a page with an `@odata.nextLink` it had already given: reading on would
+    never end. Exit code 2, as the plain `BCBridgeError` it replaced."""
 
 
 class Busy(BCBridgeError):

@@ -85,7 +85,7 @@ class RunResult:
     @property
     def failed(self) -> int:
         """Records that need a person: failed, or unknown (sent, answer lost)."""
-        return self.counts.get("failed", 0) + self.counts.get("unknown", 0)
+        return self.counts.get(TaskStatus.FAILED, 0) + self.counts.get(TaskStatus.UNKNOWN, 0)
 
 
 # --- sources and targets ------------------------------------------------------------------------
@@ -192,7 +192,8 @@ class _OutgoingTarget:
                 error: BCBridgeError = exc
                 if not self.repeatable or attempt == REDELIVERIES:
                     break
-                await anyio.sleep(attempt)
+                # no pause of our own: each delivery goes through the client's retry policy,
+                # which waits between its attempts (backoff, Retry-After); only it ever sleeps
             except BCBridgeError as exc:
                 if self.repeatable:
                     raise
@@ -504,7 +505,7 @@ class FlowRunner:
         todo = list({task.id: task for task in tasks if task.status == TaskStatus.PENDING}.values())
         settled = [task for task in tasks if task.status in (TaskStatus.DONE, TaskStatus.SKIPPED)]
         if settled:  # delivered before a crash, twice in the input, or skipped by hand
-            counts["skipped"] += len(settled)
+            counts[TaskStatus.SKIPPED.value] += len(settled)
         await self._deliver(todo, None, context, target, counts)
 
     def _keep_broken(
@@ -522,11 +523,11 @@ class FlowRunner:
         )
         self.store.settle(
             [
-                TaskUpdate(task.id, "failed", error=f"transform: {exc}")
+                TaskUpdate(task.id, TaskStatus.FAILED, error=f"transform: {exc}")
                 for task, (_, exc) in zip(tasks, broken, strict=True)
             ]
         )
-        counts["failed"] += len(tasks)
+        counts[TaskStatus.FAILED.value] += len(tasks)
 
     def _keep_unreadable(
         self, name: str, run_id: int, bad: list[BadRecord], counts: Counter[str]
@@ -542,23 +543,23 @@ class FlowRunner:
         tasks = self.store.register(name, run_id, items, stage="read")
         self.store.settle(
             [
-                TaskUpdate(task.id, "failed", error=f"read: {record}; {FIX_THE_FILE}")
+                TaskUpdate(task.id, TaskStatus.FAILED, error=f"read: {record}; {FIX_THE_FILE}")
                 for task, record in zip(tasks, bad, strict=True)
             ]
         )
-        counts["failed"] += len(tasks)
+        counts[TaskStatus.FAILED.value] += len(tasks)
 
     def _close_lines_gone(self, name: str, run_id: int) -> None:
         """After a whole read: unreadable lines of earlier runs not met again were fixed (their
         record went out as a new task) or removed, so their failed tasks are closed."""
         gone = [
             task
-            for task in self.store.tasks(name, "failed", limit=None)
+            for task in self.store.tasks(name, TaskStatus.FAILED, limit=None)
             if task.stage == "read" and task.run_id != run_id
         ]
         self.store.settle(
             [
-                TaskUpdate(task.id, "done", error="the line is no longer in the input")
+                TaskUpdate(task.id, TaskStatus.DONE, error="the line is no longer in the input")
                 for task in gone
             ]
         )
@@ -578,18 +579,20 @@ class FlowRunner:
         for task in tasks:
             payload = task.payload
             if task.stage == "read":  # not a record: there is nothing to deliver
-                updates.append(TaskUpdate(task.id, "failed", error=task.last_error))
-                counts["failed"] += 1
+                updates.append(TaskUpdate(task.id, TaskStatus.FAILED, error=task.last_error))
+                counts[TaskStatus.FAILED.value] += 1
                 continue
             if task.stage == "transform" and chain is not None:
                 try:
                     transformed = chain.apply(payload, context)
                 except TransformError as exc:
-                    updates.append(TaskUpdate(task.id, "failed", error=f"transform: {exc}"))
-                    counts["failed"] += 1
+                    updates.append(
+                        TaskUpdate(task.id, TaskStatus.FAILED, error=f"transform: {exc}")
+                    )
+                    counts[TaskStatus.FAILED.value] += 1
                     continue
                 if transformed is None:
-                    updates.append(TaskUpdate(task.id, "done", error="filtered"))
+                    updates.append(TaskUpdate(task.id, TaskStatus.DONE, error="filtered"))
                     counts["filtered"] += 1
                     continue
                 payloads[task.id] = payload = transformed
@@ -597,7 +600,7 @@ class FlowRunner:
         self.store.settle(updates)
         if not ready:
             return
-        self.store.mark([task.id for task, _ in ready], "sending", attempt=True)
+        self.store.mark([task.id for task, _ in ready], TaskStatus.SENDING, attempt=True)
         results = await target.deliver([payload for _, payload in ready])
         updates, lost = [], []
         for (task, _), result in zip(ready, results, strict=True):
@@ -613,7 +616,7 @@ class FlowRunner:
         if lost and probe:
             await self._resolve(lost, target, counts)
         else:
-            counts["unknown"] += len(lost)
+            counts[TaskStatus.UNKNOWN.value] += len(lost)
 
     async def _settle_unclear(
         self, name: str, run_id: int, target: _Target, counts: Counter[str]
@@ -637,15 +640,20 @@ class FlowRunner:
             if check.verdict is Verdict.DONE:
                 updates.append(
                     TaskUpdate(
-                        task.id, "done", error=f"read in BC: {check.reason}", result_id=check.id
+                        task.id,
+                        TaskStatus.DONE,
+                        error=f"read in BC: {check.reason}",
+                        result_id=check.id,
                     )
                 )
                 counts[Outcome.DONE.value] += 1
             elif check.verdict is Verdict.NOT_DONE:
-                updates.append(TaskUpdate(task.id, "pending", error=f"read in BC: {check.reason}"))
+                updates.append(
+                    TaskUpdate(task.id, TaskStatus.PENDING, error=f"read in BC: {check.reason}")
+                )
                 again.append(task)
             else:
-                counts["unknown"] += 1
+                counts[TaskStatus.UNKNOWN.value] += 1
         self.store.settle(updates)
         if again:
             await self._deliver(again, None, {}, target, counts, probe=False)
@@ -659,14 +667,16 @@ def _update(
             f"{result.message}; then `bcbridge tasks retry {task_id}` to send it or "
             f"`bcbridge tasks skip {task_id}` if it is done"
         )
-        return TaskUpdate(task_id, "unknown", error=error, result_id=result.id, payload=payload)
+        return TaskUpdate(
+            task_id, TaskStatus.UNKNOWN, error=error, result_id=result.id, payload=payload
+        )
     if outcome == Outcome.FAILED:
         error = " ".join(
             part for part in (str(result.status or ""), result.code, result.message) if part
         )
-        return TaskUpdate(task_id, "failed", error=error, payload=payload)
+        return TaskUpdate(task_id, TaskStatus.FAILED, error=error, payload=payload)
     note = None if result.ok else result.message  # e.g. a delete that found nothing to delete
-    return TaskUpdate(task_id, "done", error=note, result_id=result.id, payload=payload)
+    return TaskUpdate(task_id, TaskStatus.DONE, error=note, result_id=result.id, payload=payload)
 
 
 def _outcome(result: RecordResult, action: str) -> str:

@@ -22,6 +22,7 @@ from bcbridge.config import ClientSettings, RateLimit, RetryPolicy
 from bcbridge.errors import (
     AuthError,
     ConfigError,
+    NextLinkLoop,
     NotFound,
     TransportError,
     Unauthorized,
@@ -73,6 +74,7 @@ def test_each_auth_failure_has_its_own_clear_error(bc_emulator: RunningEmulator)
     assert "Microsoft Entra Applications" in str(refused.value)
 
 
+@pytest.mark.slow
 def test_msal_tokens_are_renewed_before_they_expire(bc_emulator: RunningEmulator) -> None:
     """A token in the last tenth of its life is replaced before it is sent, not after a 401."""
 
@@ -148,6 +150,7 @@ def test_the_bc_client_fixture_serves_one_event_loop_after_another(
         assert [c.id for c in companies] == expected
 
 
+@pytest.mark.slow
 def test_50000_records_across_token_renewals_without_duplicates_or_gaps(
     inprocess_emulator_factory: Callable[..., InProcessEmulator],
 ) -> None:
@@ -157,6 +160,7 @@ def test_50000_records_across_token_renewals_without_duplicates_or_gaps(
     assert emulator.stats()["by_status"].get("200", 0) >= 50
 
 
+@pytest.mark.slow
 def test_limits_matching_bc_see_no_429_and_mismatched_limits_lose_nothing(
     inprocess_emulator_factory: Callable[..., InProcessEmulator],
 ) -> None:
@@ -170,6 +174,7 @@ def test_limits_matching_bc_see_no_429_and_mismatched_limits_lose_nothing(
     assert emulator.stats()["throttled"] > 0
 
 
+@pytest.mark.slow
 def test_503s_and_dropped_connections_mid_run_are_survived(inprocess_emulator_factory) -> None:  # type: ignore[no-untyped-def]
     emulator = inprocess_emulator_factory(scale="customers=1000")
     company = emulator.info.company_id()
@@ -296,10 +301,11 @@ def test_a_looping_next_link_is_refused() -> None:
             async for _ in bc.iter_pages("https://bc.test/same"):
                 pass
 
-    with pytest.raises(Exception, match=r"same @odata\.nextLink twice"):
+    with pytest.raises(NextLinkLoop, match=r"same @odata\.nextLink twice"):
         run(pull)
 
 
+@pytest.mark.slow
 def test_cli_grant_and_check(bc_emulator: RunningEmulator) -> None:
     import os
 

@@ -152,6 +152,7 @@ BAD_FLAGS = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("flags", "expected"), BAD_FLAGS)
 def test_cli_refuses_limits_that_would_hang(flags: list[str], expected: str) -> None:
     done = subprocess.run(

@@ -11,6 +11,7 @@ import time
 
 import httpx
 import jwt
+import pytest
 
 from bcbridge.testing import InProcessEmulator, RunningEmulator, bc_token
 from tests.emulator.conftest import api_client, assert_bc_error
@@ -56,6 +57,7 @@ def test_missing_forged_and_foreign_tokens_are_refused(emulator: InProcessEmulat
             assert_bc_error(api.get("companies"), 401, "Authentication_InvalidCredentials")
 
 
+@pytest.mark.slow
 def test_expired_tokens_are_refused(inprocess_emulator_factory) -> None:  # type: ignore[no-untyped-def]
     emulator = inprocess_emulator_factory(token_lifetime=1)
     with api_client(emulator) as api:

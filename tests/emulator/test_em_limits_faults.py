@@ -16,6 +16,8 @@ import pytest
 from bcbridge.testing import EmulatorControl, InProcessEmulator
 from tests.emulator.conftest import api_client, assert_bc_error
 
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
+
 both_kinds = pytest.mark.parametrize("kind", ["in-process", "process"])
 
 

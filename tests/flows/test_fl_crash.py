@@ -243,3 +243,6 @@ def test_ctrl_c_stops_after_the_chunk_in_flight_and_the_next_run_resumes(
     assert last["counts"]["skipped"] == done_before  # resumed, not repeated
     numbers = Counter(i["number"] for i in bc.all(CRONUS, "items") if i["number"][0] == "C")
     assert len(numbers) == 800 and set(numbers.values()) == {1}
+
+
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`

@@ -22,6 +22,8 @@ from tests.flows.conftest import (
     store_of,
 )
 
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
+
 
 @pytest.fixture(autouse=True)
 def fresh_data(emulator: RunningEmulator) -> Iterator[None]:

@@ -169,3 +169,6 @@ def test_flow_survives_token_expiry(tmp_path: Path, bc: BC, emulator: RunningEmu
     assert result.status == "ok" and result.counts["created"] == 300
     assert emulator.stats()["tokens_issued"] - before >= 3  # it really ran on renewed tokens
     assert_each_once(bc, 300)
+
+
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`

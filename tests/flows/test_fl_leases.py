@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -22,9 +23,11 @@ import yaml
 
 from bcbridge.flowconfig import load_project
 from bcbridge.flows import FlowRunner
-from bcbridge.store import Store, leases, runs
+from bcbridge.store import Store, leases, runs, sqlite_path
 from bcbridge.testing import RunningEmulator, start_emulator
 from tests.flows.conftest import BC, CRONUS, FABRIKAM, cli, start_run, store_of
+
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
 
 FLOW = "copy_sales_orders"
 ORDERS = 80
@@ -69,14 +72,39 @@ def wait_until_running(project: Path, process: subprocess.Popen[str], flow: str 
 
 
 @contextmanager
-def paused(process: subprocess.Popen[str]) -> Iterator[None]:
+def paused(process: subprocess.Popen[str], project: Path) -> Iterator[None]:
     """SIGSTOP the run for the length of the block: it keeps its lease (the TTL is far away),
-    so the overlap with a second process does not depend on how fast this machine is."""
-    process.send_signal(signal.SIGSTOP)
+    so the overlap with a second process does not depend on how fast this machine is.
+
+    It is stopped only at a moment it holds no write lock on the SQLite store: frozen inside a
+    transaction, it would keep every other process out of the store (as any process frozen in a
+    transaction does to SQLite), which is not what these tests are about."""
+    database = sqlite_path(load_project(project).store)
+    assert database is not None
+    deadline = time.monotonic() + 30
+    while True:
+        process.send_signal(signal.SIGSTOP)
+        if _store_is_free(database):
+            break
+        process.send_signal(signal.SIGCONT)
+        assert time.monotonic() < deadline, "the run never let go of the store"
+        time.sleep(0.01)
     try:
         yield
     finally:
         process.send_signal(signal.SIGCONT)
+
+
+def _store_is_free(database: Path) -> bool:
+    connection = sqlite3.connect(database, timeout=0.2)
+    try:
+        connection.execute("BEGIN IMMEDIATE")  # fails while another process holds a write lock
+        connection.rollback()
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        connection.close()
 
 
 def first_line_with(process: subprocess.Popen[str], text: str, within: float = 60) -> str:
@@ -116,7 +144,7 @@ def test_a_second_run_of_a_running_flow_exits_4_naming_the_holder(
 ) -> None:
     first = start_run(bc_env, examples, FLOW)
     wait_until_running(examples, first)
-    with paused(first):
+    with paused(first, examples):
         second = cli(bc_env, "run", FLOW, "--config", str(examples))
     _, first_err = first.communicate(timeout=120)
     assert first.returncode == 0, first_err
@@ -133,7 +161,7 @@ def test_with_wait_the_second_run_follows_the_first(
 ) -> None:
     first = start_run(bc_env, examples, FLOW)
     wait_until_running(examples, first)
-    with paused(first):
+    with paused(first, examples):
         second = start_run(bc_env, examples, FLOW, "--wait", "--wait-timeout", "120")
         said = first_line_with(second, "waiting for the run held by pid")
         assert f"{FLOW}: waiting for the run held by pid {first.pid} on " in said
@@ -221,7 +249,7 @@ def test_two_different_flows_run_side_by_side(
 ) -> None:
     orders = start_run(bc_env, examples, FLOW)
     wait_until_running(examples, orders)
-    with paused(orders):  # holds its flow's lease all along
+    with paused(orders, examples):  # holds its flow's lease all along
         items = cli(bc_env, "run", "items_from_csv", "--config", str(examples))
     _, orders_err = orders.communicate(timeout=120)
     assert (orders.returncode, items.returncode) == (0, 0), orders_err + items.stderr

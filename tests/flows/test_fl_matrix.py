@@ -20,6 +20,8 @@ import sqlalchemy as sa
 from bcbridge.testing import RunningEmulator
 from tests.flows.conftest import BC, CRONUS, run_flow, store_of, write_project
 
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
+
 RECORDS = 12
 CHUNK = 4  # three chunks: a fault lands in the middle of a run, not only at its start
 

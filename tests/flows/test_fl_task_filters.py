@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.flows.conftest import cli, write_project
 
 
+@pytest.mark.slow
 def test_an_unknown_status_is_refused_with_the_valid_ones(tmp_path: Path) -> None:
     (tmp_path / "in.jsonl").write_text('{"id": "1"}\n')
     project = write_project(

@@ -201,3 +201,6 @@ def test_a_killed_run_leaves_sending_actions_that_the_next_run_settles_from_bc(
     assert notes == {gone: 2, None: 2}, notes
     assert len(bc.all(CRONUS, "salesInvoices")) == invoices + len(quotes)
     assert bc.all(CRONUS, "salesQuotes") == []
+
+
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`

@@ -35,6 +35,8 @@ from tests.flows.conftest import (
 )
 from tests.pg_server import PostgresServer, as_server_user, free_port, postgres_bin
 
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
+
 SEED = int(os.environ.get("BCBRIDGE_CRASH_SEED", time.time_ns() % 1_000_000))
 KILLS = 3
 

@@ -31,6 +31,8 @@ from bcbridge.store import (
 )
 from tests.flows.conftest import BCBRIDGE, write_project
 
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
+
 # --- leases ---------------------------------------------------------------------------------
 
 

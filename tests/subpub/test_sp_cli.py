@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bcbridge.testing import RunningEmulator
 from tests.subpub.test_sp_publisher import read
 
@@ -146,3 +148,6 @@ def test_bad_options_are_named(emulator: RunningEmulator) -> None:
     unknown = cli(emulator, "pull", "customer")
     assert unknown.returncode == 2 and "did you mean customers" in unknown.stderr
     assert "Example:" in cli(emulator, "pull", "--help").stdout
+
+
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`

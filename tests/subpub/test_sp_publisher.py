@@ -190,6 +190,7 @@ def _edit_during_batch(
     return thread
 
 
+@pytest.mark.slow
 def test_fetch_never_overwrites_a_concurrent_edit_of_the_same_fields(
     emulator: InProcessEmulator,
 ) -> None:
@@ -204,6 +205,7 @@ def test_fetch_never_overwrites_a_concurrent_edit_of_the_same_fields(
     assert read(emulator, "items", {"$filter": "number eq 'I00020'"})[0]["unitPrice"] == 111.0
 
 
+@pytest.mark.slow
 def test_fetch_reapplies_when_the_concurrent_edit_touched_other_fields(
     emulator: InProcessEmulator,
 ) -> None:

@@ -19,6 +19,8 @@ from bcbridge.subscriber import CursorState
 from bcbridge.testing import RunningEmulator, start_emulator
 from tests.flows.conftest import CRONUS, cli
 
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
+
 CUSTOMERS = 2_500
 
 

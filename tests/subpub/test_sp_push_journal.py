@@ -322,3 +322,6 @@ def test_a_tasks_error_line_is_split_into_status_code_and_message(
     error: str, parts: tuple[int | None, str | None, str | None]
 ) -> None:
     assert _error_parts(error) == parts
+
+
+pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`

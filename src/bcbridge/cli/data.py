@@ -36,8 +36,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bcbridge import _json, catalog
+from bcbridge.cli._common import ctrl_c_stops
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
-from bcbridge.cli.flows import _ctrl_c_stops
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import (
     EXIT_FAILED,
@@ -52,7 +52,7 @@ from bcbridge.flowconfig import Endpoint, FlowConfig, OutgoingConfig, ProjectCon
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.publisher import WRITE_ACTIONS, FailedRecord, read_failed, write_failed
 from bcbridge.sinks import open_reader, open_writer, sql_target
-from bcbridge.store import Store
+from bcbridge.store import RunStatus, Store, TaskStatus
 from bcbridge.store import tasks as task_table
 from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.transform import Chain, load_chain, load_chain_file
@@ -64,7 +64,8 @@ PUSH_STORE = "sqlite:///.bcbridge/push.db"
 # can be written out with both. Publisher drops every "@odata." name from what it sends (as it
 # does BC's own annotations), so BC never receives it.
 SOURCE = "@odata.bcbridge.source"
-TASK_FAILED = ("failed", "unknown")  # unknown: an answer lost for a bound action (not resent)
+# unknown: an answer lost for a bound action (not resent)
+TASK_FAILED = (TaskStatus.FAILED, TaskStatus.UNKNOWN)
 
 
 class UsageError(Exception):
@@ -654,7 +655,7 @@ class _FailedJournal:
         """Write the tasks that failed since the last sweep. With `counts` (after a chunk),
         only when the run's failed count moved; without (at the end), always."""
         if counts is not None:
-            failed = counts.get("failed", 0) + counts.get("unknown", 0)
+            failed = counts.get(TaskStatus.FAILED, 0) + counts.get(TaskStatus.UNKNOWN, 0)
             if failed == self.seen_failed:
                 return
             self.seen_failed = failed
@@ -788,7 +789,7 @@ def _run_push(plan: _Push, project: ProjectConfig, store: Store, opts: dict[str,
     error: BaseException | None = None
     result: RunResult | None = None
     try:
-        with _ctrl_c_stops(stop), display.bar:
+        with ctrl_c_stops(stop), display.bar:
             result = anyio.run(runner.run, plan.flow)
     except (BCBridgeError, KeyboardInterrupt) as exc:  # the run record holds its counts
         error = exc
@@ -802,8 +803,8 @@ def _run_push(plan: _Push, project: ProjectConfig, store: Store, opts: dict[str,
 
 
 def _last_run(store: Store, flow: str, error: BaseException | None) -> RunResult:
-    status = "interrupted" if isinstance(error, KeyboardInterrupt) else "error"
-    message = None if error is None or status == "interrupted" else str(error)
+    status = RunStatus.INTERRUPTED if isinstance(error, KeyboardInterrupt) else RunStatus.ERROR
+    message = None if error is None or status == RunStatus.INTERRUPTED else str(error)
     runs = store.runs(flow, limit=1)
     if not runs:
         return RunResult(flow, 0, status, Counter(), error=message)
@@ -826,7 +827,7 @@ def _report(
             example = journal.examples.get(reason) or ""
             stderr.print(f"  {count:>7,}  {reason}  e.g. {example[:160]}")
         stderr.print(f"retry them with: {_retry_command(plan, opts)}")
-    finished = result.status in ("ok", "failed")
+    finished = result.status in (RunStatus.OK, RunStatus.FAILED)
     if finished and plan.replay is not None:
         Path(plan.source).unlink(missing_ok=True)  # replayed; what still fails is in the file
     if not finished:
@@ -835,9 +836,9 @@ def _report(
             f"[yellow]{result.status}: the push stopped before the end; run it again to resume "
             f"({again}): records already done are skipped[/]"
         )
-    if result.status == "interrupted":
+    if result.status == RunStatus.INTERRUPTED:
         return EXIT_INTERRUPTED
-    if result.status not in ("ok", "failed"):
+    if result.status not in (RunStatus.OK, RunStatus.FAILED):
         problem = error or result.exception  # the run's own error: its documented exit code
         if problem is not None:
             raise fail(problem)

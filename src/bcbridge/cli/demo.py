@@ -20,8 +20,15 @@ import sqlalchemy as sa
 import typer
 from rich.table import Table
 
+from bcbridge.cli._common import (
+    ctrl_c_stops,
+    run_flows,
+    runs_exit_code,
+    stderr,
+    summary,
+    task_table,
+)
 from bcbridge.cli._settings import fail
-from bcbridge.cli.flows import _ctrl_c_stops, _exit_code, _run_flows, _summary, _task_table, stderr
 from bcbridge.config import ClientSettings
 from bcbridge.errors import BCBridgeError
 from bcbridge.flowconfig import ProjectConfig, default_config, load_project
@@ -54,14 +61,14 @@ def demo(
     """
     stop = threading.Event()
     try:
-        with _ctrl_c_stops(stop):
+        with ctrl_c_stops(stop):
             configured = _configured()
             results = (
                 _against_project(configured, stop) if configured else _with_emulator(keep, stop)
             )
     except BCBridgeError as exc:
         raise fail(exc) from None
-    raise typer.Exit(_exit_code(results))
+    raise typer.Exit(runs_exit_code(results))
 
 
 def _against_project(path: Path, stop: threading.Event) -> list[RunResult]:
@@ -69,10 +76,10 @@ def _against_project(path: Path, stop: threading.Event) -> list[RunResult]:
     project = load_project(path)
     store = Store(project.store)
     try:
-        results = _run_flows(project, store, list(project.flows), stop)
+        results = run_flows(project, store, list(project.flows), stop)
     finally:
         store.close()
-    _summary(results)
+    summary(results)
     return results
 
 
@@ -89,13 +96,13 @@ def _with_emulator(keep: bool, stop: threading.Event) -> list[RunResult]:
         stderr.print(f"Business Central emulator at {emulator.info.api_root}")
         project = load_project(folder / "bcbridge.yaml")
         store = Store(project.store)
-        results = _run_flows(project, store, list(project.flows), stop)
+        results = run_flows(project, store, list(project.flows), stop)
         if not stop.is_set():
             changed = _change_customers(2)
             stderr.print(f"Changed {changed} customers in BC; the incremental flow again:")
-            results += _run_flows(project, store, ["customers_to_sqlite"], stop)
-        _summary(results)
-        stderr.print(_task_table(store.tasks("copy_sales_orders", limit=5)))
+            results += run_flows(project, store, ["customers_to_sqlite"], stop)
+        summary(results)
+        stderr.print(task_table(store.tasks("copy_sales_orders", limit=5)))
         _show_landed(project)
         store.close()
     if keep:
