@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -24,6 +25,8 @@ from bcbridge.store import Store
 from bcbridge.sync import Client
 from bcbridge.testing import RunningEmulator, start_emulator
 
+# the random kill points of crash tests; BCBRIDGE_CRASH_SEED replays a run
+SEED = int(os.environ.get("BCBRIDGE_CRASH_SEED", time.time_ns() % 1_000_000))
 CRONUS = "CRONUS USA, Inc."
 FABRIKAM = "Fabrikam & O'Brien, Ltd."
 
@@ -143,3 +146,39 @@ def bc(emulator: RunningEmulator) -> Iterator[BC]:
     view = BC(emulator)
     yield view
     view.close()
+
+
+def kill_runs_at_random(
+    env: dict[str, str],
+    project: Path,
+    flow: str,
+    rng: random.Random,
+    total: int,
+    kills: int = 5,
+) -> int:
+    """Start the flow and SIGKILL it at a random point, `kills` times; how many were killed.
+
+    A point is "after `target` records are done, plus a random pause": the pause lands the kill
+    anywhere in the next chunk (key lookup, send, settle, cursor commit), and a target of 0 kills
+    the run while it starts. Aiming by progress, not by wall time, keeps this independent of how
+    fast the machine is."""
+    killed = 0
+    store = store_of(project)
+    try:
+        for _ in range(kills):
+            done = store.count_tasks(flow).get("done", 0)
+            if total - done < 2:
+                break
+            target = done + rng.randint(0, (total - done) // 3)
+            process = start_run(env, project, flow)
+            while process.poll() is None and store.count_tasks(flow).get("done", 0) < target:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
+            if process.poll() is None:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                killed += 1
+    finally:
+        store.close()
+    print(f"{flow}: killed {killed} times")
+    return killed

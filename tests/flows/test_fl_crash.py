@@ -8,8 +8,6 @@ from __future__ import annotations
 import csv
 import os
 import random
-import signal
-import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,15 +21,14 @@ from tests.flows.conftest import (
     BC,
     CRONUS,
     FABRIKAM,
+    SEED,
     cli,
     ctrl_c_when,
+    kill_runs_at_random,
     start_run,
     store_of,
     write_project,
 )
-
-SEED = int(os.environ.get("BCBRIDGE_CRASH_SEED", time.time_ns() % 1_000_000))
-KILLS = 5
 
 
 @pytest.fixture(scope="module")
@@ -45,37 +42,6 @@ def emulator() -> Iterator[RunningEmulator]:
 def rng() -> random.Random:
     print(f"\ncrash test seed: {SEED} (BCBRIDGE_CRASH_SEED={SEED} replays it)")
     return random.Random(SEED)
-
-
-def kill_runs_at_random(
-    env: dict[str, str], project: Path, flow: str, rng: random.Random, total: int
-) -> int:
-    """Start the flow and SIGKILL it at a random point, KILLS times; how many were killed.
-
-    A point is "after `target` records are done, plus a random pause": the pause lands the kill
-    anywhere in the next chunk (key lookup, send, settle, cursor commit), and a target of 0 kills
-    the run while it starts. Aiming by progress, not by wall time, keeps this independent of how
-    fast the machine is."""
-    killed = 0
-    store = store_of(project)
-    try:
-        for _ in range(KILLS):
-            done = store.count_tasks(flow).get("done", 0)
-            if total - done < 2:
-                break
-            target = done + rng.randint(0, (total - done) // 3)
-            process = start_run(env, project, flow)
-            while process.poll() is None and store.count_tasks(flow).get("done", 0) < target:
-                time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 0.3))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                killed += 1
-    finally:
-        store.close()
-    print(f"{flow}: killed {killed} times")
-    return killed
 
 
 def finish(env: dict[str, str], project: Path, flow: str) -> None:

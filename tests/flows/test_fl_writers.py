@@ -11,7 +11,6 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import time
 from collections import Counter
 from collections.abc import Iterator
 from decimal import Decimal
@@ -27,18 +26,16 @@ from tests.flows.conftest import (
     BC,
     BCBRIDGE,
     CRONUS,
+    SEED,
     cli,
+    kill_runs_at_random,
     run_flow,
-    start_run,
     store_of,
     write_project,
 )
 from tests.pg_server import PostgresServer, as_server_user, free_port, postgres_bin
 
 pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
-
-SEED = int(os.environ.get("BCBRIDGE_CRASH_SEED", time.time_ns() % 1_000_000))
-KILLS = 3
 
 
 def file_project(folder: Path, source: str, target: str, *, chunk: int = 40, **extra: Any) -> Path:
@@ -363,33 +360,13 @@ def test_a_value_that_does_not_fit_the_bc_type_fails_its_record(
 # --- SIGKILL -------------------------------------------------------------------------------------
 
 
-def kill_three_times(env: dict[str, str], project: Path, total: int, rng: random.Random) -> int:
-    killed = 0
-    store = store_of(project)
-    try:
-        for _ in range(KILLS):
-            done = store.count_tasks("copy").get("done", 0)
-            target = done + rng.randint(0, max(1, (total - done) // 3))
-            process = start_run(env, project, "copy")
-            while process.poll() is None and store.count_tasks("copy").get("done", 0) < target:
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.15))
-            if process.poll() is None:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                killed += 1
-    finally:
-        store.close()
-    return killed
-
-
 def test_sigkill_while_copying_a_file_to_jsonl(tmp_path: Path) -> None:
     rng = random.Random(SEED)
     print(f"\ncrash test seed: {SEED} (BCBRIDGE_CRASH_SEED={SEED} replays it)")
     records = items(1500)
     write_jsonl(tmp_path / "in.jsonl", records)
     project = file_project(tmp_path, "in.jsonl", "out.jsonl", chunk=100)
-    killed = kill_three_times(dict(os.environ), project, len(records), rng)
+    killed = kill_runs_at_random(dict(os.environ), project, "copy", rng, len(records), kills=3)
     done = cli(dict(os.environ), "run", "copy", "--config", str(project))
     assert done.returncode == 0, done.stderr
     assert numbers_in(tmp_path / "out.jsonl") == Counter({r["number"]: 1 for r in records})
@@ -411,7 +388,7 @@ def test_sigkill_while_copying_bc_customers_to_jsonl(
             "flows": {"copy": {"from": "customers", "to": "out.jsonl", "chunk_size": 100}},
         },
     )
-    killed = kill_three_times(env, project, 1000, rng)
+    killed = kill_runs_at_random(env, project, "copy", rng, 1000, kills=3)
     done = cli(env, "run", "copy", "--config", str(project))
     assert done.returncode == 0, done.stderr
     counts = numbers_in(tmp_path / "out.jsonl")
