@@ -111,6 +111,9 @@ class _Target(Protocol):
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]: ...
     async def verify(self, payloads: Sequence[dict[str, Any]]) -> list[Verification]: ...
 
+    # what to save with a chunk's settled tasks, in the same transaction (a file's offset)
+    def committed(self) -> tuple[str, dict[str, Any]] | None: ...
+
 
 @dataclass
 class _IncomingSource:
@@ -209,6 +212,10 @@ class _OutgoingTarget:
 
     async def verify(self, payloads: Sequence[dict[str, Any]]) -> list[Verification]:
         return await self.publisher.verify(payloads)
+
+    def committed(self) -> None:
+        """Nothing to save with the tasks: BC holds what was written."""
+        return None
 
 
 @dataclass
@@ -610,7 +617,7 @@ class FlowRunner:
                 lost.append(task)
             else:
                 counts[outcome] += 1
-        committed = target.committed() if isinstance(target, _WriterTarget) else None
+        committed = target.committed()
         # unknown is recorded before BC is read, in case we die here
         self.store.settle(updates, cursor=committed)
         if lost and probe:

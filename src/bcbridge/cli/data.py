@@ -786,39 +786,28 @@ def _run_push(plan: _Push, project: ProjectConfig, store: Store, opts: dict[str,
         _REPLAYS[plan.flow] = (plan.entity, plan.action)
     else:
         _CHAINS[plan.flow] = load_chain(plan.steps)
-    error: BaseException | None = None
     result: RunResult | None = None
     try:
         with ctrl_c_stops(stop), display.bar:
-            result = anyio.run(runner.run, plan.flow)
-    except (BCBridgeError, KeyboardInterrupt) as exc:  # the run record holds its counts
-        error = exc
+            result = anyio.run(runner.run, plan.flow)  # errors come back as the result
+    except KeyboardInterrupt:  # Ctrl-C pressed twice: the run record holds its counts
+        result = _interrupted_run(store, plan.flow)
     finally:
         _CHAINS.pop(plan.flow, None)
         _REPLAYS.pop(plan.flow, None)
-    if result is None:
-        result = _last_run(store, plan.flow, error)
     journal.sweep()
-    return _report(plan, result, journal, error, opts)
+    return _report(plan, result, journal, opts)
 
 
-def _last_run(store: Store, flow: str, error: BaseException | None) -> RunResult:
-    status = RunStatus.INTERRUPTED if isinstance(error, KeyboardInterrupt) else RunStatus.ERROR
-    message = None if error is None or status == RunStatus.INTERRUPTED else str(error)
+def _interrupted_run(store: Store, flow: str) -> RunResult:
     runs = store.runs(flow, limit=1)
     if not runs:
-        return RunResult(flow, 0, status, Counter(), error=message)
+        return RunResult(flow, None, RunStatus.INTERRUPTED, Counter())
     counts = Counter({k: int(v) for k, v in runs[0]["counts"].items()})
-    return RunResult(flow, int(runs[0]["id"]), status, counts, error=message)
+    return RunResult(flow, int(runs[0]["id"]), RunStatus.INTERRUPTED, counts)
 
 
-def _report(
-    plan: _Push,
-    result: RunResult,
-    journal: _FailedJournal,
-    error: BaseException | None,
-    opts: dict[str, Any],
-) -> int:
+def _report(plan: _Push, result: RunResult, journal: _FailedJournal, opts: dict[str, Any]) -> int:
     """The summary, what failed and why, and how to go on; returns the exit code."""
     _summary(plan.label, result.counts)
     if journal.written:
@@ -839,9 +828,8 @@ def _report(
     if result.status == RunStatus.INTERRUPTED:
         return EXIT_INTERRUPTED
     if result.status not in (RunStatus.OK, RunStatus.FAILED):
-        problem = error or result.exception  # the run's own error: its documented exit code
-        if problem is not None:
-            raise fail(problem)
+        if result.exception is not None:  # the run's own error: its documented exit code
+            raise fail(result.exception)
         typer.secho(f"error: {result.error or 'the push stopped'}", fg=typer.colors.RED, err=True)
         return EXIT_FAILED
     return EXIT_FAILED if result.failed or journal.written else EXIT_OK
