@@ -515,13 +515,8 @@ class Store:
 
     def save_cursor(self, incoming: str, state: dict[str, Any]) -> None:
         """Replace a cursor's state."""
-        values = {"state": orjson.dumps(state).decode(), "updated_at": _now()}
         with self._begin() as conn:
-            changed = conn.execute(
-                cursors.update().where(cursors.c.incoming == incoming).values(**values)
-            )
-            if changed.rowcount == 0:
-                conn.execute(cursors.insert().values(incoming=incoming, **values))
+            _put_cursor(conn, incoming, state)
 
     # --- leases --------------------------------------------------------------------------
 
@@ -851,13 +846,7 @@ class Store:
         now = _now()
         with self._begin() as conn:
             if cursor is not None:
-                name, state = cursor
-                saved = {"state": orjson.dumps(state).decode(), "updated_at": now}
-                changed = conn.execute(
-                    cursors.update().where(cursors.c.incoming == name).values(**saved)
-                )
-                if changed.rowcount == 0:
-                    conn.execute(cursors.insert().values(incoming=name, **saved))
+                _put_cursor(conn, *cursor)
             for update in updates:
                 values: dict[str, Any] = {
                     "status": update.status,
@@ -898,6 +887,14 @@ class Store:
         )
         with self._connect() as conn:
             return {str(status): int(count) for status, count in conn.execute(stmt)}
+
+
+def _put_cursor(conn: sa.Connection, name: str, state: dict[str, Any]) -> None:
+    """Insert or replace the cursor `name`, in the caller's transaction."""
+    values = {"state": orjson.dumps(state).decode(), "updated_at": _now()}
+    changed = conn.execute(cursors.update().where(cursors.c.incoming == name).values(**values))
+    if changed.rowcount == 0:
+        conn.execute(cursors.insert().values(incoming=name, **values))
 
 
 def _masked(error: str | None) -> str | None:
