@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bcbridge.cli.data import _error_parts
+from bcbridge.cli.push import _error_parts
 from bcbridge.testing import RunningEmulator
 from tests.flows.conftest import BC, BCBRIDGE, CRONUS, cli
 

@@ -1,5 +1,6 @@
-"""What the flow commands share: `bcbridge run`, `tasks ...` (cli/flows.py), `push`
-(cli/data.py) and `demo` (cli/demo.py) run flows, stop on Ctrl-C and show runs and tasks alike."""
+"""What the commands share: `bcbridge run`, `tasks ...` (cli/flows.py), `pull` (cli/pull.py),
+`push` (cli/push.py) and `demo` (cli/demo.py) run flows, stop on Ctrl-C, show progress, runs and
+tasks alike."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from bcbridge import _redact
@@ -29,6 +31,7 @@ from bcbridge.errors import (
 )
 from bcbridge.flowconfig import ProjectConfig
 from bcbridge.flows import FlowRunner, RunResult
+from bcbridge.sinks import sql_target
 from bcbridge.store import RunStatus, Store, Task, TaskStatus
 
 stderr = Console(stderr=True)
@@ -184,3 +187,34 @@ def task_table(tasks: list[Task]) -> Table:
             escape(_redact.text(task.last_error or "")[:120]),
         )
     return table
+
+
+def progress_bar(total: int | None = None) -> Progress:
+    """A records bar on stderr (determinate when `total` is known)."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:,}" + (f"/{total:,}" if total else "") + " records"),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        console=stderr,
+        transient=False,
+    )
+
+
+def counts_table(title: str, counts: Counter[str]) -> None:
+    """Print the non-zero outcome counts as a table on stderr."""
+    table = Table(title=title, min_width=len(title) + 2)
+    table.add_column("Outcome")
+    table.add_column("Records", justify="right")
+    for outcome, count in sorted(counts.items()):
+        if count:
+            table.add_row(outcome, f"{count:,}")
+    stderr.print(table)
+
+
+def file_of(spec: str) -> Path | None:
+    """The local file a reader/writer spec names; None for `-` and SQL URLs."""
+    if spec == "-" or sql_target(spec) is not None:
+        return None
+    return Path(spec)

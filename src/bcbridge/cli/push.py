@@ -1,4 +1,4 @@
-"""`bcbridge pull` and `bcbridge push`: the subscriber and the publisher from the command line.
+"""`bcbridge push`: the publisher from the command line.
 
 `push` is a flow run (`bcbridge.flows.FlowRunner`): the input is the flow's reader, `--transform`
 its transformers, the push options its outgoing, and every record a task in a store (by default
@@ -7,17 +7,12 @@ input and the company, so running the same command again after any stop (dropped
 SIGKILL, Ctrl-C) resumes it: records already done are skipped and creates are matched on
 `--key-field`, so BC gets each record once. Failed records are appended to the failed-records
 file chunk by chunk, with the payload that was sent and the record it came from.
-
-`pull --state` saves, with the cursor and in the same atomic write, the size of the output file
-at the last committed chunk; a rerun cuts the file back to that size before appending, so the
-lines a stopped pull wrote past its saved cursor are not written twice.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shlex
 import sys
@@ -32,13 +27,10 @@ import sqlalchemy as sa
 import typer
 import yaml
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from bcbridge import _json, catalog
-from bcbridge.cli._common import ctrl_c_stops
+from bcbridge.cli._common import counts_table, ctrl_c_stops, file_of, progress_bar
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
-from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -51,10 +43,9 @@ from bcbridge.errors import (
 from bcbridge.flowconfig import Endpoint, FlowConfig, OutgoingConfig, ProjectConfig
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.publisher import WRITE_ACTIONS, FailedRecord, read_failed, write_failed
-from bcbridge.sinks import open_reader, open_writer, sql_target
+from bcbridge.sinks import open_reader
 from bcbridge.store import RunStatus, Store, TaskStatus
 from bcbridge.store import tasks as task_table
-from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.transform import Chain, load_chain, load_chain_file
 
 stderr = Console(stderr=True)
@@ -72,233 +63,9 @@ class UsageError(Exception):
     """The command line cannot work as given (exit 2)."""
 
 
-def _progress(total: int | None = None) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}" + (f"/{total:,}" if total else "") + " records"),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=False,
-    )
-
-
-def _summary(title: str, counts: Counter[str]) -> None:
-    table = Table(title=title, min_width=len(title) + 2)
-    table.add_column("Outcome")
-    table.add_column("Records", justify="right")
-    for outcome, count in sorted(counts.items()):
-        if count:
-            table.add_row(outcome, f"{count:,}")
-    stderr.print(table)
-
-
 def _usage(message: str) -> typer.Exit:
     typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
     return typer.Exit(EXIT_USAGE)
-
-
-def _params(pairs: list[str]) -> dict[str, str]:
-    params = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise ConfigError(f"expected k=v, got {pair!r}", field="--param")
-        params[name] = value
-    return params
-
-
-def _chain(path: Path | None) -> Chain | None:
-    return load_chain_file(path) if path else None
-
-
-def _file_of(spec: str) -> Path | None:
-    """The local file a reader/writer spec names; None for `-` and SQL URLs."""
-    if spec == "-" or sql_target(spec) is not None:
-        return None
-    return Path(spec)
-
-
-# --- pull -----------------------------------------------------------------------------------------
-
-
-def pull(
-    entity: str = typer.Argument(..., help="Entity set, e.g. customers."),
-    company: str | None = typer.Option(None, help="Company name or id (BC_COMPANY)."),
-    key: str | None = typer.Option(
-        None, help="A record id, or a path like salesOrders(<id>)/salesOrderLines."
-    ),
-    filter: str | None = typer.Option(None, "--filter", help="OData $filter."),
-    select: str | None = typer.Option(None, help="OData $select."),
-    expand: str | None = typer.Option(None, help="OData $expand."),
-    orderby: str | None = typer.Option(None, help="OData $orderby."),
-    top: int | None = typer.Option(None, help="OData $top."),
-    param: list[str] = typer.Option([], "--param", help="Any other query parameter, k=v."),
-    page_size: int = typer.Option(
-        1000, help="Prefer: odata.maxpagesize; one page is held in memory at a time."
-    ),
-    since: str | None = typer.Option(None, help="Incremental: lastModifiedDateTime to start from."),
-    state: Path | None = typer.Option(
-        None,
-        help="Incremental cursor file, saved after each flushed chunk together with the output "
-        "file's size; a rerun cuts the output back to that size, then appends.",
-    ),
-    transform: Path | None = typer.Option(
-        None, help="YAML transformers applied to the request parameters."
-    ),
-    out: str = typer.Option("-", help="Output: FILE.jsonl, FILE.csv, sqlite:///db#table, or - ."),
-    format: str | None = typer.Option(None, help="jsonl or csv (default: from --out)."),
-    config: Path | None = CONFIG_OPTION,
-) -> None:
-    """Read an entity from Business Central.
-
-    Example: bcbridge pull customers --company "CRONUS USA, Inc." --state c.json --out c.jsonl
-    """
-    counts: Counter[str] = Counter()
-    try:
-        anyio.run(_pull, locals(), counts)
-    except BCBridgeError as exc:
-        if counts:
-            _summary(f"pull {entity} (stopped)", counts)
-        raise fail(exc) from None
-    _summary(f"pull {entity}", counts)
-
-
-@dataclass
-class _PullState:
-    """The --state file: the cursor, and where the output stood when it was saved.
-
-    ``{"field": ..., "value": ..., "boundary": {...}, "output": {"path": ABS, "offset": BYTES}}``
-    — one JSON object, replaced atomically, so the cursor and the offset always match."""
-
-    path: Path | None
-    cursor: CursorState | None
-    output: Path | None  # the output file, when --out is one
-    offset: int = 0  # bytes of the output file that the saved cursor covers
-    delivered: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def load(cls, opts: dict[str, Any]) -> _PullState:
-        path: Path | None = opts["state"]
-        output = _file_of(opts["out"])
-        data: dict[str, Any] = {}
-        if path is not None and path.exists():
-            try:
-                data = json.loads(path.read_text())
-            except (OSError, ValueError) as exc:
-                raise ConfigError(
-                    f"cannot read the state: {exc}; delete it to pull everything again",
-                    source=str(path),
-                ) from None
-        cursor = None
-        if path is not None or opts["since"]:
-            cursor = CursorState.from_json(data)
-            if opts["since"] and cursor.value is None:
-                cursor.value = opts["since"]
-        state = cls(path, cursor, output)
-        if path is not None and output is not None:
-            state.offset = state._cut_back(data.get("output"))
-        return state
-
-    def _cut_back(self, saved: Any) -> int:
-        """Cut the output back to what the saved cursor covers; the new committed offset."""
-        assert self.output is not None and self.path is not None
-        size = self.output.stat().st_size if self.output.exists() else 0
-        if not isinstance(saved, dict) or Path(str(saved.get("path"))) != self.output.resolve():
-            return size  # no offset for this file yet: append to what is there
-        offset = int(saved.get("offset") or 0)
-        if size < offset:
-            raise ConfigError(
-                f"{self.output} has {size:,} bytes but the state says {offset:,} were written: "
-                f"the file was changed or replaced; delete {self.path} to pull everything again",
-                source=str(self.path),
-            )
-        if size > offset:
-            with self.output.open("r+b") as handle:
-                handle.truncate(offset)
-            stderr.print(
-                f"{self.output}: removed {size - offset:,} bytes written after the last saved "
-                "cursor (the previous pull stopped); they are read again"
-            )
-        return offset
-
-    def commit(self) -> None:
-        """Move the cursor over the records now flushed downstream; save it with the offset."""
-        if self.cursor is None:
-            self.delivered.clear()
-            return
-        for record in self.delivered:
-            self.cursor.advance(record)
-        self.delivered.clear()
-        if self.output is not None and self.output.exists():
-            self.offset = self.output.stat().st_size
-        if self.path is None:
-            return
-        data = self.cursor.to_json()
-        if self.output is not None:
-            data["output"] = {"path": str(self.output.resolve()), "offset": self.offset}
-        temporary = self.path.with_suffix(self.path.suffix + ".tmp")
-        temporary.write_text(json.dumps(data, indent=2))
-        os.replace(temporary, self.path)  # atomic: the old state or the new, never half
-
-    def undo_uncommitted(self) -> None:
-        """After a failure: drop what was written past the saved state, as a rerun would."""
-        output = self.output
-        if self.path and output and output.exists() and output.stat().st_size > self.offset:
-            with output.open("r+b") as handle:
-                handle.truncate(self.offset)
-
-
-async def _pull(opts: dict[str, Any], counts: Counter[str]) -> None:
-    settings = load_settings(opts["config"])
-    params = {
-        k: v
-        for k, v in (
-            ("$filter", opts["filter"]),
-            ("$select", opts["select"]),
-            ("$expand", opts["expand"]),
-            ("$orderby", opts["orderby"]),
-            ("$top", opts["top"]),
-        )
-        if v is not None
-    }
-    params.update(_params(opts["param"]))
-    state = _PullState.load(opts)
-    async with BusinessCentralClient(settings) as bc:
-        subscriber = Subscriber(
-            bc,
-            opts["entity"],
-            company=opts["company"],
-            key=opts["key"],
-            params=params,
-            transform=_chain(opts["transform"]),
-            page_size=opts["page_size"],
-            cursor=state.cursor,
-        )
-        writer = open_writer(opts["out"], opts["format"], key="id", append=state.cursor is not None)
-        try:
-            with _progress() as bar:
-                task = bar.add_task(f"pull {opts['entity']}", total=None, detail="")
-                async for record in subscriber.records():
-                    writer.write(record)
-                    state.delivered.append(record)
-                    counts["read"] += 1
-                    if len(state.delivered) >= writer.batch_size:
-                        writer.flush()
-                        state.commit()
-                    bar.update(task, advance=1, detail=f"page {subscriber.pages}")
-                writer.flush()
-                state.commit()
-        except BaseException:
-            writer.pending.clear()  # not covered by the saved cursor: read again next time
-            writer.close()
-            state.undo_uncommitted()
-            raise
-        writer.close()
-
-
-# --- push -----------------------------------------------------------------------------------------
 
 
 @dataclass
@@ -418,7 +185,7 @@ def push(
         plan = _plan(opts)
         if dry_run:
             counts = _dry_run(plan)
-            _summary(f"{plan.label}: dry run", counts)
+            counts_table(f"{plan.label}: dry run", counts)
             return
         settings = load_settings(config)
         plan.company = plan.company or settings.company
@@ -609,7 +376,7 @@ def _project(plan: _Push, settings: Any, store: str) -> ProjectConfig:
     step = "replay_payload" if plan.replay is not None else "push_payload"
     flow = FlowConfig(
         source=Endpoint(reader=plan.source, format=plan.format),
-        transform=[{"python": f"bcbridge.cli.data:{step}"}],
+        transform=[{"python": f"bcbridge.cli.push:{step}"}],
         target=Endpoint(outgoing="push"),
         chunk_size=plan.batch_size,
     )
@@ -752,7 +519,7 @@ def _looks_like_code(word: str) -> bool:
 
 class _PushDisplay:
     def __init__(self, plan: _Push, total: int | None):
-        self.bar = _progress(total)
+        self.bar = progress_bar(total)
         self.task = self.bar.add_task(plan.label, total=total, detail="")
 
     def update(self, counts: Counter[str]) -> None:
@@ -762,7 +529,7 @@ class _PushDisplay:
 
 def _input_size(plan: _Push) -> int | None:
     """How many records a file input holds (for a determinate bar); None for stdin and SQL."""
-    source = _file_of(plan.source)
+    source = file_of(plan.source)
     if source is None or not source.exists():
         return None
     return sum(1 for _ in open_reader(plan.source, plan.format))
@@ -809,7 +576,7 @@ def _interrupted_run(store: Store, flow: str) -> RunResult:
 
 def _report(plan: _Push, result: RunResult, journal: _FailedJournal, opts: dict[str, Any]) -> int:
     """The summary, what failed and why, and how to go on; returns the exit code."""
-    _summary(plan.label, result.counts)
+    counts_table(plan.label, result.counts)
     if journal.written:
         stderr.print(f"[red]{len(journal.written):,} record(s) failed; kept in {plan.failed}[/]")
         for reason, count in journal.reasons.most_common(5):
@@ -852,7 +619,6 @@ def _command(opts: dict[str, Any]) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    app.command("pull")(pull)
     app.command("push")(push)
 
 
