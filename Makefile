@@ -26,8 +26,13 @@ typecheck: $(STAMP)
 postgres:
 	.ci/ensure-postgres
 
+# Test files run side by side (pytest-xdist, one file per worker so module fixtures stay
+# private): most of the time is spent waiting on emulator and CLI processes, so more workers
+# than cores pay off. TEST_WORKERS=0 runs them one after the other.
+TEST_WORKERS ?= 4
+
 test: postgres lint typecheck
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The quick loop while coding: no PostgreSQL, none of the long subprocess/crash/matrix tests.
 test-fast: $(STAMP)

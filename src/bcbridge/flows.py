@@ -37,6 +37,7 @@ import anyio
 
 from bcbridge import catalog
 from bcbridge.client import BusinessCentralClient
+from bcbridge.config import ClientSettings
 from bcbridge.errors import (
     BCBridgeError,
     ConfigError,
@@ -64,6 +65,9 @@ from bcbridge.transform import Chain, Default, Drop, Filter, Keep, load_chain
 __all__ = ["FlowRunner", "RunResult"]
 
 Progress = Callable[[str, Counter[str]], None]
+# Builds the BC client for a client's settings: `BusinessCentralClient` itself by default; tests
+# and embedders give one with another transport or token source (see bcbridge.testing).
+ClientFactory = Callable[[ClientSettings], BusinessCentralClient]
 _Work = Callable[[str, "FlowConfig", "Chain", "LeaseKeeper", "RunResult"], Awaitable[None]]
 FIX_THE_FILE = "fix the line in the file and run the flow again"  # an unreadable input line
 REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run stops
@@ -282,11 +286,13 @@ class FlowRunner:
         *,
         stop: threading.Event | None = None,
         progress: Progress | None = None,
+        client_factory: ClientFactory | None = None,
     ):
         self.project = project
         self.store = store
         self.stop = stop or threading.Event()
         self.progress = progress or (lambda flow, counts: None)
+        self.client_factory = client_factory or BusinessCentralClient
 
     async def run(self, name: str, *, wait: float | None = None) -> RunResult:
         """Run one flow to its end, holding the flow's lease in the store for the whole run.
@@ -332,7 +338,7 @@ class FlowRunner:
     ) -> None:
         assert result.run_id is not None
         async with AsyncExitStack() as stack:
-            clients = _Clients(self.project, stack)
+            clients = _Clients(self.project, stack, self.client_factory)
             source = await self._source(name, flow, clients)
             target = await self._target(name, flow, clients, stack)
             await self._settle_unclear(name, result.run_id, target, result.counts)
@@ -388,7 +394,9 @@ class FlowRunner:
             name: str, flow: FlowConfig, chain: Chain, keeper: LeaseKeeper, result: RunResult
         ) -> None:
             async with AsyncExitStack() as stack:
-                target = await self._target(name, flow, _Clients(self.project, stack), stack)
+                target = await self._target(
+                    name, flow, _Clients(self.project, stack, self.client_factory), stack
+                )
                 await self._deliver(tasks, chain, {}, target, result.counts)
 
         return await self._leased(name, wait, recover=False, work=deliver)
@@ -726,13 +734,14 @@ async def _chunks(
 class _Clients:
     """One BC client per configured client name for the length of a run."""
 
-    def __init__(self, project: ProjectConfig, stack: AsyncExitStack):
+    def __init__(self, project: ProjectConfig, stack: AsyncExitStack, factory: ClientFactory):
         self.project = project
         self.stack = stack
+        self.factory = factory
         self.open: dict[str, BusinessCentralClient] = {}
 
     async def get(self, name: str) -> BusinessCentralClient:
         if name not in self.open:
-            client = BusinessCentralClient(self.project.client_settings(name))
+            client = self.factory(self.project.client_settings(name))
             self.open[name] = await self.stack.enter_async_context(client)
         return self.open[name]

@@ -18,12 +18,12 @@ import pytest
 import yaml
 
 from bcbridge.cli.demo import examples_dir
+from bcbridge.client import BusinessCentralClient
 from bcbridge.config import ClientSettings
 from bcbridge.flowconfig import load_project
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.store import Store
-from bcbridge.sync import Client
-from bcbridge.testing import RunningEmulator, start_emulator
+from bcbridge.testing import EmulatorControl, start_emulator, start_inprocess_emulator
 
 # the random kill points of crash tests; BCBRIDGE_CRASH_SEED replays a run
 SEED = int(os.environ.get("BCBRIDGE_CRASH_SEED", time.time_ns() % 1_000_000))
@@ -32,13 +32,17 @@ FABRIKAM = "Fabrikam & O'Brien, Ltd."
 
 
 @pytest.fixture(scope="module")
-def emulator() -> Iterator[RunningEmulator]:
-    with start_emulator() as running:
+def emulator(request: pytest.FixtureRequest) -> Iterator[EmulatorControl]:
+    """The module's private emulator: a process, which `bcbridge` processes reach by URL; or,
+    where the module sets `IN_PROCESS = True` (it runs flows only through `run_flow(...,
+    via=emulator)`), one in this process, which starts and answers without sockets."""
+    start = start_inprocess_emulator if getattr(request.module, "IN_PROCESS", False) else None
+    with (start or start_emulator)() as running:
         yield running
 
 
 @pytest.fixture
-def bc_env(emulator: RunningEmulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+def bc_env(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The BC_* variables of the emulator, set for in-process runs and returned for subprocesses."""
     for name, value in emulator.info.env().items():
         monkeypatch.setenv(name, value)
@@ -59,11 +63,24 @@ def write_project(path: Path, data: dict[str, Any]) -> Path:
     return path
 
 
-def run_flow(project: Path, name: str) -> RunResult:
+# The client's retry policy with short waits: fault storms cost milliseconds, not seconds;
+# what is retried and how often stays as configured.
+QUICK_RETRIES = {"backoff_base": 0.01, "backoff_max": 0.05}
+
+
+def run_flow(project: Path, name: str, via: EmulatorControl | None = None) -> RunResult:
+    """Run one flow in this process; its clients reach `via` (the settings' URLs by default)
+    with `QUICK_RETRIES`."""
     config = load_project(project)
     store = Store(config.store)
+
+    def quick(settings: ClientSettings) -> BusinessCentralClient:
+        retry = settings.retry.model_copy(update=QUICK_RETRIES)
+        settings = settings.model_copy(update={"retry": retry})
+        return via.client_for(settings) if via else BusinessCentralClient(settings)
+
     try:
-        return anyio.run(FlowRunner(config, store).run, name)
+        return anyio.run(FlowRunner(config, store, client_factory=quick).run, name)
     finally:
         store.close()
 
@@ -115,8 +132,8 @@ def ctrl_c_when(process: subprocess.Popen[str], ready: Callable[[], bool], withi
 class BC:
     """A small synchronous view of the emulator's data, for checking what flows did."""
 
-    def __init__(self, emulator: RunningEmulator):
-        self.client = Client(ClientSettings.from_env(emulator.info.env()))
+    def __init__(self, emulator: EmulatorControl):
+        self.client = emulator.sync_client()
 
     def close(self) -> None:
         self.client.close()
@@ -142,7 +159,7 @@ class BC:
 
 
 @pytest.fixture
-def bc(emulator: RunningEmulator) -> Iterator[BC]:
+def bc(emulator: EmulatorControl) -> Iterator[BC]:
     view = BC(emulator)
     yield view
     view.close()

@@ -224,7 +224,7 @@ def test_a_lease_from_another_machine_is_taken_over_once_expired(
                 pid=4242,
                 acquired_at=now - timedelta(minutes=5),
                 heartbeat_at=now,
-                expires_at=now + timedelta(seconds=3),  # a 3 s TTL, last beat just now
+                expires_at=now + timedelta(minutes=1),  # long enough for a slow machine
             )
         )
         stale_key = conn.execute(
@@ -235,9 +235,16 @@ def test_a_lease_from_another_machine_is_taken_over_once_expired(
     busy = cli(bc_env, "run", FLOW, "--config", str(examples))
     assert busy.returncode == 4 and "held by pid 4242 on elsewhere since" in busy.stderr
     assert store.runs(FLOW)[0]["status"] == "running"  # a live run is never marked crashed
+    last_beat = datetime.now(UTC)  # its last heartbeat, on a 3 s TTL: then it goes silent
+    with store.engine.begin() as conn:
+        conn.execute(
+            leases.update()
+            .where(leases.c.flow == FLOW)
+            .values(heartbeat_at=last_beat, expires_at=last_beat + timedelta(seconds=3))
+        )
     waited = cli(bc_env, "run", FLOW, "--wait", "--config", str(examples))
     assert waited.returncode == 0, waited.stderr
-    assert datetime.now(UTC) >= now + timedelta(seconds=3)
+    assert datetime.now(UTC) >= last_beat + timedelta(seconds=3)
     statuses = {run["id"]: run["status"] for run in store.runs(FLOW)}
     assert statuses[stale_run] == "crashed" and max(statuses.items())[1] == "ok"
     store.close()

@@ -17,10 +17,11 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from bcbridge.testing import RunningEmulator
+from bcbridge.testing import EmulatorControl
 from tests.flows.conftest import BC, CRONUS, run_flow, store_of, write_project
 
-pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`
+pytestmark = pytest.mark.slow  # emulator-heavy: left out of `make test-fast`
+IN_PROCESS = True  # flows run in this process only: the emulator need not be a process
 
 RECORDS = 12
 CHUNK = 4  # three chunks: a fault lands in the middle of a run, not only at its start
@@ -34,7 +35,7 @@ FAULTS: dict[str, dict[str, Any]] = {
 
 
 @pytest.fixture(autouse=True)
-def fresh_data(emulator: RunningEmulator, bc_env: dict[str, str]) -> Iterator[None]:
+def fresh_data(emulator: EmulatorControl, bc_env: dict[str, str]) -> Iterator[None]:
     emulator.reset()
     yield
     emulator.clear_faults()
@@ -197,16 +198,16 @@ def task_statuses(project: Path) -> Counter[str]:
 @pytest.mark.parametrize("fault", FAULTS)
 @pytest.mark.parametrize("action", ACTIONS)
 def test_every_action_under_every_fault_happens_exactly_once(
-    action: str, fault: str, tmp_path: Path, bc: BC, emulator: RunningEmulator
+    action: str, fault: str, tmp_path: Path, bc: BC, emulator: EmulatorControl
 ) -> None:
     case = ACTIONS[action](bc)
     project = flow_project(tmp_path, case)
     emulator.fault(**FAULTS[fault])
-    first = run_flow(project, "matrix")
+    first = run_flow(project, "matrix", via=emulator)
     assert first.status in ("ok", "failed", "error"), first
     emulator.clear_faults()
     for _ in range(2):  # the user runs it again, and once more: nothing changes the second time
-        again = run_flow(project, "matrix")
+        again = run_flow(project, "matrix", via=emulator)
         assert again.status == "ok", (again.status, again.error, again.counts)
     assert task_statuses(project) == Counter({"done": RECORDS})
     case.check()
@@ -242,7 +243,7 @@ def written_ids(folder: Path, target: str) -> Counter[str]:
 @pytest.mark.parametrize("fault", READ_FAULTS)
 @pytest.mark.parametrize("target", TARGETS)
 def test_bc_to_every_writer_under_read_faults_writes_each_record_once(
-    target: str, fault: str, tmp_path: Path, bc: BC, emulator: RunningEmulator
+    target: str, fault: str, tmp_path: Path, bc: BC, emulator: EmulatorControl
 ) -> None:
     project = write_project(
         tmp_path / "bcbridge.yaml",
@@ -267,12 +268,12 @@ def test_bc_to_every_writer_under_read_faults_writes_each_record_once(
     )
     expected = {c["id"] for c in bc.all(CRONUS, "customers")}
     emulator.fault(**READ_FAULTS[fault])
-    run_flow(project, "matrix")
+    run_flow(project, "matrix", via=emulator)
     emulator.clear_faults()
     changed = bc.all(CRONUS, "customers")[0]
     bc.patch(CRONUS, "customers", changed, displayName="Changed after the first run")
     for _ in range(2):
-        again = run_flow(project, "matrix")
+        again = run_flow(project, "matrix", via=emulator)
         assert again.status == "ok", (again.status, again.error)
     ids = written_ids(tmp_path, target)
     assert set(ids) == expected

@@ -32,7 +32,6 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bcbridge.auth import Token, renew_margin, token_from_result
-from bcbridge.client import BusinessCentralClient
 from bcbridge.config import ClientSettings
 from bcbridge.emulator.app import EmulatorApp
 from bcbridge.emulator.config import EmulatorConfig, parse_scale
@@ -102,12 +101,9 @@ class InProcessEmulator(EmulatorControl):
         """A token source for the test app (or the app in `overrides`)."""
         return EmulatorTokens(self.settings(**overrides), self.transport())
 
-    def client(self, **overrides: Any) -> BusinessCentralClient:
-        settings = self.settings(**overrides)
-        transport = self.transport()
-        return BusinessCentralClient(
-            settings, auth=EmulatorTokens(settings, transport), transport=transport
-        )
+    def _reach(self, settings: ClientSettings) -> dict[str, Any]:
+        transport = self.transport()  # requests go to the app whatever their host
+        return {"auth": EmulatorTokens(settings, transport), "transport": transport}
 
     def request_token(
         self, *, client_id: str | None = None, secret: str | None = None

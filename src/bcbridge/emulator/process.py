@@ -9,6 +9,7 @@ really uses the emulator's CA even where REQUESTS_CA_BUNDLE is set (bc-api.md §
 from __future__ import annotations
 
 import json
+import fcntl
 import os
 import ssl
 import subprocess
@@ -28,6 +29,7 @@ import requests
 if TYPE_CHECKING:
     from bcbridge.client import BusinessCentralClient
     from bcbridge.config import ClientSettings
+    from bcbridge.sync import Client
 
 __all__ = [
     "EmulatorControl",
@@ -174,9 +176,27 @@ class EmulatorControl(ABC):
     ) -> dict[str, Any]:
         """The token endpoint's answer (a dict, as MSAL returns it) for the test app."""
 
-    @abstractmethod
     def client(self, **overrides: Any) -> BusinessCentralClient:
         """A `BusinessCentralClient` for this emulator, with `settings(**overrides)`."""
+        return self.client_for(self.settings(**overrides))
+
+    def client_for(self, settings: ClientSettings) -> BusinessCentralClient:
+        """A `BusinessCentralClient` with `settings` that reaches this emulator: a
+        `FlowRunner(..., client_factory=emulator.client_for)` runs a project's flows on it."""
+        from bcbridge.client import BusinessCentralClient
+
+        return BusinessCentralClient(settings, **self._reach(settings))
+
+    def sync_client(self, **overrides: Any) -> Client:
+        """A blocking `bcbridge.Client` for this emulator, with `settings(**overrides)`."""
+        from bcbridge.sync import Client
+
+        settings = self.settings(**overrides)
+        return Client(settings, **self._reach(settings))
+
+    @abstractmethod
+    def _reach(self, settings: ClientSettings) -> dict[str, Any]:
+        """The `auth` and `transport` a client needs to reach this emulator (none: by URL)."""
 
     @abstractmethod
     def stop(self) -> None:
@@ -214,10 +234,8 @@ class RunningEmulator(EmulatorControl):
     ) -> dict[str, Any]:
         return bc_token(self.info, client_id=client_id, secret=secret)
 
-    def client(self, **overrides: Any) -> BusinessCentralClient:
-        from bcbridge.client import BusinessCentralClient
-
-        return BusinessCentralClient(self.settings(**overrides))
+    def _reach(self, settings: ClientSettings) -> dict[str, Any]:
+        return {}  # its URLs, real MSAL and TLS: the settings say it all
 
     def stop(self) -> None:
         self._control.close()
@@ -243,8 +261,11 @@ def shared_state_dir() -> Path:
     folder.mkdir(exist_ok=True)
     from bcbridge.emulator.tls import ensure_signing_key, ensure_tls
 
-    ensure_tls(folder)  # made here once; emulator processes only read it
-    ensure_signing_key(folder)
+    # Under a lock: parallel test workers (pytest-xdist) must not write two CAs at once.
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        ensure_tls(folder)  # made here once; emulator processes only read it
+        ensure_signing_key(folder)
     return folder
 
 
