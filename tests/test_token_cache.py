@@ -11,9 +11,11 @@ import os
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from typer.testing import CliRunner
 
@@ -192,3 +194,27 @@ def test_logout_with_nothing_cached(env: dict[str, str]) -> None:
     assert result.exit_code == 0
     assert "0 cached token file(s)" in result.stdout
     assert auth.forget_tokens(Path(env["XDG_CACHE_HOME"]) / "nowhere") == []
+
+
+def test_stale_cache_files_are_pruned_but_never_beside_a_chosen_file(
+    env: dict[str, str], cache_home: Path, tmp_path: Path
+) -> None:
+    three_days_ago = time.time() - 3 * 86400
+    folder = cache_home / "bcbridge"
+    folder.mkdir(parents=True)
+    old, recent = folder / "msal-old.json", folder / "msal-recent.json"
+    for path in (old, recent):
+        path.write_text("{}")
+    os.utime(old, (three_days_ago, three_days_ago))
+    assert cli(env, "companies").exit_code == 0
+    assert not old.exists() and recent.exists()
+
+    chosen = tmp_path / "mine" / "tokens.json"
+    chosen.parent.mkdir()
+    neighbour = chosen.parent / "msal-not-ours.json"
+    neighbour.write_text("{}")
+    os.utime(neighbour, (three_days_ago, three_days_ago))
+    source = MsalTokenSource(ClientSettings.from_env(env), token_cache=chosen)
+    assert anyio.run(source.token)
+    assert stat.S_IMODE(chosen.stat().st_mode) == 0o600
+    assert neighbour.exists()

@@ -203,7 +203,9 @@ class MsalTokenSource:
         self._lock = threading.Lock()
         self._cache: Any = None
         self.cache_file = token_cache or settings.token_cache_file
+        self._cache_folder: Path | None = None  # set when the file is one of a folder we keep
         if self.cache_file is None and _kept_in is not None:
+            self._cache_folder = _kept_in
             self.cache_file = token_cache_path(settings, _kept_in)
         self._log = RequestLog(settings)
 
@@ -277,6 +279,8 @@ class MsalTokenSource:
             return
         _write_private(self.cache_file, self._cache.serialize())
         self._cache.has_state_changed = False
+        if self._cache_folder is not None:  # never in a folder a user chose for one file
+            _prune(self._cache_folder, keep=self.cache_file)
 
     async def current(self) -> Token:
         """The token with its expiry as MSAL reported it."""
@@ -420,7 +424,6 @@ def _write_private(path: Path, text: str) -> None:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:  # mkstemp: mode 0600
                 handle.write(text)
             os.replace(temporary, path)
-            _prune(path.parent, keep=path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
