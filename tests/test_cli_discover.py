@@ -198,4 +198,5 @@ def test_the_shell_completes_entities_actions_and_flows(tmp_path: Path) -> None:
     assert complete("bcbridge run ", env) == ["customers_to_sqlite", "items_from_csv"]
     assert complete("bcbridge run items_from_csv c", env) == ["customers_to_sqlite"]
     assert complete("bcbridge tasks list --flow it", env) == ["items_from_csv"]
+    assert complete("bcbridge tasks retry --failed --flow cu", env) == ["customers_to_sqlite"]
     assert complete(f"bcbridge run --config {project} cust") == ["customers_to_sqlite"]

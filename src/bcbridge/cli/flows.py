@@ -189,7 +189,9 @@ def tasks_show(task_id: int = typer.Argument(...), config: Path | None = PROJECT
 def tasks_retry(
     task_ids: list[int] = typer.Argument(None, help="Task ids."),
     failed: bool = typer.Option(False, "--failed", help="Every failed task (of --flow)."),
-    flow: str | None = typer.Option(None, help="With --failed: only this flow."),
+    flow: str | None = typer.Option(
+        None, help="With --failed: only this flow.", autocompletion=flow_names
+    ),
     config: Path | None = PROJECT_OPTION,
 ) -> None:
     """Deliver tasks again, e.g. after fixing the data in BC or the flow's transformers.
