@@ -7,6 +7,15 @@ from tests.pg_server import postgres
 __all__ = ["postgres"]  # a session fixture: one PostgreSQL server for every test that asks
 
 
+@pytest.fixture(autouse=True)
+def _own_token_cache(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The CLI keeps tokens in $XDG_CACHE_HOME/bcbridge: each test gets its own, so that no
+    test takes a token another one (or the user) cached, and none writes to ~/.cache."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark `postgres` every test that starts the server: it asks for the fixture, or runs on
     the "postgresql" side of a backend parameter (`store_url`, `db_url`, `backend`), so

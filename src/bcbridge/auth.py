@@ -6,15 +6,27 @@
   code and a plain hint.
 - `StaticToken`: one token given by the caller (tests, or a token obtained elsewhere).
 
+MSAL's token cache lives in memory by default, one per `MsalTokenSource`. It is kept in a file
+when asked: `token_cache=` (or the settings' `token_cache_file`), or for every source created
+while `keep_tokens_in(folder)` is in force (the CLI does that with `user_cache_folder()`, so a
+session of commands takes one token). Such a file is written atomically with mode 0600; its name
+is a hash of the authority, the tenant, the app and the credential, so tenants, apps and
+authorities never share one and a changed secret signs in afresh. A corrupt or unreadable file is
+ignored with a one-line warning: the worst it costs is a new token.
+
 `Tokens` is the client's view of a source: a `Token` per request, and one renewal after a 401.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import logging
 import math
 import os
 import re
 import ssl
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -26,10 +38,22 @@ import jwt
 import requests
 
 from bcbridge import _redact
+from bcbridge._logging import RequestLog
 from bcbridge.config import ClientSettings
 from bcbridge.errors import AuthError
 
-__all__ = ["MsalTokenSource", "StaticToken", "Token", "TokenSource", "Tokens", "msal_session"]
+__all__ = [
+    "MsalTokenSource",
+    "StaticToken",
+    "Token",
+    "TokenSource",
+    "Tokens",
+    "forget_tokens",
+    "keep_tokens_in",
+    "msal_session",
+    "token_cache_path",
+    "user_cache_folder",
+]
 
 _HINTS = {
     "AADSTS7000215": "The client secret is wrong: use the secret's Value, not its ID.",
@@ -41,6 +65,9 @@ _HINTS = {
     "AADSTS500011": "The resource is not in the tenant: grant the Business Central API permission.",
 }
 RENEW_MARGIN_MAX = 300.0
+CACHE_FILE_PREFIX = "msal-"
+STALE_CACHE_SECONDS = 2 * 86400  # Entra tokens live at most a day; older cache files hold none
+log = logging.getLogger("bcbridge.auth")
 
 
 @dataclass(frozen=True)
@@ -159,9 +186,14 @@ def msal_session(ca_bundle: Path | None) -> requests.Session:
 
 
 class MsalTokenSource:
-    """Client-credentials tokens from Entra ID (or the emulator) through MSAL."""
+    """Client-credentials tokens from Entra ID (or the emulator) through MSAL.
 
-    def __init__(self, settings: ClientSettings):
+    `token_cache`: a file to keep MSAL's cache in across processes; by default the settings'
+    `token_cache_file`, else a file under the `keep_tokens_in` folder when one is in force,
+    else memory only.
+    """
+
+    def __init__(self, settings: ClientSettings, *, token_cache: Path | None = None):
         self.settings = settings
         if settings.client_secret is not None:
             _redact.register_secret(settings.client_secret.get_secret_value())
@@ -170,6 +202,12 @@ class MsalTokenSource:
         self._refused: str | None = None  # set without the lock: invalidate must not block
         self._lock = threading.Lock()
         self._cache: Any = None
+        self.cache_file = token_cache or settings.token_cache_file
+        self._cache_folder: Path | None = None  # set when the file is one of a folder we keep
+        if self.cache_file is None and _kept_in is not None:
+            self._cache_folder = _kept_in
+            self.cache_file = token_cache_path(settings, _kept_in)
+        self._log = RequestLog(settings)
 
     def _credential(self) -> str | dict[str, str]:
         if self.settings.client_secret is not None:
@@ -188,10 +226,8 @@ class MsalTokenSource:
         if self._app is None:
             import msal
 
-            if self.settings.token_cache_file:
-                self._cache = msal.SerializableTokenCache()
-                if self.settings.token_cache_file.exists():
-                    self._cache.deserialize(self.settings.token_cache_file.read_text())
+            if self.cache_file is not None:
+                self._cache = _load_cache(self.cache_file)
             self._app = msal.ConfidentialClientApplication(
                 self.settings.client_id,
                 client_credential=self._credential(),
@@ -210,6 +246,7 @@ class MsalTokenSource:
             stale = current is not None and current.value == self._refused
             if current is not None and not stale and current.fresh(renew_margin(current)):
                 return current  # fresh, or another caller already renewed the refused one
+            started = time.monotonic()
             try:
                 app = self._msal()
                 if stale:
@@ -226,19 +263,24 @@ class MsalTokenSource:
                     f"{type(exc).__name__}",
                     hint="Check authority_url, the network, and ca_bundle.",
                 ) from None
+            self._log.record(
+                event="token",
+                url=self.settings.authority,
+                source=result.get("token_source", "identity_provider"),
+                ok="access_token" in result,
+                duration_ms=round((time.monotonic() - started) * 1000),
+            )
             token = self._token = token_from_result(result)
             self._save_cache()
             return token
 
     def _save_cache(self) -> None:
-        path = self.settings.token_cache_file
-        if path is None or self._cache is None or not self._cache.has_state_changed:
+        if self.cache_file is None or self._cache is None or not self._cache.has_state_changed:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(self._cache.serialize())
-        path.chmod(0o600)
+        _write_private(self.cache_file, self._cache.serialize())
+        self._cache.has_state_changed = False
+        if self._cache_folder is not None:  # never in a folder a user chose for one file
+            _prune(self._cache_folder, keep=self.cache_file)
 
     async def current(self) -> Token:
         """The token with its expiry as MSAL reported it."""
@@ -278,4 +320,127 @@ def token_from_result(result: dict[str, Any]) -> Token:
         + (first_line.removeprefix(f"{code}: ") if code else first_line),
         code=code,
         hint=_HINTS.get(code or "", "Check the app registration and its credentials."),
+    )
+
+
+# --- the token cache file ------------------------------------------------------------------
+
+_kept_in: Path | None = None  # keep_tokens_in(): where sources created now keep their cache
+
+
+def user_cache_folder() -> Path:
+    """`$XDG_CACHE_HOME/bcbridge`, else `~/.cache/bcbridge` (a relative XDG_CACHE_HOME is
+    ignored, as the XDG spec says)."""
+    base = os.environ.get("XDG_CACHE_HOME", "")
+    root = Path(base) if base and Path(base).is_absolute() else Path.home() / ".cache"
+    return root / "bcbridge"
+
+
+def keep_tokens_in(folder: Path | None) -> None:
+    """Every `MsalTokenSource` created from now on keeps MSAL's cache in a file under `folder`
+    (one per authority, tenant, app and credential); None: in memory, the library default."""
+    global _kept_in
+    _kept_in = folder
+
+
+def token_cache_path(settings: ClientSettings, folder: Path) -> Path:
+    """The cache file of these settings' authority, tenant, app and credential in `folder`.
+
+    The credential enters the name through a salted, stretched hash (a certificate through its
+    thumbprint), so that a changed secret is proved by a new sign-in and no name gives a weak
+    secret away."""
+    if settings.client_secret is not None:
+        salt = f"bcbridge-token-cache|{settings.client_id}".encode()
+        secret = settings.client_secret.get_secret_value().encode()
+        credential = hashlib.pbkdf2_hmac("sha256", secret, salt, 20_000).hex()
+    else:
+        assert settings.certificate is not None
+        credential = settings.certificate.thumbprint.lower()
+    parts = (settings.authority.lower(), settings.client_id.lower(), credential)
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
+    return folder / f"{CACHE_FILE_PREFIX}{digest}.json"
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Delete cache files untouched for longer than any token lives (an emulator on another
+    port each time would otherwise leave one file per run)."""
+    too_old = time.time() - STALE_CACHE_SECONDS
+    for path in folder.glob(f"{CACHE_FILE_PREFIX}*.json"):
+        with contextlib.suppress(OSError):
+            if path != keep and path.stat().st_mtime < too_old:
+                path.unlink()
+
+
+def forget_tokens(folder: Path) -> list[Path]:
+    """Delete every token cache file in `folder`; the files deleted."""
+    gone = []
+    for path in sorted(folder.glob(f"{CACHE_FILE_PREFIX}*.json")):
+        path.unlink(missing_ok=True)
+        gone.append(path)
+    return gone
+
+
+def _load_cache(path: Path) -> Any:
+    """MSAL's cache from `path`; an empty one (and a warning) when the file cannot be used."""
+    import msal
+
+    cache = msal.SerializableTokenCache()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return cache
+    except (OSError, UnicodeDecodeError) as exc:
+        _warn(path, type(exc).__name__)
+        return cache
+    try:
+        cache.deserialize(text)
+        _check_shape(cache.serialize())
+    except ValueError:
+        _warn(path, "not a token cache")
+        return msal.SerializableTokenCache()
+    return cache
+
+
+def _check_shape(text: str) -> None:
+    """MSAL trusts its file: a valid JSON of another shape would fail later, inside MSAL."""
+    import json
+
+    data = json.loads(text)
+    tables = list(data.values()) if isinstance(data, dict) else [None]
+    entries_are_mappings = (
+        isinstance(table, dict) and all(isinstance(entry, dict) for entry in table.values())
+        for table in tables
+    )
+    if not all(entries_are_mappings):
+        raise ValueError("not a token cache")
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text` atomically, readable by the user alone; a warning if not."""
+    try:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
+        try:
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:  # mkstemp: mode 0600
+                handle.write(text)
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
+    except OSError as exc:
+        _warn(path, f"cannot write it ({type(exc).__name__})")
+
+
+_warned: set[Path] = set()  # one warning per file and process, not one per read and write
+
+
+def _warn(path: Path, reason: str) -> None:
+    if path in _warned:
+        return
+    _warned.add(path)
+    log.warning(
+        "warning: token cache %s ignored: %s; a new token is requested (`bcbridge client "
+        "logout` removes it)",
+        path,
+        reason,
     )

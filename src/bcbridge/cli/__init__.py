@@ -20,6 +20,7 @@ import os
 import sys
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 import typer
 
@@ -33,9 +34,49 @@ app = typer.Typer(
 DEBUG_VARIABLE = "BCBRIDGE_DEBUG"
 
 
-@app.callback()
-def _root() -> None:
+@app.callback(
+    epilog="Tokens are cached in $XDG_CACHE_HOME/bcbridge (else ~/.cache/bcbridge, mode 0600), "
+    "so a session of commands signs in once; `bcbridge client logout` forgets them."
+)
+def _root(
+    ctx: typer.Context,
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="Print the request log to stderr: one JSON line per HTTP attempt (method, URL, "
+        "status, time, attempt number) and per token; secrets and tokens masked.",
+    ),
+    log_file: Path | None = typer.Option(
+        None,
+        "--log-file",
+        dir_okay=False,
+        help="Append the request log (the lines -v prints) to this file.",
+    ),
+) -> None:
     """Business Central API v2.0 connector: pull, push, flows, and a local emulator."""
+    _session(ctx, verbose, log_file)
+
+
+def _session(ctx: typer.Context, verbose: bool, log_file: Path | None) -> None:
+    """What every command shares: the token cache file, and the request log when asked; both
+    undone when the command ends (the library default is neither)."""
+    from bcbridge import _logging, auth
+
+    if ctx.resilient_parsing:
+        return  # shell completion: no command runs
+    auth.keep_tokens_in(auth.user_cache_folder())
+    ctx.call_on_close(lambda: auth.keep_tokens_in(None))
+    if verbose:
+        ctx.call_on_close(_logging.log_every_request(None))
+    if log_file is not None:
+        try:
+            ctx.call_on_close(_logging.log_every_request(log_file))
+        except OSError as exc:
+            reason = exc.strerror or type(exc).__name__
+            raise typer.BadParameter(
+                f"cannot write {log_file}: {reason}", param_hint="--log-file"
+            ) from None
 
 
 def _register() -> None:
@@ -44,7 +85,7 @@ def _register() -> None:
 
     if app.registered_commands or app.registered_groups:
         return  # main() called again in the same process (tests)
-    for module in ("emulator", "client", "pull", "push", "flows"):
+    for module in ("emulator", "client", "pull", "push", "flows", "discover"):
         try:
             mod = import_module(f"bcbridge.cli.{module}")
         except ModuleNotFoundError as exc:

@@ -1,4 +1,5 @@
-"""`bcbridge client grant|check`: obtain a token, show it redacted, prove it against BC."""
+"""`bcbridge client grant|check|logout`: obtain a token, show it redacted, prove it against BC;
+forget the cached tokens."""
 
 from __future__ import annotations
 
@@ -116,6 +117,20 @@ def check(
         (config, base_url, authority_url, tenant, environment, client_id, client_secret, ca_bundle)
     )
     typer.echo(f"ok: {len(result.companies)} companies reached")
+
+
+@group.command()
+def logout() -> None:
+    """Forget the cached tokens of every client (in $XDG_CACHE_HOME/bcbridge, else
+    ~/.cache/bcbridge): the next command signs in again.
+
+    Example: bcbridge client logout
+    """
+    from bcbridge.auth import forget_tokens, user_cache_folder
+
+    folder = user_cache_folder()
+    gone = forget_tokens(folder)
+    typer.echo(f"signed out: {len(gone)} cached token file(s) removed from {folder}")
 
 
 def register(app: typer.Typer) -> None:

@@ -23,6 +23,7 @@ from bcbridge.cli._common import (
     summary,
     task_table,
 )
+from bcbridge.cli._complete import flow_names
 from bcbridge.cli._settings import fail
 from bcbridge.errors import (
     EXIT_INTERRUPTED,
@@ -55,7 +56,9 @@ def _open(config: Path | None) -> tuple[ProjectConfig, Store]:
 
 
 def run(
-    flows: list[str] = typer.Argument(None, help="Flow names (default: every flow)."),
+    flows: list[str] = typer.Argument(
+        None, help="Flow names (default: every flow).", autocompletion=flow_names
+    ),
     every: str | None = typer.Option(
         None, help="Run again on this schedule: 30s, 5m, 1h30m, or a cron expression."
     ),
@@ -156,7 +159,7 @@ def flows_list(config: Path | None = PROJECT_OPTION) -> None:
 
 @tasks_group.command("list")
 def tasks_list(
-    flow: str | None = typer.Option(None, help="Only this flow."),
+    flow: str | None = typer.Option(None, help="Only this flow.", autocompletion=flow_names),
     status: TaskStatus | None = typer.Option(
         None, help="pending, sending, done, failed, unknown (answer lost) or skipped."
     ),
@@ -186,7 +189,9 @@ def tasks_show(task_id: int = typer.Argument(...), config: Path | None = PROJECT
 def tasks_retry(
     task_ids: list[int] = typer.Argument(None, help="Task ids."),
     failed: bool = typer.Option(False, "--failed", help="Every failed task (of --flow)."),
-    flow: str | None = typer.Option(None, help="With --failed: only this flow."),
+    flow: str | None = typer.Option(
+        None, help="With --failed: only this flow.", autocompletion=flow_names
+    ),
     config: Path | None = PROJECT_OPTION,
 ) -> None:
     """Deliver tasks again, e.g. after fixing the data in BC or the flow's transformers.

@@ -19,6 +19,7 @@ import typer
 from rich.console import Console
 
 from bcbridge.cli._common import counts_table, file_of, progress_bar
+from bcbridge.cli._complete import entity_names
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import (
@@ -47,7 +48,9 @@ def _chain(path: Path | None) -> Chain | None:
 
 
 def pull(
-    entity: str = typer.Argument(..., help="Entity set, e.g. customers."),
+    entity: str = typer.Argument(
+        ..., help="Entity set, e.g. customers.", autocompletion=entity_names
+    ),
     company: str | None = typer.Option(None, help="Company name or id (BC_COMPANY)."),
     key: str | None = typer.Option(
         None, help="A record id, or a path like salesOrders(<id>)/salesOrderLines."

@@ -30,6 +30,7 @@ from rich.console import Console
 
 from bcbridge import _json, catalog
 from bcbridge.cli._common import counts_table, ctrl_c_stops, file_of, progress_bar
+from bcbridge.cli._complete import actions, entity_names
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
 from bcbridge.errors import (
     EXIT_FAILED,
@@ -127,12 +128,15 @@ def replay_payload(entry: dict[str, Any], context: dict[str, Any]) -> dict[str, 
 
 def push(
     entity: str | None = typer.Argument(
-        None, help="Entity set, e.g. items (with --retry-failed: from the file)."
+        None,
+        help="Entity set, e.g. items (with --retry-failed: from the file).",
+        autocompletion=entity_names,
     ),
     action: str | None = typer.Option(
         None,
         help="create, update, upsert, delete, or a bound action such as post "
         "(with --retry-failed: from the file).",
+        autocompletion=actions,
     ),
     company: str | None = typer.Option(None, help="Company name or id (BC_COMPANY)."),
     input: str | None = typer.Option(
