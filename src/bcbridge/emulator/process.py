@@ -8,8 +8,8 @@ really uses the emulator's CA even where REQUESTS_CA_BUNDLE is set (bc-api.md §
 
 from __future__ import annotations
 
-import json
 import fcntl
+import json
 import os
 import ssl
 import subprocess
