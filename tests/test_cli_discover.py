@@ -177,7 +177,8 @@ def complete(words: str, env: dict[str, str] | None = None) -> list[str]:
     }
     result = cli(env=variables)
     assert result.exit_code == 0, result.output
-    return result.stdout.split()
+    words_out: list[str] = result.stdout.split()
+    return words_out
 
 
 def test_the_shell_completes_entities_actions_and_flows(tmp_path: Path) -> None:
