@@ -119,10 +119,21 @@ def test_a_record_transform_that_drops_the_cursor_fields_still_moves_the_cursor(
     first = len(lines(out))
     saved = json.loads(state.read_text())
     assert first > 0 and saved["value"] and saved["boundary"]
-    code, _, err = pull(*args)
+    code, _, err = pull(*args, "--since", "2000-01-01")
     assert code == 0, err
+    assert "--since 2000-01-01T00:00:00.000Z not used" in err  # the saved cursor wins, visibly
     assert f"nothing new since {saved['value']}" in err
     assert len(lines(out)) == first
+
+
+def test_a_sql_output_without_ids_says_how_to_keep_them(pull: Any, tmp_path: Path) -> None:
+    keep = tmp_path / "keep.yaml"
+    keep.write_text("- keep: [number, displayName]\n")
+    target = f"sqlite:///{tmp_path / 'bc.db'}#c"
+    code, _, err = pull("customers", "--top", "3", "--transform", str(keep), "--out", target)
+    assert code == 2
+    assert "--out" in err and "no 'id'" in err and "--transform" in err and ".jsonl" in err
+    assert "written" not in err  # nothing reached the table, and the counts do not pretend
 
 
 # --- honest empties and --since ------------------------------------------------------------------
@@ -133,7 +144,7 @@ def test_a_filter_that_matches_nothing_says_so(pull: Any, tmp_path: Path) -> Non
     code, _, err = pull("customers", "--filter", "number eq 'NO-SUCH'", "--out", str(out))
     assert code == 0
     assert "0 records: the filter matched none" in err
-    assert "Outcome" not in err  # no empty table
+    assert "Outcome" not in err and "0/0" not in err  # no empty table, no full bar of nothing
 
 
 def test_since_after_every_change_says_nothing_new(pull: Any, tmp_path: Path) -> None:

@@ -39,7 +39,7 @@ from bcbridge.errors import (
     ConfigError,
 )
 from bcbridge.odata import format_datetime
-from bcbridge.sinks import Writer, open_writer
+from bcbridge.sinks import SqlWriter, Writer, open_writer
 from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.transform import Chain, load_chain_file
 
@@ -353,31 +353,47 @@ async def _copy(
     """Each record read: through --transform, to the writer; the cursor moves over the records
     as BC sent them (a transform may drop the fields it needs), filtered ones included."""
     context = {"cursor": cursor, "company": request.company, "entity": request.entity}
+    steps = request.record_steps
     with _progress() as bar:
         task = bar.add_task(f"pull {request.entity}", total=None, detail="")
-        async for record in subscriber.records():
-            counts["read"] += 1
-            shaped = request.record_steps.apply(record, context) if request.record_steps else record
-            if shaped is None:
-                counts["filtered"] += 1
-            else:
-                writer.write(shaped)
-                counts["written"] += 1
-            state.delivered.append(record)
-            if len(state.delivered) >= writer.batch_size:
-                writer.flush()
-                state.commit()
-            bar.update(
-                task,
-                total=subscriber.total,
-                completed=counts["read"] + subscriber.skipped,
-                detail=f"page {subscriber.pages}",
-            )
-        writer.flush()
-        state.commit()
+        try:
+            async for record in subscriber.records():
+                counts["read"] += 1
+                shaped = steps.apply(record, context) if steps else record
+                if shaped is None:
+                    counts["filtered"] += 1
+                else:
+                    _check_key(writer, shaped)
+                    writer.write(shaped)
+                state.delivered.append(record)
+                if len(state.delivered) >= writer.batch_size:
+                    writer.flush()
+                    state.commit()
+                bar.update(
+                    task,
+                    total=subscriber.total,
+                    completed=counts["read"] + subscriber.skipped,
+                    detail=f"page {subscriber.pages}",
+                )
+            writer.flush()
+            state.commit()
+        finally:
+            counts["written"] = writer.written  # what reached the output, not what was sent to it
         done = counts["read"] + subscriber.skipped
-        # the read is over: what was read is the whole (BC's count may have moved meanwhile)
-        bar.update(task, total=done if subscriber.total is not None else None, completed=done)
+        if not counts["read"]:
+            bar.remove_task(task)  # no 0/0 bar: the reason is said instead
+        else:  # the read is over: what was read is the whole (BC's count may have moved meanwhile)
+            bar.update(task, total=done if subscriber.total is not None else None, completed=done)
+
+
+def _check_key(writer: Writer, record: dict[str, Any]) -> None:
+    """A SQL --out upserts on the record's id: say how to keep it, not only that it is missing."""
+    if isinstance(writer, SqlWriter) and writer.key and record.get(writer.key) is None:
+        raise ConfigError(
+            f"the records have no {writer.key!r} (left out by --select or --transform), and a "
+            f"table is upserted on it: add {writer.key} to them, or write to a .jsonl/.csv file",
+            field="--out",
+        )
 
 
 def _warn_of_lost_options(request: PullRequest, subscriber: Subscriber) -> None:
