@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from bcbridge.cli.pull import since_value
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import ConfigError
 from bcbridge.subscriber import CursorState, Subscriber
-from bcbridge.testing import RunningEmulator
+from bcbridge.testing import InProcessEmulator, RunningEmulator
 
 CRONUS = "CRONUS USA, Inc."
 
@@ -219,6 +220,24 @@ def test_the_subscriber_learns_the_total_from_the_first_page(
     assert limited.total == number == 9
     uncounted, _ = anyio.run(lambda: read())
     assert uncounted.total is None  # flows do not ask
+
+
+def test_a_refused_count_reads_on_without_a_total(
+    inprocess_emulator_factory: Callable[..., InProcessEmulator],
+) -> None:
+    """BC's support for $count is not documented: a 400 on the counted first page is read again
+    without it, and the bar stays indeterminate."""
+    emulator = inprocess_emulator_factory()
+    emulator.fault("status", status=400, path_contains="/customers", method="GET")
+
+    async def read() -> tuple[Subscriber, int]:
+        async with emulator.client(company=CRONUS) as bc:
+            subscriber = Subscriber(bc, "customers", page_size=10, count_total=True)
+            return subscriber, len([record async for record in subscriber.records()])
+
+    subscriber, number = anyio.run(read)
+    assert number > 10 and subscriber.pages > 1
+    assert subscriber.total is None
 
 
 def test_the_total_covers_the_records_skipped_at_the_cursor(
