@@ -108,6 +108,21 @@ def test_params_transform_that_drops_options_is_called_out(pull: Any, tmp_path: 
     assert "--params-transform removed $top" in err and "--transform" in err
 
 
+@pytest.mark.parametrize("flag", ["--transform", "--params-transform"])
+def test_a_transform_file_that_is_wrong_names_its_flag(
+    pull: Any, tmp_path: Path, flag: str
+) -> None:
+    misspelled = tmp_path / "steps.yaml"
+    misspelled.write_text("- kep: [number]\n")
+    out = str(tmp_path / "c.jsonl")
+    code, _, err = pull("customers", flag, str(misspelled), "--out", out)
+    assert code == 2 and err.startswith(f"error: {flag}: "), err
+    assert "did you mean keep?" in err
+    code, _, err = pull("customers", flag, str(tmp_path / "missing.yaml"), "--out", out)
+    assert code == 2 and err.startswith(f"error: {flag}: "), err
+    assert "missing.yaml" in err and "Traceback" not in err
+
+
 def test_a_record_transform_that_drops_the_cursor_fields_still_moves_the_cursor(
     pull: Any, tmp_path: Path
 ) -> None:

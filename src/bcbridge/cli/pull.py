@@ -56,8 +56,14 @@ def _params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
-def _chain(path: Path | None) -> Chain | None:
-    return load_chain_file(path) if path else None
+def _chain(path: Path | None, flag: str) -> Chain | None:
+    """The steps of a --transform / --params-transform file; its errors name the flag."""
+    if path is None:
+        return None
+    try:
+        return load_chain_file(path)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), field=flag) from None
 
 
 _SINCE_FORMS = (
@@ -205,8 +211,8 @@ class PullRequest:
             params=params,
             page_size=opts["page_size"],
             since=since_value(opts["since"]) if opts["since"] is not None else None,
-            record_steps=_chain(opts["transform"]),
-            params_steps=_chain(opts["params_transform"]),
+            record_steps=_chain(opts["transform"], "--transform"),
+            params_steps=_chain(opts["params_transform"], "--params-transform"),
             annotations=opts["annotations"],
             out=opts["out"],
             format=opts["format"],
