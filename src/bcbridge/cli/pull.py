@@ -3,6 +3,12 @@
 `pull --state` saves, with the cursor and in the same atomic write, the size of the output file
 at the last committed chunk; a rerun cuts the file back to that size before appending, so the
 lines a stopped pull wrote past its saved cursor are not written twice.
+
+Two kinds of transformers, named apart: `--transform` shapes each record before it is written
+(as a flow's ``transform:``), `--params-transform` the query parameters before the request is
+sent. The output leaves OData annotations (``@odata.etag``) out unless `--annotations`. A read
+that gives nothing says why on stderr ("0 records: the filter matched none", "nothing new since
+<cursor>") and exits 0. The bar is determinate once BC has counted the records (``$count``).
 """
 
 from __future__ import annotations
