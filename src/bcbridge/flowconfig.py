@@ -114,6 +114,7 @@ class Endpoint(_Strict):
     format: str | None = None
     encoding: str | None = None  # a reader's text encoding (default UTF-8), e.g. latin-1
     key: str | None = None  # a writer's upsert key
+    annotations: bool = False  # a writer keeps OData annotations such as @odata.etag
 
 
 class FlowConfig(_Strict):

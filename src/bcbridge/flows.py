@@ -436,6 +436,7 @@ class FlowRunner:
                 key=key,
                 append=True,
                 types=self._entity_types(flow),
+                annotations=flow.target.annotations,
             )
             stack.callback(writer.close)
             target = _WriterTarget(writer, flow.target.writer, key, f"writer:{name}")

@@ -10,6 +10,11 @@ cells) is a `BadRecord` naming file:line, and the lines around it still come thr
 with `Writer.write_chunk`: each chunk is durable (fsync) before it returns, a file writer knows
 the byte offset it has committed (`FileWriter.offset`) and `resume` cuts a file back to it, and
 any failure is a `WriteError` after the half-written part has been cut off.
+
+Writers leave out OData annotations (``@odata.etag``, ``picture@odata.mediaReadLink``, in expanded
+records too) unless built with ``annotations=True``: they are BC's bookkeeping, not data, and
+would otherwise become a CSV or SQL column. The caller's records are not changed (a flow's cursor
+and a pull's cursor still read the ETag from them).
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ __all__ = [
     "read_records",
     "sql_engine",
     "sql_target",
+    "without_annotations",
 ]
 
 FORMATS = ("jsonl", "csv")
@@ -318,16 +324,44 @@ def json_bytes(value: Any, *, newline: bool = False) -> bytes:
 # --- writers -------------------------------------------------------------------------------------
 
 
+def is_annotation(name: str) -> bool:
+    """An OData annotation: ``@odata.etag`` on a record, ``field@odata.x`` on a property."""
+    return "@odata." in name
+
+
+def without_annotations(record: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `record` without OData annotations, those of expanded records included."""
+    return {
+        name: _value_without_annotations(value)
+        for name, value in record.items()
+        if not is_annotation(name)
+    }
+
+
+def _value_without_annotations(value: Any) -> Any:
+    if isinstance(value, dict):
+        return without_annotations(value)
+    if isinstance(value, list):
+        return [_value_without_annotations(item) for item in value]
+    return value
+
+
 class Writer:
     """Collects records and writes them in batches; `flush` makes everything so far durable.
 
     Flows use `write_chunk` instead: one call per chunk, durable on return, with the records the
-    target refused (and why) told apart from those it holds."""
+    target refused (and why) told apart from those it holds. OData annotations are left out
+    unless `annotations` is True."""
 
-    def __init__(self, batch_size: int = 500):
+    def __init__(self, batch_size: int = 500, *, annotations: bool = False):
         self.batch_size = batch_size
+        self.annotations = annotations
         self.pending: list[dict[str, Any]] = []
         self.written = 0
+
+    def _outgoing(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The records as they are written: copies without annotations unless asked for."""
+        return records if self.annotations else [without_annotations(r) for r in records]
 
     def write(self, record: dict[str, Any]) -> None:
         self.pending.append(record)
@@ -365,8 +399,8 @@ class FileWriter(Writer):
     """A JSON Lines or CSV file (or stdout), written as bytes straight to the file descriptor,
     so that nothing sits in a buffer a failed write would leave to a later one."""
 
-    def __init__(self, spec: str, *, append: bool):
-        super().__init__()
+    def __init__(self, spec: str, *, append: bool, annotations: bool = False):
+        super().__init__(annotations=annotations)
         self.spec = spec
         self.name = "stdout" if spec == "-" else spec
         self.fd: int | None = None
@@ -420,7 +454,7 @@ class FileWriter(Writer):
 
     def write_chunk(self, records: list[dict[str, Any]]) -> list[str | None]:
         state = self._state()
-        data, refused = self._encode(records)
+        data, refused = self._encode(self._outgoing(records))
         try:
             self._put(data)
         except OSError as exc:
@@ -497,8 +531,8 @@ def _write_error(name: str, exc: OSError) -> WriteError:
 
 
 class JsonlWriter(FileWriter):
-    def __init__(self, spec: str, *, append: bool = False):
-        super().__init__(spec, append=append)
+    def __init__(self, spec: str, *, append: bool = False, annotations: bool = False):
+        super().__init__(spec, append=append, annotations=annotations)
 
     def _encode(self, records: list[dict[str, Any]]) -> tuple[bytes, list[str | None]]:
         lines: list[bytes] = []
@@ -516,8 +550,8 @@ class CsvWriter(FileWriter):
     """The header holds the fields of the first chunk written to an empty file; a record with
     fields the header lacks is refused, not cut down."""
 
-    def __init__(self, spec: str, *, append: bool = False):
-        super().__init__(spec, append=append)
+    def __init__(self, spec: str, *, append: bool = False, annotations: bool = False):
+        super().__init__(spec, append=append, annotations=annotations)
         self.columns: list[str] | None = None
         self._resumed()
 
@@ -681,8 +715,9 @@ class SqlWriter(Writer):
         *,
         key: str | None = None,
         types: Mapping[str, FieldType] | None = None,
+        annotations: bool = False,
     ):
-        super().__init__()
+        super().__init__(annotations=annotations)
         self.url = url
         self.name = f"{shown_url(url)}#{table}"
         self.engine = sql_engine(url)
@@ -695,6 +730,7 @@ class SqlWriter(Writer):
         self.table: sa.Table | None = None
 
     def write_chunk(self, records: list[dict[str, Any]]) -> list[str | None]:
+        records = self._outgoing(records)
         try:
             table = self._fit_table(records)
             rows, refused = self._rows(table, records)
@@ -816,13 +852,16 @@ def open_writer(
     key: str | None = None,
     append: bool = False,
     types: Mapping[str, FieldType] | None = None,
+    annotations: bool = False,
 ) -> Writer:
-    """A writer for `spec`; `types` (field -> BC type) sets a SQL table's column types."""
+    """A writer for `spec`; `types` (field -> BC type) sets a SQL table's column types;
+    `annotations` keeps OData annotations such as ``@odata.etag`` (left out by default)."""
     target = sql_target(spec)
     if target is not None:
-        return SqlWriter(*target, key=key, types=types)
+        return SqlWriter(*target, key=key, types=types, annotations=annotations)
     kind = _format_of(spec, format)
-    return JsonlWriter(spec, append=append) if kind == "jsonl" else CsvWriter(spec, append=append)
+    writer = JsonlWriter if kind == "jsonl" else CsvWriter
+    return writer(spec, append=append, annotations=annotations)
 
 
 def jsonl_text(records: Iterable[dict[str, Any]]) -> str:

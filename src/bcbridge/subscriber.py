@@ -6,6 +6,12 @@ exact value are never missed; those already delivered at that value are recognis
 ETag and skipped. The upper bound is fixed when the run starts (``le <start>``), so a record
 changed during the run is read by the next run instead of moving under our feet. The cursor
 (`CursorState`) only moves when the caller says a record was written downstream (`advance`).
+
+With `count_total`, the first page asks for ``$count=true`` so that a progress bar can know how
+many records are coming (`total`). Whether BC's API v2.0 honours ``$count`` is not documented
+(bc-api.md §4.2: UNCONFIRMED); the emulator answers ``@odata.count`` with the number of records
+the filter matches. If BC answers the counted first page with a 400, it is read again without
+``$count``; if the answer has no ``@odata.count``, `total` stays None (an indeterminate bar).
 """
 
 from __future__ import annotations
@@ -16,10 +22,12 @@ from dataclasses import field as default
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 from bcbridge import catalog
 from bcbridge.catalog import EntitySet, Scope
-from bcbridge.client import BusinessCentralClient
-from bcbridge.errors import ConfigError
+from bcbridge.client import BusinessCentralClient, Page
+from bcbridge.errors import BCAPIError, ConfigError
 from bcbridge.odata import entity_path, format_datetime, is_guid, key_segment, literal
 from bcbridge.transform import Chain
 
@@ -88,7 +96,9 @@ class Subscriber:
     OData query options (``$filter``, ``$select``, ``$expand``, ...). With a `cursor`, the read
     is incremental: records changed since the cursor's value up to `until` (default: the start
     of the read), oldest first; call ``cursor.advance(record)`` after each record is safely
-    written, and save ``cursor.to_json()``.
+    written, and save ``cursor.to_json()``. With `count_total`, `total` holds how many records
+    BC said the read covers once the first page is in (None if BC did not say), and `skipped`
+    how many of them were left out as already delivered at the cursor.
     """
 
     client: BusinessCentralClient
@@ -103,7 +113,10 @@ class Subscriber:
     page_size: int | None = None
     cursor: CursorState | None = None
     until: datetime | None = None  # upper bound of an incremental read; default: now, at start
+    count_total: bool = False  # ask for $count=true on the first page of a collection
     pages: int = 0
+    total: int | None = None
+    skipped: int = 0
 
     @property
     def entity_set(self) -> EntitySet:
@@ -159,12 +172,62 @@ class Subscriber:
             for record in body.get("value", [body]):
                 yield record
             return
-        async for page in self.client.iter_pages(path, params=params, page_size=self.page_size):
+        async for page in self._pages(path, params):
             self.pages = page.number
             for record in page.records:
                 if self.cursor is not None and self.cursor.seen(record):
+                    self.skipped += 1
                     continue
                 yield record
+
+    async def _pages(self, path: str, params: dict[str, Any]) -> AsyncIterator[Page]:
+        first = await self._counted_first_page(path, params) if self._countable else None
+        if first is None:
+            async for page in self.client.iter_pages(path, params=params, page_size=self.page_size):
+                yield page
+            return
+        yield first
+        if first.next_link:
+            async for page in self.client.iter_pages(first.next_link, page_size=self.page_size):
+                yield Page(page.records, page.next_link, page.url, page.number + 1)
+
+    @property
+    def _countable(self) -> bool:
+        """A collection (not one record by key) whose size was asked for."""
+        return self.count_total and self.key is None
+
+    async def _counted_first_page(self, path: str, params: dict[str, Any]) -> Page | None:
+        """The first page, asked with ``$count=true``; None when BC refused that request."""
+        headers = {"Prefer": f"odata.maxpagesize={self.page_size}"} if self.page_size else {}
+        try:
+            response = await self.client.request(
+                "GET", path, params={**params, "$count": "true"}, headers=headers
+            )
+        except BCAPIError as exc:
+            if exc.status != 400:
+                raise
+            return None  # perhaps $count itself (UNCONFIRMED on BC): read without it
+        body = orjson.loads(response.content)
+        self.total = _expected_total(body.get("@odata.count"), params)
+        return Page(
+            body.get("value", [body]), body.get("@odata.nextLink"), self.client.url(path), 1
+        )
+
+
+def _expected_total(count: Any, params: Mapping[str, Any]) -> int | None:
+    """How many records the read gives: `@odata.count` counts all that match the filter,
+    before ``$skip`` and ``$top``."""
+    if isinstance(count, bool) or not isinstance(count, int):
+        return None
+    total = count
+    try:
+        if params.get("$skip") is not None:
+            total = max(0, total - int(params["$skip"]))
+        if params.get("$top") is not None:
+            total = min(total, int(params["$top"]))
+    except ValueError:
+        return None  # BC refuses such a query anyway
+    return total
 
 
 def _cursor_literal(value: str) -> str:

@@ -3,22 +3,41 @@
 `pull --state` saves, with the cursor and in the same atomic write, the size of the output file
 at the last committed chunk; a rerun cuts the file back to that size before appending, so the
 lines a stopped pull wrote past its saved cursor are not written twice.
+
+Two kinds of transformers, named apart: `--transform` shapes each record before it is written
+(as a flow's ``transform:``), `--params-transform` the query parameters before the request is
+sent. The output leaves OData annotations (``@odata.etag``) out unless `--annotations`. A read
+that gives nothing says why on stderr ("0 records: the filter matched none", "nothing new since
+<cursor>") and exits 0. The bar is determinate once BC has counted the records (``$count``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import anyio
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Task as ProgressTask
+from rich.text import Text
 
-from bcbridge.cli._common import counts_table, file_of, progress_bar
+from bcbridge.cli._common import counts_table, file_of
 from bcbridge.cli._complete import entity_names
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
 from bcbridge.client import BusinessCentralClient
@@ -26,7 +45,8 @@ from bcbridge.errors import (
     BCBridgeError,
     ConfigError,
 )
-from bcbridge.sinks import open_writer
+from bcbridge.odata import format_datetime
+from bcbridge.sinks import SqlWriter, Writer, open_writer
 from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.transform import Chain, load_chain_file
 
@@ -43,8 +63,45 @@ def _params(pairs: list[str]) -> dict[str, str]:
     return params
 
 
-def _chain(path: Path | None) -> Chain | None:
-    return load_chain_file(path) if path else None
+def _chain(path: Path | None, flag: str) -> Chain | None:
+    """The steps of a --transform / --params-transform file; its errors name the flag."""
+    if path is None:
+        return None
+    try:
+        return load_chain_file(path)
+    except ConfigError as exc:
+        raise ConfigError(str(exc), field=flag) from None
+
+
+_SINCE_FORMS = (
+    "an ISO date (2026-11-25), an ISO datetime (2026-11-25T08:00:00Z), "
+    "a time ago (30m, 24h, 7d, 2w), today or yesterday"
+)
+_AGO = re.compile(r"(\d+)\s*([mhdw])")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def since_value(text: str, now: datetime | None = None) -> str:
+    """`--since` as the cursor value BC compares with: a UTC datetime as BC writes them.
+
+    Dates, ``today`` and ``yesterday`` start at midnight UTC, and a datetime without an offset
+    is UTC (BC's lastModifiedDateTime values are UTC); anything else is a ConfigError."""
+    now = now or datetime.now(UTC)
+    word = text.strip().lower()
+    midnight = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    if word in ("today", "yesterday"):
+        return format_datetime(midnight - timedelta(days=word == "yesterday"))
+    if match := _AGO.fullmatch(word):
+        ago = timedelta(**{_UNITS[match[2]]: int(match[1])})
+        return format_datetime(now - ago)
+    try:
+        if len(word) == 10:  # 2026-11-25
+            day = date.fromisoformat(word)
+            return format_datetime(datetime(day.year, day.month, day.day, tzinfo=UTC))
+        return format_datetime(datetime.fromisoformat(text.strip().replace("Z", "+00:00")))
+    except ValueError:
+        pass
+    raise ConfigError(f"cannot read {text!r} as a time; give {_SINCE_FORMS}", field="--since")
 
 
 def pull(
@@ -64,14 +121,32 @@ def pull(
     page_size: int = typer.Option(
         1000, help="Prefer: odata.maxpagesize; one page is held in memory at a time."
     ),
-    since: str | None = typer.Option(None, help="Incremental: lastModifiedDateTime to start from."),
+    since: str | None = typer.Option(
+        None,
+        help="Incremental: records changed since then (lastModifiedDateTime): "
+        + _SINCE_FORMS
+        + "; dates and datetimes without an offset are UTC. A --state cursor wins over it.",
+    ),
     state: Path | None = typer.Option(
         None,
         help="Incremental cursor file, saved after each flushed chunk together with the output "
         "file's size; a rerun cuts the output back to that size, then appends.",
     ),
     transform: Path | None = typer.Option(
-        None, help="YAML transformers applied to the request parameters."
+        None,
+        help="YAML record transformers (keep, rename, filter, ...) applied to each record "
+        "before it is written, as a flow's transform:.",
+    ),
+    params_transform: Path | None = typer.Option(
+        None,
+        "--params-transform",
+        help="YAML transformers applied to the request's query parameters ($filter, $top, ...) "
+        "before it is sent.",
+    ),
+    annotations: bool = typer.Option(
+        False,
+        "--annotations",
+        help="Keep OData annotations such as @odata.etag in the output (left out by default).",
     ),
     out: str = typer.Option("-", help="Output: FILE.jsonl, FILE.csv, sqlite:///db#table, or - ."),
     format: str | None = typer.Option(None, help="jsonl or csv (default: from --out)."),
@@ -83,12 +158,76 @@ def pull(
     """
     counts: Counter[str] = Counter()
     try:
-        anyio.run(_pull, locals(), counts)
+        request = PullRequest.from_options(locals())
+        cursor_at_start = anyio.run(_pull, request, counts)
     except BCBridgeError as exc:
         if counts:
             counts_table(f"pull {entity} (stopped)", counts)
         raise fail(exc) from None
-    counts_table(f"pull {entity}", counts)
+    if counts["read"]:
+        counts_table(f"pull {entity}", counts)
+    else:
+        stderr.print(_nothing_read(request, cursor_at_start))
+
+
+def _nothing_read(request: PullRequest, cursor: str | None) -> str:
+    """Why a pull read no record, in words (an empty table says nothing)."""
+    if cursor is not None:
+        return f"nothing new since {cursor}"
+    if "$filter" in request.params:
+        return "0 records: the filter matched none"
+    if request.key is not None:
+        return f"0 records at {request.key}"
+    return f"0 records: {request.entity} is empty"
+
+
+@dataclass
+class PullRequest:
+    """What one `bcbridge pull` asks for, checked before anything is sent."""
+
+    entity: str
+    company: str | None
+    key: str | None
+    params: dict[str, Any]
+    page_size: int
+    since: str | None
+    record_steps: Chain | None  # --transform: applied to each record
+    params_steps: Chain | None  # --params-transform: applied to the query parameters
+    annotations: bool
+    out: str
+    format: str | None
+    state: Path | None
+    config: Path | None
+
+    @classmethod
+    def from_options(cls, opts: dict[str, Any]) -> PullRequest:
+        params = {
+            name: value
+            for name, value in (
+                ("$filter", opts["filter"]),
+                ("$select", opts["select"]),
+                ("$expand", opts["expand"]),
+                ("$orderby", opts["orderby"]),
+                ("$top", opts["top"]),
+            )
+            if value is not None
+        }
+        params.update(_params(opts["param"]))
+        return cls(
+            entity=opts["entity"],
+            company=opts["company"],
+            key=opts["key"],
+            params=params,
+            page_size=opts["page_size"],
+            since=since_value(opts["since"]) if opts["since"] is not None else None,
+            record_steps=_chain(opts["transform"], "--transform"),
+            params_steps=_chain(opts["params_transform"], "--params-transform"),
+            annotations=opts["annotations"],
+            out=opts["out"],
+            format=opts["format"],
+            state=opts["state"],
+            config=opts["config"],
+        )
 
 
 @dataclass
@@ -105,9 +244,9 @@ class _PullState:
     delivered: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def load(cls, opts: dict[str, Any]) -> _PullState:
-        path: Path | None = opts["state"]
-        output = file_of(opts["out"])
+    def load(cls, request: PullRequest) -> _PullState:
+        path = request.state
+        output = file_of(request.out)
         data: dict[str, Any] = {}
         if path is not None and path.exists():
             try:
@@ -118,10 +257,15 @@ class _PullState:
                     source=str(path),
                 ) from None
         cursor = None
-        if path is not None or opts["since"]:
+        if path is not None or request.since:
             cursor = CursorState.from_json(data)
-            if opts["since"] and cursor.value is None:
-                cursor.value = opts["since"]
+            if request.since and cursor.value is None:
+                cursor.value = request.since
+            elif request.since:
+                stderr.print(
+                    f"--since {request.since} not used: {path} holds a cursor at {cursor.value} "
+                    "(delete it to start from --since)"
+                )
         state = cls(path, cursor, output)
         if path is not None and output is not None:
             state.offset = state._cut_back(data.get("output"))
@@ -176,52 +320,148 @@ class _PullState:
                 handle.truncate(self.offset)
 
 
-async def _pull(opts: dict[str, Any], counts: Counter[str]) -> None:
-    settings = load_settings(opts["config"])
-    params = {
-        k: v
-        for k, v in (
-            ("$filter", opts["filter"]),
-            ("$select", opts["select"]),
-            ("$expand", opts["expand"]),
-            ("$orderby", opts["orderby"]),
-            ("$top", opts["top"]),
-        )
-        if v is not None
-    }
-    params.update(_params(opts["param"]))
-    state = _PullState.load(opts)
+async def _pull(request: PullRequest, counts: Counter[str]) -> str | None:
+    """Read, transform and write; the cursor value the read started from."""
+    settings = load_settings(request.config)
+    state = _PullState.load(request)
+    cursor_at_start = state.cursor.value if state.cursor else None
     async with BusinessCentralClient(settings) as bc:
         subscriber = Subscriber(
             bc,
-            opts["entity"],
-            company=opts["company"],
-            key=opts["key"],
-            params=params,
-            transform=_chain(opts["transform"]),
-            page_size=opts["page_size"],
+            request.entity,
+            company=request.company,
+            key=request.key,
+            params=request.params,
+            transform=request.params_steps,
+            page_size=request.page_size,
             cursor=state.cursor,
+            count_total=True,
         )
-        writer = open_writer(opts["out"], opts["format"], key="id", append=state.cursor is not None)
+        _warn_of_lost_options(request, subscriber)
+        writer = open_writer(
+            request.out,
+            request.format,
+            key="id",
+            append=state.cursor is not None,
+            annotations=request.annotations,
+        )
         try:
-            with progress_bar() as bar:
-                task = bar.add_task(f"pull {opts['entity']}", total=None, detail="")
-                async for record in subscriber.records():
-                    writer.write(record)
-                    state.delivered.append(record)
-                    counts["read"] += 1
-                    if len(state.delivered) >= writer.batch_size:
-                        writer.flush()
-                        state.commit()
-                    bar.update(task, advance=1, detail=f"page {subscriber.pages}")
-                writer.flush()
-                state.commit()
+            await _copy(request, subscriber, writer, state, counts, cursor=cursor_at_start)
         except BaseException:
             writer.pending.clear()  # not covered by the saved cursor: read again next time
             writer.close()
             state.undo_uncommitted()
             raise
         writer.close()
+    return str(cursor_at_start) if cursor_at_start is not None else None
+
+
+async def _copy(
+    request: PullRequest,
+    subscriber: Subscriber,
+    writer: Writer,
+    state: _PullState,
+    counts: Counter[str],
+    *,
+    cursor: Any,
+) -> None:
+    """Each record read: through --transform, to the writer; the cursor moves over the records
+    as BC sent them (a transform may drop the fields it needs), filtered ones included."""
+    context = {"cursor": cursor, "company": request.company, "entity": request.entity}
+    steps = request.record_steps
+    with _progress() as bar:
+        task = bar.add_task(f"pull {request.entity}", total=None, detail="")
+        try:
+            async for record in subscriber.records():
+                counts["read"] += 1
+                shaped = steps.apply(record, context) if steps else record
+                if shaped is None:
+                    counts["filtered"] += 1
+                else:
+                    _check_key(writer, shaped)
+                    writer.write(shaped)
+                state.delivered.append(record)
+                if len(state.delivered) >= writer.batch_size:
+                    writer.flush()
+                    state.commit()
+                bar.update(
+                    task,
+                    total=subscriber.total,
+                    completed=counts["read"] + subscriber.skipped,
+                    detail=f"page {subscriber.pages}",
+                )
+            writer.flush()
+            state.commit()
+        finally:
+            counts["written"] = writer.written  # what reached the output, not what was sent to it
+        done = counts["read"] + subscriber.skipped
+        if not counts["read"]:
+            bar.remove_task(task)  # no 0/0 bar: the reason is said instead
+        else:  # the read is over: what was read is the whole (BC's count may have moved meanwhile)
+            bar.update(task, total=done if subscriber.total is not None else None, completed=done)
+
+
+def _check_key(writer: Writer, record: dict[str, Any]) -> None:
+    """A SQL --out upserts on the record's id: say how to keep it, not only that it is missing."""
+    if isinstance(writer, SqlWriter) and writer.key and record.get(writer.key) is None:
+        raise ConfigError(
+            f"the records have no {writer.key!r} (left out by --select or --transform), and a "
+            f"table is upserted on it: add {writer.key} to them, or write to a .jsonl/.csv file",
+            field="--out",
+        )
+
+
+def _warn_of_lost_options(request: PullRequest, subscriber: Subscriber) -> None:
+    """--params-transform is easily mistaken for --transform: say when it removed options."""
+    if request.params_steps is None:
+        return
+    sent = subscriber.query(datetime.now(UTC))
+    lost = [name for name in request.params if name not in sent]
+    if lost:
+        stderr.print(
+            f"[yellow]--params-transform removed {', '.join(lost)} from the request; "
+            "to transform the records, use --transform[/]"
+        )
+
+
+class _BarOrSpinner(ProgressColumn):
+    """A bar when the total is known; a spinner otherwise, never a bar that is full from the
+    first second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bar, self.spinner = BarColumn(), SpinnerColumn()
+
+    def render(self, task: ProgressTask) -> RenderableType:
+        return self.bar.render(task) if task.total is not None else self.spinner.render(task)
+
+
+class _Records(ProgressColumn):
+    """``1,234/10,000 records`` when the total is known, ``1,234 records`` otherwise."""
+
+    def render(self, task: ProgressTask) -> RenderableType:
+        if task.total is None:
+            return Text(f"{task.completed:,.0f} records")
+        return Text(f"{task.completed:,.0f}/{task.total:,.0f} records")
+
+
+class _Remaining(TimeRemainingColumn):
+    def render(self, task: ProgressTask) -> Text:
+        return super().render(task) if task.total is not None else Text("")
+
+
+def _progress() -> Progress:
+    """The pull's bar on stderr: determinate once BC has said how many records come."""
+    return Progress(
+        TextColumn("{task.description}"),
+        _BarOrSpinner(),
+        _Records(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        _Remaining(),
+        console=stderr,
+        transient=False,
+    )
 
 
 def register(app: typer.Typer) -> None:
