@@ -422,3 +422,36 @@ def test_client_grant_companies_table_keeps_guids_whole(
     for company in companies:
         assert _whole_in_some_line(company["id"], out)
         assert _whole_in_some_line(company["name"], out)
+
+
+def test_run_with_a_mistyped_flow_suggests_the_right_one(
+    cli: Any, failing_project: tuple[Path, list[str]], piped: None
+) -> None:
+    project, _ = failing_project
+    code, out, err = cli("run", LONG_FLOW.replace("whole", "hole"), "--config", str(project))
+    assert (code, out) == (2, "")
+    assert f"did you mean {LONG_FLOW!r}?" in err and "Traceback" not in err
+
+
+def test_retry_and_skip_json(
+    cli: Any, failing_project: tuple[Path, list[str]], piped: None
+) -> None:
+    project, failing_ids = failing_project
+    cli("run", "--config", str(project))
+    config = ("--config", str(project))
+    code, out, err = cli("tasks", "retry", "--failed", "--flow", LONG_FLOW, *config, "--json")
+    assert code == 1
+    (run,) = json.loads(out)
+    assert run["flow"] == LONG_FLOW and run["counts"]["failed"] == 2
+    assert [(f["reason"], f["count"]) for f in run["failures"]] == [("transform", 2)]
+    _, out, _ = cli("tasks", "list", "--status", "failed", *config, "--json")
+    ids = [str(task["id"]) for task in json.loads(out)]
+    code, out, _ = cli("tasks", "skip", *ids, *config, "--json")
+    assert code == 0
+    skipped = json.loads(out)
+    assert {task["status"] for task in skipped} == {"skipped"}
+    assert {task["record_key"] for task in skipped} == set(failing_ids)
+    # nothing failed any more: the retry says so and exits 0
+    code, out, err = cli("tasks", "retry", "--failed", "--flow", LONG_FLOW, *config, "--json")
+    assert (code, json.loads(out)) == (0, [])
+    assert f"no failed tasks for flow {LONG_FLOW}: nothing to retry" in err

@@ -113,7 +113,7 @@ def run(
     waiting = (math.inf if wait_timeout is None else wait_timeout) if wait else None
     try:
         for name in names:
-            project.flow(name)  # an unknown name fails before anything runs
+            _check_flow(project, name)  # an unknown name fails before anything runs
         if wait_timeout is not None and not wait:
             raise ConfigError("--wait-timeout goes with --wait")
         if once and (every or scheduled):
@@ -283,13 +283,26 @@ def tasks_list(
 def _say_none_found(project: ProjectConfig, flow: str | None, status: str | None) -> None:
     """No task matched: say which filters matched none; a flow the project does not define is
     a usage error (a typo, most likely), with the names it does define."""
-    if flow is not None and flow not in project.flows:
-        close = difflib.get_close_matches(flow, list(project.flows), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        defined = ", ".join(project.flows) or "none"
-        raise fail(ConfigError(f"--flow: no flow named {flow!r} ({hint}flows: {defined})"))
+    if flow is not None:
+        try:
+            _check_flow(project, flow, "--flow")
+        except ConfigError as exc:
+            raise fail(exc) from None
     what = f"{status} tasks" if status else "tasks"
     stderr.print(f"no {what}{f' for flow {escape(flow)}' if flow else ''}", soft_wrap=True)
+
+
+def _check_flow(project: ProjectConfig, name: str, option: str | None = None) -> None:
+    """A flow name the project does not define is a usage error naming the ones it does."""
+    if name in project.flows:
+        return
+    close = difflib.get_close_matches(name, list(project.flows), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    defined = ", ".join(project.flows) or "none"
+    where = f"{option}: " if option else ""
+    raise ConfigError(
+        f"{where}no flow named {name!r} in {project.source} ({hint}defined: {defined})"
+    )
 
 
 def _task_json(task: Task, *, payload: bool) -> dict[str, Any]:
@@ -337,17 +350,32 @@ def tasks_retry(
     failed: bool = typer.Option(False, "--failed", help="Every failed task (of --flow)."),
     flow: str | None = typer.Option(None, help="With --failed: only this flow."),
     config: Path | None = PROJECT_OPTION,
+    json_output: bool = JSON_OPTION,
 ) -> None:
     """Deliver tasks again, e.g. after fixing the data in BC or the flow's transformers.
 
     Example: bcbridge tasks retry --failed --flow items_from_csv
+
+    --json prints the runs as `bcbridge run --json` does (a JSON array, one object per flow).
     """
     project, store = _open(config)
     try:
+        if flow is not None:
+            _check_flow(project, flow, "--flow")
         tasks = _chosen(store, task_ids or [], failed, flow)
-        results = anyio.run(FlowRunner(project, store).retry, tasks)
-        summary([explain(result, store, project, tasks) for result in results])
-        print_table(task_table([t for t in (store.task(task.id) for task in tasks) if t]))
+        if not tasks:
+            stderr.print(
+                f"no failed tasks{f' for flow {escape(flow)}' if flow else ''}: nothing to retry",
+                soft_wrap=True,
+            )
+        results = anyio.run(FlowRunner(project, store).retry, tasks) if tasks else []
+        explained = [explain(result, store, project, tasks) for result in results]
+        if explained:
+            summary(explained)
+        if json_output:
+            print_json([result.as_json() for result in explained])
+        elif tasks:
+            print_table(task_table([t for t in (store.task(task.id) for task in tasks) if t]))
     except BCBridgeError as exc:
         raise fail(exc) from None
     finally:
@@ -359,10 +387,13 @@ def tasks_retry(
 def tasks_skip(
     task_ids: list[int] = typer.Argument(..., help="Task ids."),
     config: Path | None = PROJECT_OPTION,
+    json_output: bool = JSON_OPTION,
 ) -> None:
     """Settle tasks by hand: you checked BC and the record needs nothing more (e.g. an action
     whose answer was lost did run). They are never sent again, not even when the record comes
     again. Example: bcbridge tasks skip 42 43
+
+    --json prints the tasks as `bcbridge tasks list --json` does.
     """
     _, store = _open(config)
     try:
@@ -380,8 +411,12 @@ def tasks_skip(
             for task in tasks
         ]
     )
-    print_table(task_table([t for t in (store.task(task.id) for task in tasks) if t]))
+    skipped = [t for t in (store.task(task.id) for task in tasks) if t]
     store.close()
+    if json_output:
+        print_json([_task_json(task, payload=False) for task in skipped])
+    else:
+        print_table(task_table(skipped))
 
 
 def _unfinished(store: Store, task_id: int) -> Task:
