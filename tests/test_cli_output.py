@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import signal
+import subprocess
+import sys
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -455,3 +458,37 @@ def test_retry_and_skip_json(
     code, out, err = cli("tasks", "retry", "--failed", "--flow", LONG_FLOW, *config, "--json")
     assert (code, json.loads(out)) == (0, [])
     assert f"no failed tasks for flow {LONG_FLOW}: nothing to retry" in err
+
+
+def test_run_every_json_prints_one_line_per_round(
+    failing_project: tuple[Path, list[str]],
+) -> None:
+    """A real process: --every loops until Ctrl-C, each round one JSON document on one line."""
+    project, _ = failing_project
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bcbridge",
+            "run",
+            "--every",
+            "1s",
+            "--json",
+            "--config",
+            str(project),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    try:
+        rounds = [json.loads(process.stdout.readline()) for _ in range(2)]
+    finally:
+        process.send_signal(signal.SIGINT)
+        rest, err = process.communicate(timeout=60)
+    assert process.returncode == 1, err  # records failed: the first trouble is the exit code
+    for line in rest.splitlines():
+        rounds.append(json.loads(line))
+    assert all([run["flow"] for run in runs] == [LONG_FLOW] for runs in rounds)
+    assert rounds[0][0]["counts"]["failed"] == 2

@@ -81,7 +81,7 @@ def grant(
 
     Example: BC_TENANT_ID=... BC_CLIENT_ID=... BC_CLIENT_SECRET=... bcbridge client grant
 
-    --json: {"token": "eyJ0eX...redacted...Q5c", "expires_at": "2026-01-31T13:00:00+00:00",
+    --json: {"token": "eyJ0eX…c2lnbm", "expires_at": "2026-01-31T13:00:00+00:00",
     "claims": {"aud": "...", "roles": [...], "appid": "...", "tid": "..."},
     "companies": [{"name": "CRONUS USA, Inc.", "id": "..."}]} (the token is never whole)
     """
