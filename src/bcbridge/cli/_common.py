@@ -385,11 +385,15 @@ def print_table(
     alone are wider than the terminal, the table is printed wider (the terminal folds the lines,
     the names stay whole). Piped, nothing wraps: one line per row, whatever its length."""
     console = Console(stderr=err)
+    left_out: list[str] = []
     if not wide:
         for header in reversed(optional):
             if _natural(console, table).minimum <= console.width:
                 break
             table.columns[:] = [c for c in table.columns if c.header != header]
+            left_out.insert(0, header)
+    if left_out:
+        table.caption = f"left out for want of room: {', '.join(left_out)} (--wide shows them)"
     natural = _natural(console, table)
     piped = not console.is_terminal
     needed = natural.maximum if wide or piped else natural.minimum
