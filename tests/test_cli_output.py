@@ -494,3 +494,10 @@ def test_run_every_json_prints_one_line_per_round(
         rounds.append(json.loads(line))
     assert all([run["flow"] for run in runs] == [LONG_FLOW] for runs in rounds)
     assert rounds[0][0]["counts"]["failed"] == 2
+
+
+def test_run_on_a_project_without_flows_says_so(cli: Any, tmp_path: Path, piped: None) -> None:
+    project = write_project(tmp_path, {})
+    code, out, err = cli("run", "--config", str(project), "--json")
+    assert (code, out) == (2, "")
+    assert f"no flows in {project} to run" in err

@@ -112,6 +112,8 @@ def run(
     names = list(flows or project.flows)
     waiting = (math.inf if wait_timeout is None else wait_timeout) if wait else None
     try:
+        if not names:
+            raise ConfigError(f"no flows in {project.source} to run: add one under `flows:`")
         for name in names:
             _check_flow(project, name)  # an unknown name fails before anything runs
         if wait_timeout is not None and not wait:
