@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from bcbridge.cli import main
-from bcbridge.cli._common import group_failures, task_failure
+from bcbridge.cli._common import group_failures, print_failures, task_failure
 from bcbridge.store import Task, TaskStatus
 from bcbridge.testing import RunningEmulator
 
@@ -501,3 +501,15 @@ def test_run_on_a_project_without_flows_says_so(cli: Any, tmp_path: Path, piped:
     code, out, err = cli("run", "--config", str(project), "--json")
     assert (code, out) == (2, "")
     assert f"no flows in {project} to run" in err
+
+
+def test_print_failures_says_when_it_grouped_only_the_latest(
+    capsys: pytest.CaptureFixture[str], piped: None
+) -> None:
+    groups = group_failures([("BadRequest", "bad value")] * 3)
+    print_failures("f", groups, ["bcbridge tasks list --flow f --status failed"], total=12_000)
+    err = capsys.readouterr().err
+    assert "f: 12,000 record(s) not delivered, by reason:" in err
+    assert "3 x BadRequest: bad value" in err
+    assert "(the reasons of the latest 3 of them)" in err
+    assert "  bcbridge tasks list --flow f --status failed" in err

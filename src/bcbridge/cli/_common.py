@@ -219,6 +219,9 @@ def explain(
     return ExplainedRun(**own, failures=failures, config_words=config_words(project))
 
 
+GROUPED_AT_MOST = 10_000  # tasks read per status to group a run's reasons (memory: payloads)
+
+
 def _troubled(result: RunResult, store: Store, tasks: Sequence[Task] | None) -> list[Task]:
     statuses = (TaskStatus.FAILED, TaskStatus.UNKNOWN)
     if tasks is not None:
@@ -229,7 +232,7 @@ def _troubled(result: RunResult, store: Store, tasks: Sequence[Task] | None) -> 
     return [
         task
         for status in statuses
-        for task in store.tasks(result.flow, status, limit=None)
+        for task in store.tasks(result.flow, status, limit=GROUPED_AT_MOST)
         if task.run_id == result.run_id
     ]
 
@@ -269,7 +272,7 @@ def summary(results: Sequence[RunResult]) -> None:
                 soft_wrap=True,
             )
         if isinstance(result, ExplainedRun):
-            print_failures(result.flow, result.failures, result.commands())
+            print_failures(result.flow, result.failures, result.commands(), total=result.failed)
         if lost := result.counts.get(TaskStatus.UNKNOWN):
             config = getattr(result, "config_words", [])
             words = "".join(f" {shlex.quote(word)}" for word in config)
@@ -277,17 +280,26 @@ def summary(results: Sequence[RunResult]) -> None:
             stderr.print(f"[red]{escape(result.flow)}: {escape(text)}[/]", soft_wrap=True)
 
 
-def print_failures(label: str, failures: Sequence[FailureGroup], commands: Sequence[str]) -> None:
-    """On stderr: how many records failed, grouped by reason with one example each, and the
-    exact commands that list and retry them."""
+def print_failures(
+    label: str,
+    failures: Sequence[FailureGroup],
+    commands: Sequence[str],
+    *,
+    total: int | None = None,
+) -> None:
+    """On stderr: how many records failed (`total`, else the groups' sum), grouped by reason
+    with one example each, and the exact commands that list and retry them."""
     if not failures:
         return
-    total = sum(group.count for group in failures)
+    grouped = sum(group.count for group in failures)
+    total = max(total or 0, grouped)
     stderr.print(
         f"[red]{escape(label)}: {total:,} record(s) not delivered, by reason:[/]", soft_wrap=True
     )
     for group in failures:
         stderr.print(f"  {escape(group.line())}", soft_wrap=True, highlight=False)
+    if grouped < total:
+        stderr.print(f"  (the reasons of the latest {grouped:,} of them)", soft_wrap=True)
     for command in commands:
         stderr.print(f"  {escape(command)}", soft_wrap=True, highlight=False)
 

@@ -104,6 +104,8 @@ def run(
     "counts": {"read": 10, "created": 8, "failed": 2}, "error": null,
     "failures": [{"reason": "Application_StringExceededLength", "count": 2, "example": "..."}],
     "commands": ["bcbridge tasks list --flow f --status failed", "bcbridge tasks retry ..."]}
+    ("failures" groups the failed and unknown records of the run by BC error code, or by
+    transform / read / HTTP status / answer lost; of the latest 10,000 when there are more.)
 
     Example: bcbridge run customers_to_sqlite --config examples/bcbridge.yaml --every 5m
     """
