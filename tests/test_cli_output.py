@@ -513,3 +513,14 @@ def test_print_failures_says_when_it_grouped_only_the_latest(
     assert "3 x BadRequest: bad value" in err
     assert "(the reasons of the latest 3 of them)" in err
     assert "  bcbridge tasks list --flow f --status failed" in err
+
+
+def test_print_failures_gives_the_commands_even_without_reasons(
+    capsys: pytest.CaptureFixture[str], piped: None
+) -> None:
+    print_failures("f", [], ["bcbridge tasks retry --failed --flow f"], total=2)
+    err = capsys.readouterr().err
+    assert "f: 2 record(s) not delivered:" in err
+    assert "bcbridge tasks retry --failed --flow f" in err
+    print_failures("f", [], ["bcbridge tasks retry --failed --flow f"], total=0)
+    assert capsys.readouterr().err == ""

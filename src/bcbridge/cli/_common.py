@@ -289,16 +289,17 @@ def print_failures(
 ) -> None:
     """On stderr: how many records failed (`total`, else the groups' sum), grouped by reason
     with one example each, and the exact commands that list and retry them."""
-    if not failures:
-        return
     grouped = sum(group.count for group in failures)
     total = max(total or 0, grouped)
+    if not total:
+        return
+    by_reason = ", by reason" if failures else ""  # none when the store could not tell
     stderr.print(
-        f"[red]{escape(label)}: {total:,} record(s) not delivered, by reason:[/]", soft_wrap=True
+        f"[red]{escape(label)}: {total:,} record(s) not delivered{by_reason}:[/]", soft_wrap=True
     )
     for group in failures:
         stderr.print(f"  {escape(group.line())}", soft_wrap=True, highlight=False)
-    if grouped < total:
+    if failures and grouped < total:
         stderr.print(f"  (the reasons of the latest {grouped:,} of them)", soft_wrap=True)
     for command in commands:
         stderr.print(f"  {escape(command)}", soft_wrap=True, highlight=False)
