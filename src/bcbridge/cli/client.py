@@ -133,7 +133,8 @@ def check(
 
     Example: bcbridge client check --config bcbridge.yaml && echo ok
 
-    --json: {"ok": true, "companies": 2}; a refusal is one line on stderr and exit code 3.
+    --json: {"ok": true, "companies": 2}. A failure prints nothing on stdout: one line on
+    stderr, exit code 2 (settings) or 3 (sign-in refused, BC or network).
     """
     result = _run(
         (config, base_url, authority_url, tenant, environment, client_id, client_secret, ca_bundle)
