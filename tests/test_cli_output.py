@@ -524,3 +524,12 @@ def test_print_failures_gives_the_commands_even_without_reasons(
     assert "bcbridge tasks retry --failed --flow f" in err
     print_failures("f", [], ["bcbridge tasks retry --failed --flow f"], total=0)
     assert capsys.readouterr().err == ""
+
+
+def test_client_check_json_failure_leaves_stdout_empty(
+    cli: Any, bc_env: RunningEmulator, monkeypatch: pytest.MonkeyPatch, piped: None
+) -> None:
+    monkeypatch.setenv("BC_CLIENT_SECRET", "not-the-secret-at-all")
+    code, out, err = cli("client", "check", "--json")
+    assert (code, out) == (3, "")
+    assert err.startswith("error: ") and "not-the-secret-at-all" not in err
