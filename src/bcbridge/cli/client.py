@@ -9,8 +9,10 @@ from pathlib import Path
 import anyio
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
+from bcbridge.cli._common import print_json, print_table
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
 from bcbridge.client import BusinessCentralClient, GrantResult
 from bcbridge.config import ClientSettings
@@ -61,6 +63,7 @@ ENVIRONMENT = typer.Option(None, "--environment", help="BC environment (BC_ENVIR
 CLIENT_ID = typer.Option(None, "--client-id", help="App (client) id (BC_CLIENT_ID).")
 SECRET = typer.Option(None, "--client-secret", help="Prefer BC_CLIENT_SECRET: flags show in ps.")
 CA = typer.Option(None, "--ca-bundle", help="CA file to trust, e.g. the emulator's (BC_CA_BUNDLE).")
+JSON = typer.Option(False, "--json", help="One JSON object on stdout (shape above).")
 
 
 @group.command()
@@ -73,14 +76,22 @@ def grant(
     client_id: str | None = CLIENT_ID,
     client_secret: str | None = SECRET,
     ca_bundle: Path | None = CA,
+    json_output: bool = JSON,
 ) -> None:
     """Obtain a token, show it (redacted) with its claims, and list the companies it reaches.
 
     Example: BC_TENANT_ID=... BC_CLIENT_ID=... BC_CLIENT_SECRET=... bcbridge client grant
+
+    --json: {"token": "eyJ0eX…c2lnbm", "expires_at": "2026-01-31T13:00:00+00:00",
+    "claims": {"aud": "...", "roles": [...], "appid": "...", "tid": "..."},
+    "companies": [{"name": "CRONUS USA, Inc.", "id": "..."}]} (the token is never whole)
     """
     result = _run(
         (config, base_url, authority_url, tenant, environment, client_id, client_secret, ca_bundle)
     )
+    if json_output:
+        print_json(_grant_json(result))
+        return
     console = Console()
     table = Table(title="Access granted", show_header=False)
     table.add_row("Token", result.token)
@@ -91,11 +102,20 @@ def grant(
         table.add_row(claim, str(result.claims.get(claim, "")))
     console.print(table)
     companies = Table(title="Companies reached")
-    companies.add_column("Name")
-    companies.add_column("Id")
+    companies.add_column("Name", no_wrap=True)  # what --company takes: never cut
+    companies.add_column("Id", no_wrap=True)
     for company in result.companies:
-        companies.add_row(company.name, company.id)
-    console.print(companies)
+        companies.add_row(escape(company.name), company.id)
+    print_table(companies)
+
+
+def _grant_json(result: GrantResult) -> dict[str, object]:
+    return {
+        "token": result.token,  # redacted by grant(): its first and last characters only
+        "expires_at": datetime.fromtimestamp(result.expires_at, UTC).isoformat(),
+        "claims": {claim: result.claims.get(claim) for claim in ("aud", "roles", "appid", "tid")},
+        "companies": [{"name": company.name, "id": company.id} for company in result.companies],
+    }
 
 
 @group.command()
@@ -108,14 +128,21 @@ def check(
     client_id: str | None = CLIENT_ID,
     client_secret: str | None = SECRET,
     ca_bundle: Path | None = CA,
+    json_output: bool = JSON,
 ) -> None:
     """Like grant, quietly: one line, exit code 0 when BC accepts the app.
 
     Example: bcbridge client check --config bcbridge.yaml && echo ok
+
+    --json: {"ok": true, "companies": 2}. A failure prints nothing on stdout: one line on
+    stderr, exit code 2 (settings) or 3 (sign-in refused, BC or network).
     """
     result = _run(
         (config, base_url, authority_url, tenant, environment, client_id, client_secret, ca_bundle)
     )
+    if json_output:
+        print_json({"ok": True, "companies": len(result.companies)})
+        return
     typer.echo(f"ok: {len(result.companies)} companies reached")
 
 

@@ -3,20 +3,26 @@ file."""
 
 from __future__ import annotations
 
+import difflib
 import math
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bcbridge import _json, _redact
+from bcbridge import _redact
 from bcbridge.cli._common import (
+    TASK_OPTIONAL_COLUMNS,
+    ExplainedRun,
     ctrl_c_stops,
+    explain,
+    print_json,
+    print_table,
     run_flows,
     runs_exit_code,
     stderr,
@@ -30,14 +36,21 @@ from bcbridge.errors import (
     BCBridgeError,
     ConfigError,
 )
-from bcbridge.flowconfig import ProjectConfig, find_config, load_project
-from bcbridge.flows import FlowRunner
+from bcbridge.flowconfig import FlowConfig, ProjectConfig, find_config, load_project
+from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.schedule import parse_schedule, sleep_until
 from bcbridge.store import Store, Task, TaskStatus, TaskUpdate
 
-stdout = Console()
 PROJECT_OPTION = typer.Option(
     None, "--config", help="Project file (default: $BCBRIDGE_CONFIG, else ./bcbridge.yaml)."
+)
+JSON_OPTION = typer.Option(
+    False,
+    "--json",
+    help="Print one JSON document on stdout (its shape is above); messages go to stderr.",
+)
+WIDE_OPTION = typer.Option(
+    False, "--wide", help="Show every column, unwrapped (the terminal folds long lines)."
 )
 
 flows_group = typer.Typer(help="The flows of a project file.", no_args_is_help=True)
@@ -79,12 +92,23 @@ def run(
         help="With --wait: give up (exit code 4) after this many seconds (default: no limit).",
     ),
     config: Path | None = PROJECT_OPTION,
+    json_output: bool = JSON_OPTION,
 ) -> None:
     """Run flows: records from the source, through the transformers, to the target.
 
     One run per flow at a time: a flow already running elsewhere exits with code 4 (or is
     waited for with --wait). Exit codes: 0 ok, 1 records failed, 2 usage/project/store error,
-    3 Business Central or network error, 4 flow busy, 130 Ctrl-C.
+    3 Business Central or network error, 4 flow busy, 130 Ctrl-C. When records failed, the
+    reasons are listed grouped by BC error code, with the commands that list and retry them.
+
+    --json prints a JSON array on stdout, one object per run (with --every or --scheduled, one
+    array per round, each on one line):
+    {"flow": "f", "run_id": 7, "status": "ok|failed|interrupted|error|busy",
+    "counts": {"read": 10, "created": 8, "failed": 2}, "error": null,
+    "failures": [{"reason": "Application_StringExceededLength", "count": 2, "example": "..."}],
+    "commands": ["bcbridge tasks list --flow f --status failed", "bcbridge tasks retry ..."]}
+    ("failures" groups the failed and unknown records of the run by BC error code, or by
+    transform / read / HTTP status / answer lost; of the latest 10,000 when there are more.)
 
     Example: bcbridge run customers_to_sqlite --config examples/bcbridge.yaml --every 5m
     """
@@ -93,8 +117,10 @@ def run(
     names = list(flows or project.flows)
     waiting = (math.inf if wait_timeout is None else wait_timeout) if wait else None
     try:
+        if not names:
+            raise ConfigError(f"no flows in {project.source} to run: add one under `flows:`")
         for name in names:
-            project.flow(name)  # an unknown name fails before anything runs
+            _check_flow(project, name)  # an unknown name fails before anything runs
         if wait_timeout is not None and not wait:
             raise ConfigError("--wait-timeout goes with --wait")
         if once and (every or scheduled):
@@ -112,6 +138,8 @@ def run(
             started = datetime.now(UTC)
             results = run_flows(project, store, names, stop, wait=waiting)
             summary(results)
+            if json_output:
+                print_json(_runs_json(results, store, project), lines=next_start is not None)
             code = code or runs_exit_code(results)  # the first trouble is the one to report
             if next_start is None or stop.is_set():
                 break
@@ -125,6 +153,13 @@ def run(
     raise typer.Exit(code)
 
 
+def _runs_json(
+    results: list[RunResult], store: Store, project: ProjectConfig
+) -> list[dict[str, Any]]:
+    explained = (r if isinstance(r, ExplainedRun) else explain(r, store, project) for r in results)
+    return [result.as_json() for result in explained]
+
+
 def _common_schedule(project: ProjectConfig, names: list[str]) -> str:
     schedules = {project.flow(name).schedule for name in names}
     if len(schedules) != 1 or None in schedules:
@@ -136,53 +171,184 @@ def _common_schedule(project: ProjectConfig, names: list[str]) -> str:
 
 
 @flows_group.command("list")
-def flows_list(config: Path | None = PROJECT_OPTION) -> None:
-    """The flows of the project, what they connect and how their last run ended."""
+def flows_list(
+    config: Path | None = PROJECT_OPTION,
+    json_output: bool = JSON_OPTION,
+    wide: bool = WIDE_OPTION,
+) -> None:
+    """The flows of the project, what they connect and how their last run ended.
+
+    --json prints a JSON array, one object per flow:
+    {"name": "f", "from": "cronus_customers", "to": "out/c.jsonl", "schedule": "15m" or null,
+    "last_run": {"id": 7, "status": "ok", "started_at": "...", "ended_at": "..."} or null,
+    "tasks": {"done": 40, "failed": 2}}
+    """
     project, store = _open(config)
-    table = Table(title=f"Flows in {project.source}")
-    for column in ("Flow", "From", "To", "Schedule", "Last run", "Tasks"):
-        table.add_column(column)
-    for name, flow in project.flows.items():
-        last = store.runs(name, limit=1)
-        tasks = store.count_tasks(name)
-        table.add_row(
-            escape(name),
-            escape(_redact.url(str(flow.source.incoming or flow.source.reader))),
-            escape(_redact.url(str(flow.target.outgoing or flow.target.writer))),
-            escape(flow.schedule or "-"),
-            f"{last[0]['status']} {last[0]['started_at']:%Y-%m-%d %H:%M}" if last else "never",
-            ", ".join(f"{k} {v:,}" for k, v in sorted(tasks.items())) or "-",
+    try:
+        flows = [_flow_json(name, flow, store) for name, flow in project.flows.items()]
+    finally:
+        store.close()
+    if not flows:
+        stderr.print(
+            f"no flows in {escape(project.source)}: add one under `flows:`", soft_wrap=True
         )
-    stdout.print(table)
-    store.close()
+    if json_output:
+        print_json(flows)
+    elif flows:
+        print_table(_flows_table(project.source, flows), wide=wide, optional=("Schedule",))
+
+
+def _flow_json(name: str, flow: FlowConfig, store: Store) -> dict[str, Any]:
+    last = store.runs(name, limit=1)
+    run = last[0] if last else None
+    return {
+        "name": name,
+        "from": _redact.url(str(flow.source.incoming or flow.source.reader)),
+        "to": _redact.url(str(flow.target.outgoing or flow.target.writer)),
+        "schedule": flow.schedule,
+        "last_run": run
+        and {
+            "id": run["id"],
+            "status": run["status"],
+            "started_at": _utc(run["started_at"]),
+            "ended_at": _utc(run.get("ended_at")),
+        },
+        "tasks": dict(sorted(store.count_tasks(name).items())),
+    }
+
+
+def _flows_table(source: str, flows: list[dict[str, Any]]) -> Table:
+    table = Table(title=f"Flows in {escape(source)}")
+    table.add_column("Flow", no_wrap=True)
+    for column in ("From", "To"):
+        table.add_column(column, overflow="fold")
+    table.add_column("Schedule", no_wrap=True)
+    table.add_column("Last run")
+    table.add_column("Tasks")
+    for flow in flows:
+        run = flow["last_run"]
+        table.add_row(
+            escape(flow["name"]),
+            escape(flow["from"]),
+            escape(flow["to"]),
+            escape(flow["schedule"] or "-"),
+            f"{run['status']} {run['started_at']:%Y-%m-%d %H:%M}" if run else "never",
+            ", ".join(f"{k} {v:,}" for k, v in flow["tasks"].items()) or "-",
+        )
+    return table
+
+
+def _task_status(value: str | None) -> TaskStatus | None:
+    """--status as a TaskStatus; a value that is none is a usage error listing the valid ones."""
+    if value is None:
+        return None
+    try:
+        return TaskStatus(value.lower())
+    except ValueError:
+        valid = [status.value for status in TaskStatus]
+        close = difflib.get_close_matches(value.lower(), valid, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise typer.BadParameter(
+            f"{value!r} is not a task status{hint}; valid: {', '.join(map(repr, valid))}"
+        ) from None
 
 
 @tasks_group.command("list")
 def tasks_list(
     flow: str | None = typer.Option(None, help="Only this flow.", autocompletion=flow_names),
-    status: TaskStatus | None = typer.Option(
-        None, help="pending, sending, done, failed, unknown (answer lost) or skipped."
+    status: str | None = typer.Option(
+        None,
+        callback=_task_status,
+        autocompletion=lambda: [status.value for status in TaskStatus],
+        help="pending, sending, done, failed, unknown (answer lost) or skipped.",
     ),
-    limit: int = typer.Option(50, help="At most this many, newest first."),
+    limit: int = typer.Option(50, min=1, help="At most this many, newest first."),
     config: Path | None = PROJECT_OPTION,
+    json_output: bool = JSON_OPTION,
+    wide: bool = WIDE_OPTION,
 ) -> None:
-    """Tasks, newest first. Example: bcbridge tasks list --status failed"""
-    _, store = _open(config)
-    stdout.print(task_table(store.tasks(flow, status, limit)))
-    store.close()
+    """Tasks, newest first. Example: bcbridge tasks list --status failed --flow items_from_csv
+
+    --json prints a JSON array, one object per task (no payload: see `tasks show`):
+    {"id": 42, "flow": "f", "run_id": 7, "record_key": "...", "status": "failed",
+    "attempts": 1, "last_error": "400 BadRequest ...", "result_id": null, "stage": "send",
+    "created_at": "2026-01-31T12:00:00+00:00", "updated_at": "..."}
+    """
+    project, store = _open(config)
+    try:
+        tasks = store.tasks(flow, status, limit)
+    finally:
+        store.close()
+    if not tasks:
+        _say_none_found(project, flow, status)
+    if json_output:
+        print_json([_task_json(task, payload=False) for task in tasks])
+    elif tasks:
+        print_table(task_table(tasks), wide=wide, optional=TASK_OPTIONAL_COLUMNS)
+
+
+def _say_none_found(project: ProjectConfig, flow: str | None, status: str | None) -> None:
+    """No task matched: say which filters matched none; a flow the project does not define is
+    a usage error (a typo, most likely), with the names it does define."""
+    if flow is not None:
+        try:
+            _check_flow(project, flow, "--flow")
+        except ConfigError as exc:
+            raise fail(exc) from None
+    what = f"{status} tasks" if status else "tasks"
+    stderr.print(f"no {what}{f' for flow {escape(flow)}' if flow else ''}", soft_wrap=True)
+
+
+def _check_flow(project: ProjectConfig, name: str, option: str | None = None) -> None:
+    """A flow name the project does not define is a usage error naming the ones it does."""
+    if name in project.flows:
+        return
+    close = difflib.get_close_matches(name, list(project.flows), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    defined = ", ".join(project.flows) or "none"
+    where = f"{option}: " if option else ""
+    raise ConfigError(
+        f"{where}no flow named {name!r} in {project.source} ({hint}defined: {defined})"
+    )
+
+
+def _task_json(task: Task, *, payload: bool) -> dict[str, Any]:
+    data = {
+        key: value
+        for key, value in task.__dict__.items()
+        if payload or key not in ("payload", "hash")
+    }
+    data["last_error"] = task.last_error and _redact.text(task.last_error)
+    data["created_at"], data["updated_at"] = _utc(task.created_at), _utc(task.updated_at)
+    return data
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """The store writes UTC; SQLite gives it back without its zone, PostgreSQL with it."""
+    if moment is None or moment.tzinfo is not None:
+        return moment
+    return moment.replace(tzinfo=UTC)
 
 
 @tasks_group.command("show")
-def tasks_show(task_id: int = typer.Argument(...), config: Path | None = PROJECT_OPTION) -> None:
-    """One task with its payload and last error, as JSON."""
+def tasks_show(
+    task_id: int = typer.Argument(...),
+    config: Path | None = PROJECT_OPTION,
+    json_output: bool = typer.Option(
+        False, "--json", help="Accepted for symmetry: the task is always printed as JSON."
+    ),
+) -> None:
+    """One task with its payload and last error, as one JSON object: the fields of
+    `tasks list --json`, plus "hash" and "payload" (the record as stored: after the
+    transformers when "stage" is "send", as read when it is "transform")."""
     _, store = _open(config)
-    task = store.task(task_id)
-    store.close()
+    try:
+        task = store.task(task_id)
+    finally:
+        store.close()
     if task is None:
-        raise fail(BCBridgeError(f"no task {task_id}"))
-    data = {**task.__dict__, "created_at": str(task.created_at), "updated_at": str(task.updated_at)}
-    data["last_error"] = task.last_error and _redact.text(task.last_error)
-    typer.echo(_json.dumps(data, option=_json.OPT_INDENT_2).decode())
+        raise fail(ConfigError(f"no task {task_id} (see `bcbridge tasks list`)"))
+    print_json(_task_json(task, payload=True))
 
 
 @tasks_group.command("retry")
@@ -193,17 +359,32 @@ def tasks_retry(
         None, help="With --failed: only this flow.", autocompletion=flow_names
     ),
     config: Path | None = PROJECT_OPTION,
+    json_output: bool = JSON_OPTION,
 ) -> None:
     """Deliver tasks again, e.g. after fixing the data in BC or the flow's transformers.
 
     Example: bcbridge tasks retry --failed --flow items_from_csv
+
+    --json prints the runs as `bcbridge run --json` does (a JSON array, one object per flow).
     """
     project, store = _open(config)
     try:
+        if flow is not None:
+            _check_flow(project, flow, "--flow")
         tasks = _chosen(store, task_ids or [], failed, flow)
-        results = anyio.run(FlowRunner(project, store).retry, tasks)
-        summary(results)
-        stdout.print(task_table([t for t in (store.task(task.id) for task in tasks) if t]))
+        if not tasks:
+            stderr.print(
+                f"no failed tasks{f' for flow {escape(flow)}' if flow else ''}: nothing to retry",
+                soft_wrap=True,
+            )
+        results = anyio.run(FlowRunner(project, store).retry, tasks) if tasks else []
+        explained = [explain(result, store, project, tasks) for result in results]
+        if explained:
+            summary(explained)
+        if json_output:
+            print_json([result.as_json() for result in explained])
+        elif tasks:
+            print_table(task_table([t for t in (store.task(task.id) for task in tasks) if t]))
     except BCBridgeError as exc:
         raise fail(exc) from None
     finally:
@@ -215,10 +396,13 @@ def tasks_retry(
 def tasks_skip(
     task_ids: list[int] = typer.Argument(..., help="Task ids."),
     config: Path | None = PROJECT_OPTION,
+    json_output: bool = JSON_OPTION,
 ) -> None:
     """Settle tasks by hand: you checked BC and the record needs nothing more (e.g. an action
     whose answer was lost did run). They are never sent again, not even when the record comes
     again. Example: bcbridge tasks skip 42 43
+
+    --json prints the tasks as `bcbridge tasks list --json` does.
     """
     _, store = _open(config)
     try:
@@ -236,8 +420,12 @@ def tasks_skip(
             for task in tasks
         ]
     )
-    stdout.print(task_table([t for t in (store.task(task.id) for task in tasks) if t]))
+    skipped = [t for t in (store.task(task.id) for task in tasks) if t]
     store.close()
+    if json_output:
+        print_json([_task_json(task, payload=False) for task in skipped])
+    else:
+        print_table(task_table(skipped))
 
 
 def _unfinished(store: Store, task_id: int) -> Task:
