@@ -906,7 +906,9 @@ def _value_refusal(field: Field, value: object) -> Refusal | None:
 
 
 def _has_type(field: Field, value: object) -> bool:
-    """Whether BC can read `value` as the property's type (JSON: no strings for numbers)."""
+    """Whether BC can read `value` as the property's type. JSON numbers and booleans only:
+    a number written as a string ("2.5", as a CSV gives it) is refused. Whether BC takes one
+    when the request says IEEE754Compatible=true is UNCONFIRMED; bcbridge never says so."""
     if field.type is FieldType.BOOL:
         return isinstance(value, bool)
     if field.type is FieldType.INT:

@@ -619,9 +619,13 @@ def preview(
     A preview that passes is no promise: BC also checks business rules and references."""
     entity_set = entity if isinstance(entity, EntitySet) else catalog.get(entity)
     body = _writable(entity_set, record)
-    left_out = [name for name in record if name not in body and not name.startswith("@odata.")]
     sends_body = action in ("create", "update", "upsert")
     shown = body if sends_body else None
+    left_out = [
+        name
+        for name in record
+        if sends_body and name not in body and not name.startswith("@odata.")
+    ]
     if (name := _not_finite(body)) is not None:
         return Preview(
             shown, left_out, code="TransformError", message=f"{name} is not a finite number"

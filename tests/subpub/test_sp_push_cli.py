@@ -195,6 +195,7 @@ def test_the_catalogs_refusals() -> None:
 # --- a real push --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the emulator process or a CLI subprocess
 def test_failures_are_grouped_by_code_and_the_readme_retry_line_replays_them(
     bc_env: dict[str, str],
     bc_emulator: RunningEmulator,
@@ -242,6 +243,7 @@ def test_failures_are_grouped_by_code_and_the_readme_retry_line_replays_them(
     }
 
 
+@pytest.mark.slow  # the emulator process or a CLI subprocess
 def test_a_push_where_nothing_fails_creates_no_failed_file(
     bc_env: dict[str, str], folder: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -253,9 +255,23 @@ def test_a_push_where_nothing_fails_creates_no_failed_file(
     assert "failed" not in err
 
 
+@pytest.mark.slow  # the emulator process or a CLI subprocess
+def test_push_without_input_does_not_read_a_stdin_that_is_not_piped(folder: Path) -> None:
+    """/dev/null (as cron gives) is no more a pipe than a terminal is: say what to give."""
+    args = ["push", "items", "--action", "upsert", "--key-field", "number"]
+    with open(os.devnull) as nothing:
+        refused = subprocess.run(
+            [*BCBRIDGE, *args], stdin=nothing, capture_output=True, text=True, timeout=60
+        )
+    assert refused.returncode == 2, refused.stderr
+    assert "--in FILE" in refused.stderr and "--in -" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+
 # --- Ctrl-C ---------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # the emulator process or a CLI subprocess
 def test_the_first_ctrl_c_stops_a_push_waiting_on_stdin(
     bc_env: dict[str, str], folder: Path
 ) -> None:

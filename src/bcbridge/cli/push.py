@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shlex
 import signal
+import stat
 import sys
 import threading
 from collections import Counter
@@ -274,10 +276,11 @@ def _plan(opts: dict[str, Any]) -> _Push:
         )
     source = opts["input"]
     if source is None:
-        if sys.stdin.isatty():
+        if not _stdin_piped():
+            example = f"cat {opts['entity']}.jsonl | bcbridge push {opts['entity']} ... --in -"
             raise UsageError(
                 "no input: give --in FILE (.jsonl, .csv or a SQL URL#table), or pipe records "
-                "into the command (e.g. cat items.jsonl | bcbridge push ... ; --in - reads stdin)"
+                f"into the command with --in - (e.g. {example})"
             )
         source = "-"
     plan = _Push(
@@ -297,6 +300,18 @@ def _plan(opts: dict[str, Any]) -> _Push:
     )
     _check(plan)
     return plan
+
+
+def _stdin_piped() -> bool:
+    """Whether records are piped or redirected into stdin. A terminal (or /dev/null, as cron
+    gives) is not read without --in -: the push would wait for input nobody sends."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except io.UnsupportedOperation:
+        return True  # an in-memory stdin (a test runner's) holds what it was given
+    except (AttributeError, OSError, ValueError):
+        return False  # no stdin at all, or closed
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode)
 
 
 def _replay_plan(opts: dict[str, Any], replay: Path) -> _Push:
@@ -736,8 +751,9 @@ def _run_push(plan: _Push, project: ProjectConfig, store: Store, opts: dict[str,
             result = anyio.run(lambda: runner.run(plan.flow, transform=plan.chain()))
     except KeyboardInterrupt:  # Ctrl-C pressed twice: the run record holds its counts
         result = _interrupted_run(store, plan.flow)
-    if stop.is_set() and result.status in (RunStatus.OK, RunStatus.FAILED):
-        result.status = RunStatus.INTERRUPTED  # stdin ended by Ctrl-C: the input was cut short
+    cut_short = plan.source == "-" and stop.is_set()  # Ctrl-C ended stdin, not the input
+    if cut_short and result.status in (RunStatus.OK, RunStatus.FAILED):
+        result.status = RunStatus.INTERRUPTED
     journal.sweep()
     return _report(plan, result, journal, opts)
 
@@ -753,6 +769,9 @@ def _interrupted_run(store: Store, flow: str) -> RunResult:
 def _report(plan: _Push, result: RunResult, journal: _FailedJournal, opts: dict[str, Any]) -> int:
     """The summary, what failed and why, and how to go on; returns the exit code."""
     counts_table(plan.label, result.counts)
+    if not result.counts.get("read") and result.status in (RunStatus.OK, RunStatus.FAILED):
+        where = "stdin" if plan.source == "-" else plan.source
+        stderr.print(f"nothing to push: {where} held no records", markup=False)
     if journal.written:
         stderr.print(
             f"[red]{len(journal.written):,} record(s) failed; kept in {plan.failed}[/]",
