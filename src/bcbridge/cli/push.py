@@ -71,6 +71,7 @@ PUSH_STORE = "sqlite:///.bcbridge/push.db"
 SOURCE = "@odata.bcbridge.source"
 SHOWN = 3  # payloads a dry run shows unless --show says otherwise
 REASONS_SHOWN = 10  # error codes listed at the end of a push
+STDIN = 0  # the descriptor `--in -` reads (sys.stdin.buffer)
 
 
 class UsageError(Exception):
@@ -715,9 +716,10 @@ def _ctrl_c_ends_stdin(reading_stdin: bool) -> Iterator[None]:
     previous = signal.getsignal(signal.SIGINT)
 
     def handler(signum: int, frame: FrameType | None) -> None:
-        empty = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(empty, sys.stdin.fileno())
-        os.close(empty)
+        with contextlib.suppress(OSError):  # no fd 0 to replace: nothing is waiting on it
+            empty = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(empty, STDIN)
+            os.close(empty)
         if callable(previous):
             previous(signum, frame)
 
