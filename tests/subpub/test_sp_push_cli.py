@@ -145,7 +145,7 @@ def test_dry_run_names_read_only_fields_it_leaves_out(
     assert '{"number":"DRO1","displayName":"x"}' in err
 
 
-PREDICTED = [
+PREDICTED: list[tuple[dict[str, Any], str | None]] = [
     ({"number": "PRD1", "displayName": "fine", "unitPrice": 2.5}, None),
     ({"number": "PRD2", "colour": "red"}, "BadRequest"),
     ({"number": "PRD3", "unitPrice": "2.5"}, "BadRequest"),
