@@ -231,6 +231,7 @@ def push(
     ),
     dry_run: bool = typer.Option(
         False,
+        "--dry-run",
         help="Send nothing: transform each record, check each payload against the catalog (as "
         "BC would answer), show some payloads and count what would fail.",
     ),
@@ -243,6 +244,7 @@ def push(
     stop to resume. Failed records go to --failed and are replayed with --retry-failed.
 
     Example: bcbridge push items --action upsert --key-field number --in items.csv
+    (add --dry-run --show 5 first to see the payloads and what BC would refuse)
     """
     opts = dict(locals())
     try:
