@@ -15,8 +15,10 @@ docs (bc-api.md §1.6); we use the caption with its space.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterator, Mapping
+import re
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -29,10 +31,13 @@ __all__ = [
     "FieldType",
     "Navigation",
     "Operation",
+    "Refusal",
     "Scope",
     "children",
     "get",
+    "is_guid",
     "names",
+    "refusal",
 ]
 
 
@@ -801,3 +806,128 @@ def get(name: str) -> EntitySet:
 def children(name: str) -> Iterator[EntitySet]:
     """Sets nested under `name` (its line sets)."""
     return (entity_set for entity_set in CATALOG.values() if entity_set.parent == name)
+
+
+# --- what BC refuses in a write's body (bc-api.md §5, §7) --------------------------------------
+# The one place that knows which values BC takes for a property and what it answers otherwise:
+# the emulator answers with these refusals, and `bcbridge push --dry-run` predicts them. BC's
+# codes are from bc-api.md §7; the message wordings are UNCONFIRMED (our best reading of BC).
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})$")
+_EDM = {
+    FieldType.GUID: "Edm.Guid",
+    FieldType.STRING: "Edm.String",
+    FieldType.INT: "Edm.Int32",
+    FieldType.DECIMAL: "Edm.Decimal",
+    FieldType.BOOL: "Edm.Boolean",
+    FieldType.DATE: "Edm.Date",
+    FieldType.DATETIME: "Edm.DateTimeOffset",
+    FieldType.ENUM: "Edm.String",
+}
+
+
+def is_guid(text: str) -> bool:
+    """`text` is a GUID in its 8-4-4-4-12 form (either case)."""
+    return bool(_GUID.match(text))
+
+
+def edm_type(field: Field) -> str:
+    """The OData (Edm) type BC gives the property in its metadata."""
+    return _EDM[field.type]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """BC's answer to a property it will not take in a POST or PATCH body: the property, BC's
+    error code and message, and the HTTP status."""
+
+    field: str
+    code: str
+    message: str
+    status: int = 400
+
+
+def refusal(
+    entity_set: EntitySet,
+    name: str,
+    value: object,
+    *,
+    fields: Sequence[Field] | None = None,
+    allow_read_only: Collection[str] = (),
+) -> Refusal | None:
+    """BC's refusal of `name: value` in a write to `entity_set`, or None when BC takes it.
+
+    `fields` are the properties to check against (default: the set's own); `allow_read_only`
+    names read-only properties this write may set (a line's documentId on a nested POST)."""
+    known = {f.name: f for f in (entity_set.fields if fields is None else fields)}
+    field = known.get(name)
+    if field is None:
+        return Refusal(
+            name,
+            "BadRequest",
+            f"The property '{name}' does not exist on type 'Microsoft.NAV.{entity_set.entity}'. "
+            "Make sure to only use property names that are defined by the type.",
+        )
+    if field.read_only and name not in allow_read_only:
+        # BC's example wording (bc-api.md §5.2)
+        return Refusal(name, "BadRequest_InvalidOperation", f"Control '{name}' is read-only.")
+    return _value_refusal(field, value)
+
+
+def _value_refusal(field: Field, value: object) -> Refusal | None:
+    if value is None:
+        return None  # BC blanks the property
+    if not _has_type(field, value):
+        return Refusal(
+            field.name,
+            "BadRequest",
+            f"Cannot convert the literal '{value}' to the expected type '{edm_type(field)}' "
+            f"of property '{field.name}'.",
+        )
+    if field.type is FieldType.GUID and not is_guid(str(value)):
+        return Refusal(field.name, "Application_InvalidGUID", f"'{value}' is not a valid GUID.")
+    if isinstance(value, str) and field.max_length is not None and len(value) > field.max_length:
+        return Refusal(
+            field.name,
+            "Application_StringExceededLength",
+            f"The length of the string is {len(value)}, but it must be less than or equal to "
+            f"{field.max_length} characters. Value: {value}",
+        )
+    if field.type is FieldType.ENUM and value not in field.options:
+        return Refusal(
+            field.name,
+            "Application_EvaluateException",
+            f'The value "{value}" can\'t be evaluated into type {field.name}. Valid values: '
+            + ", ".join(repr(option) for option in field.options),
+        )
+    return None
+
+
+def _has_type(field: Field, value: object) -> bool:
+    """Whether BC can read `value` as the property's type. JSON numbers and booleans only:
+    a number written as a string ("2.5", as a CSV gives it) is refused. Whether BC takes one
+    when the request says IEEE754Compatible=true is UNCONFIRMED; bcbridge never says so."""
+    if field.type is FieldType.BOOL:
+        return isinstance(value, bool)
+    if field.type is FieldType.INT:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if field.type is FieldType.DECIMAL:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if not isinstance(value, str):
+        return False
+    if field.type is FieldType.DATE:
+        return bool(_DATE.match(value)) and _parses(date.fromisoformat, value)
+    if field.type is FieldType.DATETIME:
+        iso = value.replace("Z", "+00:00")
+        return bool(_DATETIME.match(value)) and _parses(datetime.fromisoformat, iso)
+    return True
+
+
+def _parses(parse: Callable[[str], object], text: str) -> bool:
+    try:
+        parse(text)
+    except ValueError:
+        return False
+    return True

@@ -294,25 +294,34 @@ class FlowRunner:
         self.progress = progress or (lambda flow, counts: None)
         self.client_factory = client_factory or BusinessCentralClient
 
-    async def run(self, name: str, *, wait: float | None = None) -> RunResult:
+    async def run(
+        self, name: str, *, wait: float | None = None, transform: Chain | None = None
+    ) -> RunResult:
         """Run one flow to its end, holding the flow's lease in the store for the whole run.
 
         Never raises a BCBridgeError: the result says how the run ended, `error` with what
         stopped it (`run_id` is None when it stopped before a run was recorded). `busy`: another
         process holds the flow's lease; with `wait` (seconds, `math.inf` for no limit) the
         lease is waited for first. Anything else (Ctrl-C pressed twice, a bug) is recorded as
-        an error run and re-raised."""
-        return await self._leased(name, wait, recover=True, work=self._work)
+        an error run and re-raised. `transform`, an already built chain, replaces the flow's
+        configured transformers (`bcbridge push` builds its own)."""
+        return await self._leased(name, wait, recover=True, work=self._work, transform=transform)
 
     async def _leased(
-        self, name: str, wait: float | None, *, recover: bool, work: _Work
+        self,
+        name: str,
+        wait: float | None,
+        *,
+        recover: bool,
+        work: _Work,
+        transform: Chain | None = None,
     ) -> RunResult:
         """`work` on flow `name` under its lease, recorded as a run: the result says how it
         ended (see `run`)."""
         result = RunResult(name, None, RunStatus.RUNNING, Counter())
         try:
             flow = self.project.flow(name)
-            chain = load_chain(flow.transform)
+            chain = transform if transform is not None else load_chain(flow.transform)
             lease = await self._lease(name, wait)
             if lease is None:  # Ctrl-C while waiting for the lease
                 result.status = RunStatus.INTERRUPTED

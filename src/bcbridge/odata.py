@@ -7,12 +7,11 @@ quotes doubled (``subscriptions('a''b')``), datetimes as UTC ISO 8601 with milli
 
 from __future__ import annotations
 
-import re
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
 
-from bcbridge.catalog import CATALOG, EntitySet, Scope
+from bcbridge.catalog import CATALOG, EntitySet, Scope, is_guid
 from bcbridge.errors import ConfigError
 
 __all__ = [
@@ -24,13 +23,6 @@ __all__ = [
     "parse_datetime",
     "parse_key",
 ]
-
-_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
-
-
-def is_guid(text: str) -> bool:
-    """`text` is a GUID in its 8-4-4-4-12 form (either case)."""
-    return bool(_GUID.match(text))
 
 
 def format_datetime(value: datetime) -> str:

@@ -57,10 +57,12 @@ __all__ = [
     "PROBES",
     "FailedRecord",
     "Outcome",
+    "Preview",
     "Publisher",
     "RecordResult",
     "Verdict",
     "Verification",
+    "preview",
     "read_failed",
     "write_failed",
 ]
@@ -324,7 +326,7 @@ class Publisher:
                 for _ in records
             ]
         await self._resolve_company()
-        keys = [self._key_of(_Item(index, record)) for index, record in enumerate(records)]
+        keys = [_key_value(self.key, record)[0] for record in records]
         wanted = sorted({key for key in keys if key is not None and is_guid(key)})
         found = await self._lookup("id", wanted) if wanted else {}
         checks = []
@@ -382,21 +384,6 @@ class Publisher:
             return False
         return True
 
-    def _key_of(self, item: _Item) -> str | None:
-        if self.key is None:
-            value = item.record.get("id")
-            return str(value) if value else None
-        if "{" not in self.key:
-            return self.key
-        try:
-            return self.key.format(**item.record)
-        except (KeyError, IndexError) as exc:
-            item.fail(
-                f"the key template {self.key!r} needs field {exc} which the record lacks",
-                code="KeyMissing",
-            )
-            return None
-
     async def _find_targets(self, items: list[_Item]) -> None:
         """Which BC record each item writes to, and that record as it is now (for ETag and diff)."""
         if self.action == "create" and not self.key_field:
@@ -404,26 +391,11 @@ class Publisher:
         by_field = self.key_field or "id"
         values: dict[str, list[_Item]] = {}
         for item in items:
-            if self.key_field:
-                value = item.record.get(self.key_field, item.payload.get(self.key_field))
-                if value in (None, ""):
-                    item.fail(
-                        f"the record has no {self.key_field!r} to match on", code="KeyMissing"
-                    )
-                    continue
-            else:
-                value = self._key_of(item)
-                if value is None:
-                    if item.result is None:
-                        item.fail(
-                            "the record has no id: give key, key_field or an id field",
-                            code="KeyMissing",
-                        )
-                    continue
-                if not is_guid(value):
-                    item.fail(f"{value!r} is not a GUID key", code="KeyMissing")
-                    continue
-            values.setdefault(str(value), []).append(item)
+            value, missing = _target_key(self.key, self.key_field, item.record, item.payload)
+            if value is None:
+                item.fail(str(missing), code="KeyMissing")
+                continue
+            values.setdefault(value, []).append(item)
         found = await self._lookup(by_field, list(values)) if values else {}
         for value, group in values.items():
             for item in group:
@@ -581,6 +553,111 @@ class Publisher:
         return again
 
 
+def _key_value(key: str | None, record: Mapping[str, Any]) -> tuple[str | None, str | None]:
+    """The id `key` names for `record` (a GUID, or a template such as ``{id}``; by default
+    the record's id), or None and why there is none."""
+    if key is None:
+        value = record.get("id")
+        return (str(value), None) if value else (None, None)
+    if "{" not in key:
+        return key, None
+    try:
+        return key.format(**record), None
+    except (KeyError, IndexError) as exc:
+        return None, f"the key template {key!r} needs field {exc} which the record lacks"
+
+
+def _target_key(
+    key: str | None, key_field: str | None, record: Mapping[str, Any], payload: Mapping[str, Any]
+) -> tuple[str | None, str | None]:
+    """The value a record's BC record is found by: its `key_field` value, else its GUID key;
+    or None and why it has none (the record fails with KeyMissing)."""
+    if key_field:
+        found = record.get(key_field, payload.get(key_field))
+        if found in (None, ""):
+            return None, f"the record has no {key_field!r} to match on"
+        return str(found), None
+    value, why = _key_value(key, record)
+    if value is None:
+        return None, why or "the record has no id: give key, key_field or an id field"
+    if not is_guid(value):
+        return None, f"{value!r} is not a GUID key"
+    return value, None
+
+
+@dataclass
+class Preview:
+    """What a `Publisher` would do with one record, worked out without BC (`push --dry-run`):
+    the body it would send (None for a delete or a bound action, which send none), the record's
+    properties it leaves out (read-only ones), the id or key_field value it looks the BC record
+    up by, and, when the record would fail, BC's status, code and message as predicted."""
+
+    body: dict[str, Any] | None
+    left_out: list[str]
+    target: str | None = None
+    status: int | None = None
+    code: str | None = None
+    message: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        """No failure predicted (BC may still refuse for reasons of its own)."""
+        return self.code is None
+
+
+def preview(
+    entity: str | EntitySet,
+    action: str,
+    record: Mapping[str, Any],
+    *,
+    key: str | None = None,
+    key_field: str | None = None,
+) -> Preview:
+    """The checks a publisher makes before it sends `record` (finite numbers, a key to find
+    the BC record by), and for a create, update or upsert the catalog's prediction of BC's
+    answer to the body (`catalog.refusal`: unknown properties, types, lengths, enum options).
+    A preview that passes is no promise: BC also checks business rules and references."""
+    entity_set = entity if isinstance(entity, EntitySet) else catalog.get(entity)
+    body = _writable(entity_set, record)
+    sends_body = action in ("create", "update", "upsert")
+    shown = body if sends_body else None
+    left_out = [
+        name
+        for name in record
+        if sends_body and name not in body and not name.startswith("@odata.")
+    ]
+    if (name := _not_finite(body)) is not None:
+        return Preview(
+            shown, left_out, code="TransformError", message=f"{name} is not a finite number"
+        )
+    target = None
+    if action != "create" or key_field:
+        target, missing = _target_key(key, key_field, record, body)
+        if target is None:
+            return Preview(shown, left_out, code="KeyMissing", message=missing)
+    refusal = _body_refusal(entity_set, body) if sends_body else None
+    if refusal is not None:
+        return Preview(shown, left_out, target, refusal.status, refusal.code, refusal.message)
+    return Preview(shown, left_out, target)
+
+
+def _body_refusal(entity_set: EntitySet, body: Mapping[str, Any]) -> catalog.Refusal | None:
+    """BC's refusal of the first property it will not take, lines (deep insert) included; None
+    for a set whose properties the catalog does not list (nothing to check against)."""
+    if not entity_set.described:
+        return None
+    for name, value in body.items():
+        if entity_set.lines and name == entity_set.lines and isinstance(value, list):
+            line_set = catalog.get(entity_set.lines)
+            for line in value:
+                if isinstance(line, Mapping) and (found := _body_refusal(line_set, line)):
+                    return found
+            continue
+        if (found := catalog.refusal(entity_set, name, value)) is not None:
+            return found
+    return None
+
+
 def _surely_not_run(error: BCBridgeError) -> bool:
     """Whether BC certainly did not act on a request that ended in `error`: it refused it before
     processing (429/503, or any answer that is not a server error), or no connection was made."""
@@ -660,6 +737,8 @@ class FailedRecord:
     message: str | None = None
     record_key: str | None = None  # the record's key_field value (or id), for people reading
     task: int | None = None  # the task in the push store
+    # the transformer steps a replay applies again to `record` when there is no payload
+    transform: list[Any] | None = None
 
     @classmethod
     def of(cls, result: RecordResult, payload: dict[str, Any] | None = None) -> FailedRecord:
@@ -712,6 +791,7 @@ def write_failed(
                 "message": failure.message,
                 "payload": failure.payload,
                 "record": failure.record,
+                **({} if failure.transform is None else {"transform": failure.transform}),
                 "failed_at": datetime.now(UTC).isoformat(),
             }
             handle.write(_json.dumps(entry, option=_json.OPT_APPEND_NEWLINE))

@@ -21,7 +21,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -877,6 +877,23 @@ class Store:
             stmt = stmt.where(tasks.c.status == status)
         with self._connect() as conn:
             return [_task(row) for row in conn.execute(stmt).mappings()]
+
+    def failed_tasks(self, flow: str, run_id: int, *, known: Collection[int] = ()) -> list[Task]:
+        """The tasks of run `run_id` of `flow` that need a person (``failed`` or ``unknown``),
+        oldest first, but for the ids in `known`: a caller reporting failures while the run goes
+        on reads each one once."""
+        need_a_person = (TaskStatus.FAILED, TaskStatus.UNKNOWN)
+        mine = (tasks.c.flow == flow) & (tasks.c.run_id == run_id)
+        found: list[Task] = []
+        with self._connect() as conn:
+            ids = conn.execute(
+                sa.select(tasks.c.id).where(mine, tasks.c.status.in_(need_a_person))
+            ).scalars()
+            new = sorted(set(ids) - set(known))
+            for start in range(0, len(new), 500):  # bound the IN list for every backend
+                stmt = sa.select(tasks).where(tasks.c.id.in_(new[start : start + 500]))
+                found.extend(_task(row) for row in conn.execute(stmt).mappings())
+        return sorted(found, key=lambda task: task.id)
 
     def count_tasks(self, flow: str) -> dict[str, int]:
         """How many tasks of `flow` are in each status."""

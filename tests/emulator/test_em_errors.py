@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 
 import bcbridge.emulator
+from bcbridge import catalog
 from bcbridge.catalog import Field, FieldType
 from bcbridge.emulator import errors
 from bcbridge.emulator.errors import BCError
@@ -79,6 +80,7 @@ def _examples() -> list[BCError]:
             "value": "ABCD",
             "retry_after": 1.0,
             "limit": 100,
+            "refusal": catalog.refusal(catalog.get("items"), "colour", "red"),
         }
         parameters = inspect.signature(function).parameters
         made.append(function(**{p: arguments.get(p, "x") for p in parameters}))

@@ -1,29 +1,44 @@
 """`bcbridge push`: the publisher from the command line.
 
 `push` is a flow run (`bcbridge.flows.FlowRunner`): the input is the flow's reader, `--transform`
-its transformers, the push options its outgoing, and every record a task in a store (by default
-`.bcbridge/push.db` in the current folder). The flow is named after the entity, the action, the
-input and the company, so running the same command again after any stop (dropped connection,
-SIGKILL, Ctrl-C) resumes it: records already done are skipped and creates are matched on
-`--key-field`, so BC gets each record once. Failed records are appended to the failed-records
-file chunk by chunk, with the payload that was sent and the record it came from.
+its transformers (handed to the runner as a built chain), the push options its outgoing, and
+every record a task in a store (by default `.bcbridge/push.db` in the current folder). The flow
+is named after the entity, the action, the input and the company, so running the same command
+again after any stop (dropped connection, SIGKILL, Ctrl-C) resumes it: records already done are
+skipped and creates are matched on `--key-field`, so BC gets each record once.
+
+Failed records are appended to the failed-records file chunk by chunk (the file is created by
+the first failure), each entry with what a replay needs: entity, action, keys, company, the
+payload that was sent and the record it came from; an entry the transformers failed on has no
+payload but keeps the steps, so `push --retry-failed FILE` transforms it again. The push ends
+with the failures grouped by BC's error code and the command that retries them.
+
+`--dry-run` sends nothing and opens no store: each record goes through the transformers and the
+publisher's checks, and each payload through the catalog's prediction of BC's answer
+(`bcbridge.catalog.refusal`, the rules the emulator answers with), counted as the real run
+would count it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import shlex
+import signal
+import stat
 import sys
 import threading
 from collections import Counter
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import anyio
-import sqlalchemy as sa
+import orjson
 import typer
 import yaml
 from rich.console import Console
@@ -43,11 +58,10 @@ from bcbridge.errors import (
 )
 from bcbridge.flowconfig import Endpoint, FlowConfig, OutgoingConfig, ProjectConfig
 from bcbridge.flows import FlowRunner, RunResult
-from bcbridge.publisher import WRITE_ACTIONS, FailedRecord, read_failed, write_failed
-from bcbridge.sinks import open_reader
-from bcbridge.store import RunStatus, Store, TaskStatus
-from bcbridge.store import tasks as task_table
-from bcbridge.transform import Chain, load_chain, load_chain_file
+from bcbridge.publisher import WRITE_ACTIONS, FailedRecord, preview, read_failed, write_failed
+from bcbridge.sinks import BadRecord, read_records
+from bcbridge.store import RunStatus, Store, Task, TaskStatus
+from bcbridge.transform import Chain, Record, load_chain, load_chain_file
 
 stderr = Console(stderr=True)
 
@@ -56,8 +70,9 @@ PUSH_STORE = "sqlite:///.bcbridge/push.db"
 # can be written out with both. Publisher drops every "@odata." name from what it sends (as it
 # does BC's own annotations), so BC never receives it.
 SOURCE = "@odata.bcbridge.source"
-# unknown: an answer lost for a bound action (not resent)
-TASK_FAILED = (TaskStatus.FAILED, TaskStatus.UNKNOWN)
+SHOWN = 3  # payloads a dry run shows unless --show says otherwise
+REASONS_SHOWN = 10  # error codes listed at the end of a push
+STDIN = 0  # the descriptor `--in -` reads (sys.stdin.buffer)
 
 
 class UsageError(Exception):
@@ -82,7 +97,7 @@ class _Push:
     batch_size: int
     source: str  # the reader spec
     format: str | None
-    steps: list[Any]  # --transform steps (none on a replay: entries hold payloads)
+    steps: list[Any]  # --transform steps (on a replay: for entries the transformers failed on)
     failed: Path
     replay: Path | None  # --retry-failed FILE
     allow_duplicates: bool
@@ -92,38 +107,75 @@ class _Push:
     def label(self) -> str:
         return f"push {self.entity} ({self.action})"
 
-
-_CHAINS: dict[str, Chain] = {}  # flow name -> --transform, for the push running in this process
-_REPLAYS: dict[str, tuple[str, str]] = {}  # flow name -> (entity, action) a replay is for
-
-
-def push_payload(record: dict[str, Any], context: dict[str, Any]) -> dict[str, Any] | None:
-    """The transform of a push flow: --transform, then the input record kept alongside."""
-    chain = _CHAINS.get(str(context.get("flow")))
-    payload = chain.apply(record, context) if chain is not None else record
-    return None if payload is None else {**payload, SOURCE: record}
+    def chain(self) -> Chain:
+        """The transform the runner applies to each input record (or failed-records entry)."""
+        steps = load_chain(self.steps).steps
+        if self.replay is not None:
+            return _ReplayChain(steps, entity=self.entity, action=self.action)
+        return _PushChain(steps)
 
 
-def replay_payload(entry: dict[str, Any], context: dict[str, Any]) -> dict[str, Any] | None:
-    """The transform of `push --retry-failed`: each entry's payload, not transformed again."""
-    label = str(entry.get("record_key") or "?")
-    wanted = _REPLAYS.get(str(context.get("flow")))
-    if wanted is not None and (entry.get("entity"), entry.get("action")) != wanted:
-        raise TransformError(
-            f"this entry is for {entry.get('entity')} ({entry.get('action')}), not "
-            f"{wanted[0]} ({wanted[1]}); retry it from a file of its own",
-            step="retry-failed",
-            record=label,
-        )
-    payload = entry.get("payload")
-    if not isinstance(payload, dict):
-        raise TransformError(
-            "the transformers failed on this record, so it has no payload: fix the input and "
-            "push it again, or write the payload to send into the entry's `payload`",
-            step="retry-failed",
-            record=label,
-        )
-    return {**payload, SOURCE: entry.get("record")}
+# --- the push's transforms ----------------------------------------------------------------------
+
+
+class _PushChain(Chain):
+    """--transform's steps, with the input record kept alongside each payload (`SOURCE`)."""
+
+    def apply(self, record: Record, context: Mapping[str, Any] | None = None) -> Record | None:
+        payload = super().apply(record, context)
+        return None if payload is None else {**payload, SOURCE: record}
+
+
+@dataclass
+class _ReplayChain(Chain):
+    """`--retry-failed`: each entry's payload as it was kept (edited or not), not transformed
+    twice. An entry the transformers failed on has no payload: its record goes through the
+    transformers again, --transform's when given, else the steps kept in the entry."""
+
+    entity: str = ""
+    action: str = ""
+    kept: dict[bytes, Chain] = field(default_factory=dict)
+
+    def apply(self, entry: Record, context: Mapping[str, Any] | None = None) -> Record | None:
+        label = str(entry.get("record_key") or entry.get("task") or "?")
+        if (entry.get("entity"), entry.get("action")) != (self.entity, self.action):
+            raise TransformError(
+                f"this entry is for {entry.get('entity')} ({entry.get('action')}), not "
+                f"{self.entity} ({self.action}); retry it from a file of its own",
+                step="retry-failed",
+                record=label,
+            )
+        record = entry.get("record")
+        payload = entry.get("payload")
+        if not isinstance(payload, dict):
+            if not isinstance(record, dict):
+                raise TransformError(
+                    "the entry holds neither a payload nor a record: fix the input and push it "
+                    "again, or write the payload to send into the entry's `payload`",
+                    step="retry-failed",
+                    record=label,
+                )
+            payload = self._transform_of(entry, label).apply(record, context)
+            if payload is None:
+                return None
+        return {**payload, SOURCE: record}
+
+    def _transform_of(self, entry: Mapping[str, Any], label: str) -> Chain:
+        if self.steps:  # --transform
+            return Chain(self.steps)
+        steps = entry.get("transform") or []
+        digest = orjson.dumps(steps, option=orjson.OPT_SORT_KEYS)
+        if digest not in self.kept:
+            try:
+                self.kept[digest] = load_chain(steps)
+            except ConfigError as exc:
+                raise TransformError(
+                    f"the entry's transform steps: {exc}", step="retry-failed", record=label
+                ) from None
+        return self.kept[digest]
+
+
+# --- the command --------------------------------------------------------------------------------
 
 
 def push(
@@ -160,37 +212,49 @@ def push(
     batch_size: int = typer.Option(
         500, min=1, help="Records per committed chunk (sent 100 per $batch)."
     ),
-    transform: Path | None = typer.Option(None, help="YAML transformers applied to each record."),
+    transform: Path | None = typer.Option(
+        None,
+        help="YAML record transformers applied to each record (with --retry-failed: to the "
+        "records that failed in the transformers, instead of the steps kept in the file).",
+    ),
     failed: Path | None = typer.Option(
         None,
         help="Where failed records are appended as they fail (default failed.jsonl; with "
-        "--retry-failed, that file). Not created when nothing fails.",
+        "--retry-failed, that file). Created by the first failure.",
     ),
     retry_failed: Path | None = typer.Option(
         None,
-        help="Send the payloads of a failed-records file again (entity, action and keys come "
-        "from the file); what still fails is written back to it.",
+        help="Send the records of a failed-records file again; nothing else is needed (entity, "
+        "action, keys, company and transform come from the file). What still fails is written "
+        "back to it.",
     ),
     store: str = typer.Option(
         PUSH_STORE,
         "--store",
         help="Where the push keeps its tasks, so that a rerun resumes (any SQLAlchemy URL).",
     ),
-    dry_run: bool = typer.Option(False, help="Transform and validate only; send nothing."),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="Send nothing: transform each record, check each payload against the catalog (as "
+        "BC would answer), show some payloads and count what would fail.",
+    ),
+    show: int = typer.Option(
+        SHOWN, min=0, help="Payloads a dry run shows (0: none); failures are always summed up."
+    ),
     config: Path | None = CONFIG_OPTION,
 ) -> None:
     """Write records to Business Central, exactly once: run the same command again after any
     stop to resume. Failed records go to --failed and are replayed with --retry-failed.
 
     Example: bcbridge push items --action upsert --key-field number --in items.csv
+    (add --dry-run --show 5 first to see the payloads and what BC would refuse)
     """
     opts = dict(locals())
     try:
         plan = _plan(opts)
         if dry_run:
-            counts = _dry_run(plan)
-            counts_table(f"{plan.label}: dry run", counts)
-            return
+            raise typer.Exit(_dry_run(plan, show))
         settings = load_settings(config)
         plan.company = plan.company or settings.company
         plan.flow = _flow_name(plan)
@@ -219,13 +283,13 @@ def _plan(opts: dict[str, Any]) -> _Push:
         )
     source = opts["input"]
     if source is None:
-        if sys.stdin.isatty():
+        if not _stdin_piped():
+            example = f"cat {opts['entity']}.jsonl | bcbridge push {opts['entity']} ... --in -"
             raise UsageError(
-                "no input: give --in FILE (.jsonl, .csv or a SQL URL#table) or pipe records "
-                "into the command (--in - reads stdin)"
+                "no input: give --in FILE (.jsonl, .csv or a SQL URL#table), or pipe records "
+                f"into the command with --in - (e.g. {example})"
             )
         source = "-"
-    steps = _steps(opts["transform"])
     plan = _Push(
         entity=opts["entity"],
         action=opts["action"],
@@ -236,7 +300,7 @@ def _plan(opts: dict[str, Any]) -> _Push:
         batch_size=opts["batch_size"],
         source=source,
         format=opts["format"],
-        steps=steps,
+        steps=_steps(opts["transform"]),
         failed=opts["failed"] or Path("failed.jsonl"),
         replay=None,
         allow_duplicates=opts["allow_duplicates"],
@@ -245,11 +309,23 @@ def _plan(opts: dict[str, Any]) -> _Push:
     return plan
 
 
+def _stdin_piped() -> bool:
+    """Whether records are piped or redirected into stdin. A terminal (or /dev/null, as cron
+    gives) is not read without --in -: the push would wait for input nobody sends."""
+    try:
+        mode = os.fstat(sys.stdin.fileno()).st_mode
+    except io.UnsupportedOperation:
+        return True  # an in-memory stdin (a test runner's) holds what it was given
+    except (AttributeError, OSError, ValueError):
+        return False  # no stdin at all, or closed
+    return stat.S_ISFIFO(mode) or stat.S_ISREG(mode) or stat.S_ISSOCK(mode)
+
+
 def _replay_plan(opts: dict[str, Any], replay: Path) -> _Push:
-    for flag, name in (("input", "--in"), ("transform", "--transform"), ("failed", "--failed")):
+    for flag, name in (("input", "--in"), ("failed", "--failed")):
         if opts[flag] is not None:
             raise UsageError(
-                f"--retry-failed sends the payloads kept in {replay} and writes what still "
+                f"--retry-failed sends the records kept in {replay} and writes what still "
                 f"fails back to it: leave out {name}"
             )
     source = _replaying(replay)
@@ -276,7 +352,7 @@ def _replay_plan(opts: dict[str, Any], replay: Path) -> _Push:
         batch_size=opts["batch_size"],
         source=str(source),
         format="jsonl",
-        steps=[],
+        steps=_steps(opts["transform"]),
         failed=replay,
         replay=replay,
         allow_duplicates=opts["allow_duplicates"],
@@ -365,7 +441,7 @@ def _prepare_failed_file(plan: _Push) -> None:
 
 
 def _project(plan: _Push, settings: Any, store: str) -> ProjectConfig:
-    """The push as a one-flow project: reader -> transform -> outgoing."""
+    """The push as a one-flow project: reader -> (the chain given to the runner) -> outgoing."""
     outgoing: dict[str, Any] = {
         "entity": plan.entity,
         "action": plan.action,
@@ -377,10 +453,8 @@ def _project(plan: _Push, settings: Any, store: str) -> ProjectConfig:
     }
     if plan.allow_duplicates:
         outgoing["allow_duplicates"] = True
-    step = "replay_payload" if plan.replay is not None else "push_payload"
     flow = FlowConfig(
         source=Endpoint(reader=plan.source, format=plan.format),
-        transform=[{"python": f"bcbridge.cli.push:{step}"}],
         target=Endpoint(outgoing="push"),
         chunk_size=plan.batch_size,
     )
@@ -396,29 +470,137 @@ def _project(plan: _Push, settings: Any, store: str) -> ProjectConfig:
         raise ConfigError(str(exc).splitlines()[-1]) from None
 
 
-def _dry_run(plan: _Push) -> Counter[str]:
-    """Transform and count, streaming; nothing is sent and no store is opened."""
+# --- failures, grouped --------------------------------------------------------------------------
+
+
+@dataclass
+class _Reasons:
+    """Failures counted per BC error code (or ours: TransformError, KeyMissing, ...), with the
+    first message of each as its example."""
+
+    counts: Counter[str] = field(default_factory=Counter)
+    examples: dict[str, str] = field(default_factory=dict)
+
+    def add(self, status: int | None, code: str | None, message: str | None) -> None:
+        reason = code or (f"HTTP {status}" if status else "error")
+        if status and code:
+            reason = f"{status} {code}"
+        self.counts[reason] += 1
+        self.examples.setdefault(reason, _without_correlation(message or ""))
+
+    def print(self) -> None:
+        width = max(len(reason) for reason in self.counts)
+        for reason, count in self.counts.most_common(REASONS_SHOWN):
+            example = self.examples[reason]
+            stderr.print(f"  {count:>7,}  {reason:<{width}}  e.g. {example}", markup=False)
+        if len(self.counts) > REASONS_SHOWN:
+            rest = sum(n for _, n in self.counts.most_common()[REASONS_SHOWN:])
+            others = len(self.counts) - REASONS_SHOWN
+            stderr.print(f"  {rest:>7,}  ({others} other error codes)", markup=False)
+
+
+def _without_correlation(message: str) -> str:
+    """BC's message without the `CorrelationId: <guid>.` it appends (the same on every line
+    of a kind; a support case asks for it, and the failed-records file keeps it)."""
+    return message.split("  CorrelationId:", 1)[0].strip()
+
+
+# --- dry run ------------------------------------------------------------------------------------
+
+
+def _dry_run(plan: _Push, show: int) -> int:
+    """Everything but sending, streamed: each record through the transformers and each payload
+    through the publisher's checks and the catalog (`publisher.preview`); failures counted and
+    grouped as the real run would count them. Returns the exit code (1: some would fail)."""
     counts: Counter[str] = Counter()
+    reasons = _Reasons()
+    chain = plan.chain()
+    left_out: Counter[str] = Counter()
+    shown = 0
+    for number, record in enumerate(_dry_run_input(plan), 1):
+        counts["read"] += 1
+        failure: tuple[int | None, str, str] | None = None
+        payload: dict[str, Any] | None = None
+        if isinstance(record, BadRecord):
+            failure = (None, "ReadError", str(record))
+        else:
+            try:
+                payload = chain.apply(record, {"flow": "dry-run"})
+            except TransformError as exc:
+                failure = (None, "TransformError", str(exc))
+            if payload is None and failure is None:
+                counts["filtered"] += 1
+                continue
+        if payload is not None:
+            check = preview(
+                plan.entity, plan.action, payload, key=plan.key, key_field=plan.key_field
+            )
+            left_out.update(check.left_out)
+            if not check.ok:
+                failure = (check.status, str(check.code), str(check.message))
+            if shown < show:
+                _show_payload(number, plan, check.body, check.target, failure)
+                shown += 1
+        if failure is None:
+            counts["would send"] += 1
+        else:
+            counts["failed"] += 1
+            reasons.add(*failure)
+    counts_table(f"{plan.label}: dry run", counts)
+    if left_out:
+        names = ", ".join(f"{name} ({n:,})" for name, n in left_out.most_common(8))
+        stderr.print(f"not sent (read-only in BC): {names}", markup=False)
+    if reasons.counts:
+        stderr.print(f"[red]{counts['failed']:,} record(s) would fail:[/]")
+        reasons.print()
+        return EXIT_FAILED
+    if counts["would send"]:
+        stderr.print(
+            "[green]no failure predicted[/] (the catalog checks properties, types and lengths; "
+            "BC also checks references and business rules)"
+        )
+    return EXIT_OK
+
+
+def _dry_run_input(plan: _Push) -> Iterator[dict[str, Any] | BadRecord]:
     if plan.replay is not None:
         source = Path(plan.source)
-        for entry in read_failed(source if source.exists() else plan.replay):
-            counts["would send" if isinstance(entry.get("payload"), dict) else "no payload"] += 1
-        return counts
-    chain = load_chain(plan.steps)
-    for record in open_reader(plan.source, plan.format):
-        counts["filtered" if chain.apply(record, {}) is None else "would send"] += 1
-    return counts
+        yield from read_failed(source if source.exists() else plan.replay)
+        return
+    if plan.source == "-" and sys.stdin.isatty():
+        stderr.print("reading records from the terminal: one JSON object a line, Ctrl-D ends")
+    yield from read_records(plan.source, plan.format)
+
+
+def _show_payload(
+    number: int,
+    plan: _Push,
+    body: dict[str, Any] | None,
+    target: str | None,
+    failure: tuple[int | None, str, str] | None,
+) -> None:
+    where = f"{plan.entity}" + (f" {plan.key_field or 'id'}={target}" if target else "")
+    sent = "(no body)" if body is None else _json.dumps(body).decode()
+    stderr.print(f"record {number}: {plan.action} {where}: {sent}", markup=False, soft_wrap=True)
+    if failure is not None:
+        status, code, message = failure
+        code_text = f"{status} {code}" if status else code
+        stderr.print(f"  would fail: {code_text}: {message}", markup=False, soft_wrap=True)
+
+
+# --- the failed-records file --------------------------------------------------------------------
 
 
 @dataclass
 class _FailedJournal:
-    """Appends the push's failed tasks to the failed-records file after each chunk."""
+    """Appends the push's failed tasks (read through the store) to the failed-records file
+    after each chunk, and counts them per reason."""
 
     plan: _Push
     store: Store
     written: set[int] = field(default_factory=set)
-    reasons: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
+    reasons: _Reasons = field(default_factory=_Reasons)
+    transform_failed: int = 0
     seen_failed: int = 0
     run_id: int | None = None
 
@@ -435,26 +617,8 @@ class _FailedJournal:
             if not runs:
                 return
             self.run_id = int(runs[0]["id"])
-        columns = task_table.c
-        mine = (columns.flow == self.plan.flow) & (columns.run_id == self.run_id)
-        with self.store.engine.connect() as conn:
-            ids = set(
-                conn.execute(
-                    sa.select(columns.id).where(mine, columns.status.in_(TASK_FAILED))
-                ).scalars()
-            )
-            new = sorted(ids - self.written)
-            rows: list[Any] = []
-            for start in range(0, len(new), 500):
-                stmt = sa.select(
-                    columns.id,
-                    columns.record_key,
-                    columns.stage,
-                    columns.last_error,
-                    columns.payload,
-                ).where(columns.id.in_(new[start : start + 500]))
-                rows.extend(conn.execute(stmt).mappings())
-        failures = [self._failure(row) for row in sorted(rows, key=lambda row: row["id"])]
+        tasks = self.store.failed_tasks(self.plan.flow, self.run_id, known=self.written)
+        failures = [self._failure(task) for task in tasks]
         plan = self.plan
         write_failed(
             plan.failed,
@@ -466,39 +630,42 @@ class _FailedJournal:
             key_field=plan.key_field,
             flow=plan.flow,
         )
-        self.written.update(new)
+        self.written.update(task.id for task in tasks)
         for failure in failures:
-            reason = failure.code or (f"HTTP {failure.status}" if failure.status else "error")
-            self.reasons[reason] += 1
-            self.examples.setdefault(reason, failure.message or "")
+            self.reasons.add(failure.status, failure.code, failure.message)
+            self.transform_failed += failure.code == "TransformError"
 
-    def _failure(self, row: Any) -> FailedRecord:
-        stored = _json.store_loads(row["payload"])
-        status, code, message = _error_parts(row["last_error"] or "")
-        if row["stage"] == "transform":  # the transformers failed: the task holds the input
-            if self.plan.replay is not None:
-                return FailedRecord(
-                    stored.get("record"),
-                    stored.get("payload"),
-                    status,
-                    code or "TransformError",
-                    message,
-                    stored.get("record_key"),
-                    row["id"],
-                )
-            record, payload = stored, None
-            code = code or "TransformError"
-        else:
-            record = stored.pop(SOURCE, None)
-            payload = stored
-        return FailedRecord(record, payload, status, code, message, row["record_key"], row["id"])
+    def _failure(self, task: Task) -> FailedRecord:
+        status, code, message = _error_parts(task.last_error or "")
+        stored = dict(task.payload)
+        key, steps = task.record_key, self.plan.steps
+        if task.stage == "read":  # a line of the input that is not a record: nothing to send
+            return FailedRecord(None, None, status, code, message, key, task.id)
+        if task.stage != "transform":  # BC's refusal: the payload sent, and its record
+            source = stored.pop(SOURCE, None)
+            return FailedRecord(source, stored, status, code, message, key, task.id)
+        # the transformers failed: the task holds their input, a record or (on a replay) an entry
+        record: dict[str, Any] | None = stored
+        if self.plan.replay is not None:
+            kept = stored.get("transform")
+            steps = steps or (kept if isinstance(kept, list) else [])
+            key = stored.get("record_key") or key
+            record = stored.get("record")
+            if not isinstance(record, dict) and not isinstance(stored.get("payload"), dict):
+                # still no record (an input line that was not one): kept as it was
+                reason = (stored.get("status"), stored.get("code"), stored.get("message"))
+                return FailedRecord(None, None, *reason, key, task.id)
+        return FailedRecord(record, None, status, code, message, key, task.id, steps)
 
 
 def _error_parts(error: str) -> tuple[int | None, str | None, str | None]:
     """(status, code, message) from a task's last error, which the runner keeps as one line:
-    "<status> <code> <message>", each part left out when unknown, or "transform: <message>"."""
+    "<status> <code> <message>", each part left out when unknown, "transform: <message>", or
+    "read: <file:line: why>; <what to do>"."""
     if error.startswith("transform: "):
         return None, "TransformError", error.removeprefix("transform: ")
+    if error.startswith("read: "):
+        return None, "ReadError", error.removeprefix("read: ")
     words = error.split(" ", 2)
     status = None
     if words and len(words[0]) == 3 and words[0].isdigit():
@@ -521,6 +688,9 @@ def _looks_like_code(word: str) -> bool:
     )
 
 
+# --- the run ------------------------------------------------------------------------------------
+
+
 class _PushDisplay:
     def __init__(self, plan: _Push, total: int | None):
         self.bar = progress_bar(total)
@@ -536,7 +706,34 @@ def _input_size(plan: _Push) -> int | None:
     source = file_of(plan.source)
     if source is None or not source.exists():
         return None
-    return sum(1 for _ in open_reader(plan.source, plan.format))
+    return sum(1 for _ in read_records(plan.source, plan.format))
+
+
+@contextlib.contextmanager
+def _ctrl_c_ends_stdin(reading_stdin: bool) -> Iterator[None]:
+    """Ctrl-C (`ctrl_c_stops`, installed before this) asks the runner to stop after the chunk in
+    flight; but a push reading stdin may be waiting for a line that never comes (a terminal, an
+    idle pipe), and would not see it. So the first Ctrl-C also ends the input: stdin becomes
+    /dev/null, the waiting read returns end-of-file (Python resumes a read a signal
+    interrupted), the records read so far are delivered, and the push stops."""
+    if not reading_stdin:
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(OSError):  # no fd 0 to replace: nothing is waiting on it
+            empty = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(empty, STDIN)
+            os.close(empty)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _run_push(plan: _Push, project: ProjectConfig, store: Store, opts: dict[str, Any]) -> int:
@@ -553,19 +750,18 @@ def _run_push(plan: _Push, project: ProjectConfig, store: Store, opts: dict[str,
         journal.sweep(counts)
 
     runner = FlowRunner(project, store, stop=stop, progress=progress)
-    if plan.replay is not None:
-        _REPLAYS[plan.flow] = (plan.entity, plan.action)
-    else:
-        _CHAINS[plan.flow] = load_chain(plan.steps)
+    if plan.source == "-" and sys.stdin.isatty():
+        stderr.print("reading records from the terminal: one JSON object a line, Ctrl-D ends")
     result: RunResult | None = None
     try:
-        with ctrl_c_stops(stop), display.bar:
-            result = anyio.run(runner.run, plan.flow)  # errors come back as the result
+        with ctrl_c_stops(stop), _ctrl_c_ends_stdin(plan.source == "-"), display.bar:
+            # errors come back as the result
+            result = anyio.run(lambda: runner.run(plan.flow, transform=plan.chain()))
     except KeyboardInterrupt:  # Ctrl-C pressed twice: the run record holds its counts
         result = _interrupted_run(store, plan.flow)
-    finally:
-        _CHAINS.pop(plan.flow, None)
-        _REPLAYS.pop(plan.flow, None)
+    cut_short = plan.source == "-" and stop.is_set()  # Ctrl-C ended stdin, not the input
+    if cut_short and result.status in (RunStatus.OK, RunStatus.FAILED):
+        result.status = RunStatus.INTERRUPTED
     journal.sweep()
     return _report(plan, result, journal, opts)
 
@@ -581,12 +777,22 @@ def _interrupted_run(store: Store, flow: str) -> RunResult:
 def _report(plan: _Push, result: RunResult, journal: _FailedJournal, opts: dict[str, Any]) -> int:
     """The summary, what failed and why, and how to go on; returns the exit code."""
     counts_table(plan.label, result.counts)
+    if not result.counts.get("read") and result.status in (RunStatus.OK, RunStatus.FAILED):
+        where = "stdin" if plan.source == "-" else plan.source
+        stderr.print(f"nothing to push: {where} held no records", markup=False)
     if journal.written:
-        stderr.print(f"[red]{len(journal.written):,} record(s) failed; kept in {plan.failed}[/]")
-        for reason, count in journal.reasons.most_common(5):
-            example = journal.examples.get(reason) or ""
-            stderr.print(f"  {count:>7,}  {reason}  e.g. {example[:160]}")
-        stderr.print(f"retry them with: {_retry_command(plan, opts)}")
+        stderr.print(
+            f"[red]{len(journal.written):,} record(s) failed; kept in {plan.failed}[/]",
+            highlight=False,
+        )
+        journal.reasons.print()
+        if journal.transform_failed:
+            stderr.print(
+                f"{journal.transform_failed:,} of them failed in the transformers: a retry "
+                "transforms them again (fix the record in the file, or give --transform FILE)",
+                markup=False,
+            )
+        stderr.print(f"retry them with: {_retry_command(plan, opts)}", markup=False)
     finished = result.status in (RunStatus.OK, RunStatus.FAILED)
     if finished and plan.replay is not None:
         Path(plan.source).unlink(missing_ok=True)  # replayed; what still fails is in the file
@@ -626,4 +832,4 @@ def register(app: typer.Typer) -> None:
     app.command("push")(push)
 
 
-__all__ = ["SOURCE", "push_payload", "register", "replay_payload"]
+__all__ = ["SOURCE", "register"]

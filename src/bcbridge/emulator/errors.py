@@ -19,7 +19,7 @@ from collections.abc import Mapping
 import orjson
 from starlette.responses import Response
 
-from bcbridge.catalog import Field
+from bcbridge.catalog import Refusal
 
 __all__ = [
     "BCError",
@@ -34,11 +34,9 @@ __all__ = [
     "environment_not_found",
     "error_body",
     "error_response",
-    "evaluate_failed",
     "from_exception",
     "injected_fault",
     "invalid_credentials",
-    "invalid_guid",
     "invalid_url",
     "method_not_allowed",
     "missing_if_match",
@@ -47,12 +45,11 @@ __all__ = [
     "not_emulated",
     "query_syntax",
     "queue_timeout",
-    "read_only_field",
     "record_not_found",
+    "refused",
     "required_field",
     "segment_not_found",
     "server_failed",
-    "string_too_long",
     "too_many_requests",
 ]
 
@@ -122,11 +119,6 @@ def environment_not_found(environment: str) -> BCError:
 def method_not_allowed(message: str) -> BCError:
     """405 ``BadRequest_MethodNotAllowed``: a verb the entity set or segment refuses (§7)."""
     return BCError(405, "BadRequest_MethodNotAllowed", message)
-
-
-def read_only_field(name: str) -> BCError:
-    """400 ``BadRequest_InvalidOperation``; BC's example wording (bc-api.md §5.2)."""
-    return BCError(400, "BadRequest_InvalidOperation", f"Control '{name}' is read-only.")
 
 
 def required_field(name: str) -> BCError:
@@ -218,37 +210,15 @@ def server_failed() -> BCError:
 # --- Application_* (AL business logic) ----------------------------------------------------------
 
 
+def refused(refusal: Refusal) -> BCError:
+    """BC's answer to a property it will not take in a write (`bcbridge.catalog.refusal`:
+    unknown or read-only property, wrong type, not a GUID, too long, not an enum option)."""
+    return BCError(refusal.status, refusal.code, refusal.message)
+
+
 def dialog(message: str) -> BCError:
     """400 ``Application_DialogException``: an AL ``Error()`` or validation dialog (§7)."""
     return BCError(400, "Application_DialogException", message)
-
-
-def evaluate_failed(value: str, field: Field) -> BCError:
-    """400 ``Application_EvaluateException``: a value that is not one of the enum's options."""
-    return BCError(
-        400,
-        "Application_EvaluateException",
-        f'The value "{value}" can\'t be evaluated into type {field.name}. Valid values: '
-        + ", ".join(repr(option) for option in field.options),
-    )
-
-
-def invalid_guid(value: str) -> BCError:
-    """400 ``Application_InvalidGUID`` (bc-api.md §7)."""
-    return BCError(400, "Application_InvalidGUID", f"'{value}' is not a valid GUID.")
-
-
-def string_too_long(field: Field, value: str) -> BCError:
-    """400 ``Application_StringExceededLength`` for a value longer than its Text[N]/Code[N].
-
-    The wording is BC's runtime message as we know it; bc-api.md §7 confirms only the code.
-    """
-    return BCError(
-        400,
-        "Application_StringExceededLength",
-        f"The length of the string is {len(value)}, but it must be less than or equal to "
-        f"{field.max_length} characters. Value: {value}",
-    )
 
 
 # --- limits, identity, faults -------------------------------------------------------------------

@@ -5,9 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from xml.sax.saxutils import quoteattr
 
-from bcbridge.catalog import EntitySet
+from bcbridge.catalog import EntitySet, edm_type
 from bcbridge.emulator.store import fields_of
-from bcbridge.emulator.validation import edm_type
 
 
 def _entity_type(
