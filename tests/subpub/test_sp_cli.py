@@ -118,7 +118,7 @@ def test_push_keeps_bad_records_and_replays_them_after_a_fix(
         "--store",
         store,
     )
-    assert pushed.returncode == 1 and "1 record(s) failed" in pushed.stderr
+    assert pushed.returncode == 1 and "1 record(s) not delivered" in pushed.stderr
     [entry] = [json.loads(line) for line in failed.read_text().splitlines()]
     assert (
         entry["record"]["number"] == "CLI-B"

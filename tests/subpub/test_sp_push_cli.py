@@ -109,9 +109,10 @@ def test_dry_run_predicts_each_refusal_fails_only_that_record_and_shows_payloads
     assert "Traceback" not in err
     assert outcome_counts(err) == {"failed": "5", "read": "6", "would send": "1"}
     assert "The property 'colour' does not exist on type 'Microsoft.NAV.item'" in err
-    assert "2  400 BadRequest" in err  # colour and the price: one code, counted together
-    assert "1  400 Application_StringExceededLength" in err
-    assert "1  TransformError" in err and "1  ReadError" in err and "in.jsonl:5" in err
+    assert "5 record(s) would fail, by reason:" in err
+    assert "2 x BadRequest:" in err  # colour and the price: one code, counted together
+    assert "1 x Application_StringExceededLength:" in err
+    assert "1 x transform:" in err and "1 x read:" in err and "in.jsonl:5" in err
     assert '{"number":"DRY1","unitPrice":3,"displayName":"fine"}' in err  # a payload shown
     assert not (folder / "failed.jsonl").exists() and not (folder / ".bcbridge").exists()
 
@@ -207,10 +208,11 @@ def test_failures_are_grouped_by_code_and_the_readme_retry_line_replays_them(
     item_input(folder, "RTY")
     code, err = bcbridge(capsys, *push_args("RTY"))
     assert code == 1, err
-    assert "5 record(s) failed; kept in failed.jsonl" in err
-    assert "2  400 BadRequest" in err and "400 Application_StringExceededLength" in err
+    assert "5 record(s) not delivered, by reason:" in err
+    assert "kept in failed.jsonl" in err
+    assert "2 x BadRequest:" in err and "x Application_StringExceededLength:" in err
     assert "CorrelationId" not in err  # the example without BC's per-request noise
-    assert "retry them with: bcbridge push --retry-failed failed.jsonl" in err
+    assert "\n  bcbridge push --retry-failed failed.jsonl" in err
     assert "1 of them failed in the transformers" in err
     entries = [json.loads(line) for line in (folder / "failed.jsonl").read_text().splitlines()]
     broken = next(e for e in entries if e["code"] == "TransformError")

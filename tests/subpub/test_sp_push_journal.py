@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bcbridge.cli.push import _error_parts
+from bcbridge.cli._common import error_parts
 from bcbridge.testing import RunningEmulator
 from tests.flows.conftest import BC, BCBRIDGE, CRONUS, cli
 
@@ -195,7 +195,7 @@ def test_failed_records_are_written_as_they_fail_and_retry_failed_alone_replays_
         "unitPrice": "cheap",
         "displayName": f"{entry['record']['Name']} (imported)",
     }
-    assert "8 record(s) failed" in finished.stderr and "BadRequest" in finished.stderr
+    assert "8 record(s) not delivered" in finished.stderr and "BadRequest" in finished.stderr
     assert "bcbridge push --retry-failed failed.jsonl" in finished.stderr
 
     fixed = [{**e, "payload": {**e["payload"], "unitPrice": 1}} for e in entries]
@@ -321,7 +321,7 @@ def test_memory_stays_flat_as_the_input_grows(tmp_path: Path, env: dict[str, str
 def test_a_tasks_error_line_is_split_into_status_code_and_message(
     error: str, parts: tuple[int | None, str | None, str | None]
 ) -> None:
-    assert _error_parts(error) == parts
+    assert error_parts(error) == parts
 
 
 pytestmark = pytest.mark.slow  # subprocesses/emulator-heavy: left out of `make test-fast`

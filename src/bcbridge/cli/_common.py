@@ -4,7 +4,6 @@ tasks alike."""
 
 from __future__ import annotations
 
-import re
 import shlex
 import signal
 import threading
@@ -122,34 +121,54 @@ def _one_line(message: str, limit: int = 160) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-# BC's error codes are one CamelCase word, often with a prefix: BadRequest_InvalidToken,
-# Internal_RecordNotFound, Application_StringExceededLength.
-_BC_CODE = re.compile(r"[A-Z][A-Za-z0-9]*(_[A-Za-z0-9]+)*")
-_STAGES = ("transform", "read")  # the runner's prefixes for records that never reached BC
-
-
 def task_failure(task: Task) -> tuple[str, str]:
-    """Why a failed or unknown task failed, as (reason, message), from the one line the runner
-    keeps: "<HTTP status> <BC code> <message>" (parts left out when unknown), "transform:
-    <message>", "read: <message>", or for an unknown task "<message>; then ..."."""
+    """Why a failed or unknown task failed, as (reason, message): BC's error code (else `HTTP
+    <status>`), or the stage that stopped the record (`transform`, `read`, `answer lost`)."""
     error = (task.last_error or "").strip()
     if task.status == TaskStatus.UNKNOWN:
         return "answer lost", error.split("; then `bcbridge", 1)[0] or "no answer from BC"
     for stage in _STAGES:
         if error.startswith(f"{stage}: "):
             return stage, error.removeprefix(f"{stage}: ")
+    if not error:
+        return "error", "no reason recorded"
+    status, code, message = error_parts(error)
+    reason = code or (f"HTTP {status}" if status else "error")
+    return reason, message or reason
+
+
+_STAGES = ("transform", "read")  # the runner's prefixes for records that never reached BC
+
+
+def error_parts(error: str) -> tuple[int | None, str | None, str | None]:
+    """(status, code, message) from a task's last error, which the runner keeps as one line:
+    "<status> <code> <message>", each part left out when unknown, "transform: <message>", or
+    "read: <file:line: why>; <what to do>" (codes TransformError and ReadError)."""
+    if error.startswith("transform: "):
+        return None, "TransformError", error.removeprefix("transform: ")
+    if error.startswith("read: "):
+        return None, "ReadError", error.removeprefix("read: ")
     words = error.split(" ", 2)
-    status = words.pop(0) if words and re.fullmatch(r"[1-5]\d\d", words[0]) else None
-    if words and _is_bc_code(words[0]) and (status is not None or len(words) > 1):
-        return words[0], " ".join(words[1:]) or words[0]
-    if status is not None:
-        return f"HTTP {status}", " ".join(words) or f"HTTP {status}"
-    return "error", error or "no reason recorded"
+    status = None
+    if words and len(words[0]) == 3 and words[0].isdigit():
+        status = int(words.pop(0))
+    code = None
+    if words and _looks_like_code(words[0]) and (status is not None or len(words) > 1):
+        code = words.pop(0)
+    return status, code, " ".join(words) or None
 
 
-def _is_bc_code(word: str) -> bool:
-    capitals = sum(ch.isupper() for ch in word)
-    return bool(_BC_CODE.fullmatch(word)) and (capitals >= 2 or "_" in word)
+def _looks_like_code(word: str) -> bool:
+    """BC's codes are one CamelCase word, often with a prefix: BadRequest_InvalidToken,
+    Internal_RecordNotFound, Application_StringExceededLength."""
+    letters = word.replace("_", "")
+    capitals = sum(ch.isupper() for ch in letters)
+    return (
+        letters.isalnum()
+        and word[0].isupper()
+        and any(ch.islower() for ch in letters)
+        and (capitals >= 2 or "_" in word)
+    )
 
 
 @dataclass
@@ -286,6 +305,7 @@ def print_failures(
     commands: Sequence[str],
     *,
     total: int | None = None,
+    outcome: str = "not delivered",
 ) -> None:
     """On stderr: how many records failed (`total`, else the groups' sum), grouped by reason
     with one example each, and the exact commands that list and retry them."""
@@ -295,7 +315,7 @@ def print_failures(
         return
     by_reason = ", by reason" if failures else ""  # none when the store could not tell
     stderr.print(
-        f"[red]{escape(label)}: {total:,} record(s) not delivered{by_reason}:[/]", soft_wrap=True
+        f"[red]{escape(label)}: {total:,} record(s) {outcome}{by_reason}:[/]", soft_wrap=True
     )
     for group in failures:
         stderr.print(f"  {escape(group.line())}", soft_wrap=True, highlight=False)

@@ -44,7 +44,16 @@ import yaml
 from rich.console import Console
 
 from bcbridge import _json, catalog
-from bcbridge.cli._common import counts_table, ctrl_c_stops, file_of, progress_bar
+from bcbridge.cli._common import (
+    counts_table,
+    ctrl_c_stops,
+    error_parts,
+    file_of,
+    group_failures,
+    print_failures,
+    progress_bar,
+    task_failure,
+)
 from bcbridge.cli._complete import actions, entity_names
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
 from bcbridge.errors import (
@@ -71,7 +80,6 @@ PUSH_STORE = "sqlite:///.bcbridge/push.db"
 # does BC's own annotations), so BC never receives it.
 SOURCE = "@odata.bcbridge.source"
 SHOWN = 3  # payloads a dry run shows unless --show says otherwise
-REASONS_SHOWN = 10  # error codes listed at the end of a push
 STDIN = 0  # the descriptor `--in -` reads (sys.stdin.buffer)
 
 
@@ -473,30 +481,11 @@ def _project(plan: _Push, settings: Any, store: str) -> ProjectConfig:
 # --- failures, grouped --------------------------------------------------------------------------
 
 
-@dataclass
-class _Reasons:
-    """Failures counted per BC error code (or ours: TransformError, KeyMissing, ...), with the
-    first message of each as its example."""
-
-    counts: Counter[str] = field(default_factory=Counter)
-    examples: dict[str, str] = field(default_factory=dict)
-
-    def add(self, status: int | None, code: str | None, message: str | None) -> None:
-        reason = code or (f"HTTP {status}" if status else "error")
-        if status and code:
-            reason = f"{status} {code}"
-        self.counts[reason] += 1
-        self.examples.setdefault(reason, _without_correlation(message or ""))
-
-    def print(self) -> None:
-        width = max(len(reason) for reason in self.counts)
-        for reason, count in self.counts.most_common(REASONS_SHOWN):
-            example = self.examples[reason]
-            stderr.print(f"  {count:>7,}  {reason:<{width}}  e.g. {example}", markup=False)
-        if len(self.counts) > REASONS_SHOWN:
-            rest = sum(n for _, n in self.counts.most_common()[REASONS_SHOWN:])
-            others = len(self.counts) - REASONS_SHOWN
-            stderr.print(f"  {rest:>7,}  ({others} other error codes)", markup=False)
+def _reason(status: int | None, code: str, message: str) -> tuple[str, str]:
+    """(reason, example) for `group_failures`, named as `task_failure` names a task's, so that
+    push and run group alike; BC's CorrelationId left out (the failed-records file keeps it)."""
+    reason = code or (f"HTTP {status}" if status else "error")
+    return reason, _without_correlation(message) or reason
 
 
 def _without_correlation(message: str) -> str:
@@ -513,7 +502,7 @@ def _dry_run(plan: _Push, show: int) -> int:
     through the publisher's checks and the catalog (`publisher.preview`); failures counted and
     grouped as the real run would count them. Returns the exit code (1: some would fail)."""
     counts: Counter[str] = Counter()
-    reasons = _Reasons()
+    reasons: list[tuple[str, str]] = []
     chain = plan.chain()
     left_out: Counter[str] = Counter()
     shown = 0
@@ -522,12 +511,12 @@ def _dry_run(plan: _Push, show: int) -> int:
         failure: tuple[int | None, str, str] | None = None
         payload: dict[str, Any] | None = None
         if isinstance(record, BadRecord):
-            failure = (None, "ReadError", str(record))
+            failure = (None, "read", str(record))
         else:
             try:
                 payload = chain.apply(record, {"flow": "dry-run"})
             except TransformError as exc:
-                failure = (None, "TransformError", str(exc))
+                failure = (None, "transform", str(exc))
             if payload is None and failure is None:
                 counts["filtered"] += 1
                 continue
@@ -545,14 +534,13 @@ def _dry_run(plan: _Push, show: int) -> int:
             counts["would send"] += 1
         else:
             counts["failed"] += 1
-            reasons.add(*failure)
+            reasons.append(_reason(*failure))
     counts_table(f"{plan.label}: dry run", counts)
     if left_out:
         names = ", ".join(f"{name} ({n:,})" for name, n in left_out.most_common(8))
         stderr.print(f"not sent (read-only in BC): {names}", markup=False)
-    if reasons.counts:
-        stderr.print(f"[red]{counts['failed']:,} record(s) would fail:[/]")
-        reasons.print()
+    if reasons:
+        print_failures(f"{plan.label}: dry run", group_failures(reasons), [], outcome="would fail")
         return EXIT_FAILED
     if counts["would send"]:
         stderr.print(
@@ -599,7 +587,7 @@ class _FailedJournal:
     plan: _Push
     store: Store
     written: set[int] = field(default_factory=set)
-    reasons: _Reasons = field(default_factory=_Reasons)
+    reasons: list[tuple[str, str]] = field(default_factory=list)
     transform_failed: int = 0
     seen_failed: int = 0
     run_id: int | None = None
@@ -631,12 +619,13 @@ class _FailedJournal:
             flow=plan.flow,
         )
         self.written.update(task.id for task in tasks)
-        for failure in failures:
-            self.reasons.add(failure.status, failure.code, failure.message)
-            self.transform_failed += failure.code == "TransformError"
+        for task in tasks:
+            reason, message = task_failure(task)
+            self.reasons.append((reason, _without_correlation(message) or reason))
+            self.transform_failed += reason == "transform"
 
     def _failure(self, task: Task) -> FailedRecord:
-        status, code, message = _error_parts(task.last_error or "")
+        status, code, message = error_parts(task.last_error or "")
         stored = dict(task.payload)
         key, steps = task.record_key, self.plan.steps
         if task.stage == "read":  # a line of the input that is not a record: nothing to send
@@ -656,36 +645,6 @@ class _FailedJournal:
                 reason = (stored.get("status"), stored.get("code"), stored.get("message"))
                 return FailedRecord(None, None, *reason, key, task.id)
         return FailedRecord(record, None, status, code, message, key, task.id, steps)
-
-
-def _error_parts(error: str) -> tuple[int | None, str | None, str | None]:
-    """(status, code, message) from a task's last error, which the runner keeps as one line:
-    "<status> <code> <message>", each part left out when unknown, "transform: <message>", or
-    "read: <file:line: why>; <what to do>"."""
-    if error.startswith("transform: "):
-        return None, "TransformError", error.removeprefix("transform: ")
-    if error.startswith("read: "):
-        return None, "ReadError", error.removeprefix("read: ")
-    words = error.split(" ", 2)
-    status = None
-    if words and len(words[0]) == 3 and words[0].isdigit():
-        status = int(words.pop(0))
-    code = None
-    # BC's codes are one CamelCase word, often with a prefix: BadRequest, Internal_RecordNotFound
-    if words and _looks_like_code(words[0]) and (status is not None or len(words) > 1):
-        code = words.pop(0)
-    return status, code, " ".join(words) or None
-
-
-def _looks_like_code(word: str) -> bool:
-    letters = word.replace("_", "")
-    capitals = sum(ch.isupper() for ch in letters)
-    return (
-        letters.isalnum()
-        and word[0].isupper()
-        and any(ch.islower() for ch in letters)
-        and (capitals >= 2 or "_" in word)
-    )
 
 
 # --- the run ------------------------------------------------------------------------------------
@@ -781,18 +740,15 @@ def _report(plan: _Push, result: RunResult, journal: _FailedJournal, opts: dict[
         where = "stdin" if plan.source == "-" else plan.source
         stderr.print(f"nothing to push: {where} held no records", markup=False)
     if journal.written:
-        stderr.print(
-            f"[red]{len(journal.written):,} record(s) failed; kept in {plan.failed}[/]",
-            highlight=False,
-        )
-        journal.reasons.print()
+        retry = [_retry_command(plan, opts)]
+        print_failures(plan.label, group_failures(journal.reasons), retry)
+        stderr.print(f"kept in {plan.failed} with their payloads and records", markup=False)
         if journal.transform_failed:
             stderr.print(
                 f"{journal.transform_failed:,} of them failed in the transformers: a retry "
                 "transforms them again (fix the record in the file, or give --transform FILE)",
                 markup=False,
             )
-        stderr.print(f"retry them with: {_retry_command(plan, opts)}", markup=False)
     finished = result.status in (RunStatus.OK, RunStatus.FAILED)
     if finished and plan.replay is not None:
         Path(plan.source).unlink(missing_ok=True)  # replayed; what still fails is in the file
