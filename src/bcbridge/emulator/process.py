@@ -1,8 +1,9 @@
 """Start and control an emulator process from Python: tests, the demo, benchmarks.
 
-`start_emulator()` runs ``bcbridge emulator --json --port 0`` in a child process, reads the JSON
-line it announces itself with, and returns a `RunningEmulator` whose methods drive the control
-endpoints (``/_emulator/*``, see docs/CONTRACTS.md). `msal_http_client` gives MSAL a session that
+`start_emulator()` runs ``bcbridge emulator start --json --port 0`` in a child process, reads the
+JSON line it announces itself with, and returns a `RunningEmulator` whose methods drive the control
+endpoints (``/_emulator/*``, see docs/CONTRACTS.md). `start_detached()` starts one that outlives
+its caller (``bcbridge emulator start --detach``). `msal_http_client` gives MSAL a session that
 really uses the emulator's CA even where REQUESTS_CA_BUNDLE is set (bc-api.md §2.3a).
 """
 
@@ -17,7 +18,7 @@ import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -35,6 +36,7 @@ __all__ = [
     "RunningEmulator",
     "bc_token",
     "msal_http_client",
+    "start_detached",
     "start_emulator",
 ]
 
@@ -248,7 +250,7 @@ def shared_state_dir() -> Path:
     return folder
 
 
-# EmulatorConfig fields that have a `bcbridge emulator` flag (the port is always 0 here).
+# EmulatorConfig fields that have a `bcbridge emulator start` flag (the port is separate).
 _FLAG_OPTIONS = (
     "host",
     "seed",
@@ -264,7 +266,7 @@ _FLAG_OPTIONS = (
 
 
 def check_options(options: Mapping[str, Any]) -> None:
-    """Refuse, before a process starts, what `bcbridge emulator` would refuse (ConfigError)."""
+    """Refuse, before a process starts, what `emulator start` would refuse (ConfigError)."""
     from pydantic import ValidationError
 
     from bcbridge.emulator.config import EmulatorConfig, describe
@@ -282,38 +284,83 @@ def check_options(options: Mapping[str, Any]) -> None:
         raise ConfigError(describe(exc)) from None
 
 
-def start_emulator(*, timeout: float = 60.0, **options: Any) -> RunningEmulator:
-    """Start ``bcbridge emulator --json --port 0`` with options named like its flags.
+def emulator_command(options: Mapping[str, Any], *, port: int = 0) -> list[str]:
+    """The ``bcbridge emulator start --json`` command line for options named like its flags.
 
-    Options are checked first (`check_options`): a bad one raises ConfigError at once.
+    Options are checked first (`check_options`): a bad one raises ConfigError at once. The child
+    does not record itself in the user's state file (``--no-record``): its starter decides.
     """
     check_options(options)
-    args = [sys.executable, "-m", "bcbridge", "emulator", "--json", "--port", "0"]
-    options.setdefault("state_dir", shared_state_dir())
+    args = [sys.executable, "-m", "bcbridge", "emulator", "start", "--json", "--no-record"]
+    args += ["--port", str(port)]
     for name, value in options.items():
         if value is None:
             continue
         if name == "scale" and isinstance(value, dict):
             value = ",".join(f"{k}={v}" for k, v in value.items())
         args += [f"--{name.replace('_', '-')}", str(value)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return args
+
+
+def start_emulator(*, timeout: float = 60.0, **options: Any) -> RunningEmulator:
+    """Start ``bcbridge emulator start --json --port 0`` with options named like its flags.
+
+    Options are checked first (`check_options`): a bad one raises ConfigError at once.
+    """
+    options.setdefault("state_dir", shared_state_dir())
+    process = subprocess.Popen(
+        emulator_command(options), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+    def failure() -> str:
+        _, err = process.communicate()
+        return err
+
+    running = RunningEmulator(process, _announced(process, timeout, failure))
+    threading.Thread(target=_drain, args=(process, running.log), daemon=True).start()
+    return running
+
+
+def start_detached(
+    *, log_file: Path, port: int = 8080, timeout: float = 600.0, **options: Any
+) -> tuple[int, EmulatorInfo]:
+    """Start an emulator that outlives this process: its own session (a Ctrl-C in this terminal
+    does not reach it), stderr appended to `log_file`. Returns its pid and what it announced,
+    once it answers; RuntimeError (with the log's tail) if it does not start within `timeout`."""
+    with log_file.open("a") as log:
+        process = subprocess.Popen(
+            emulator_command(options, port=port),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
+    info = _announced(process, timeout, lambda: log_file.read_text(errors="replace"))
+    if process.stdout:
+        process.stdout.close()  # it announces once; nothing reads it after we exit
+    return process.pid, info
+
+
+def _announced(
+    process: subprocess.Popen[str], timeout: float, failure: Callable[[], str]
+) -> EmulatorInfo:
+    """The EmulatorInfo of the JSON line a starting emulator prints once it serves; if none
+    comes within `timeout`, kill it and raise RuntimeError with the end of `failure()`."""
     line: list[str] = []
     reader = threading.Thread(
-        target=lambda: line.append(process.stdout.readline() if process.stdout else "")
+        target=lambda: line.append(process.stdout.readline() if process.stdout else ""),
+        daemon=True,
     )
     reader.start()
     reader.join(timeout)
     if not line or not line[0].strip():
         process.kill()
-        _, err = process.communicate()
-        raise RuntimeError(f"the emulator did not start: {err.strip()[-2000:]}")
+        process.wait()
+        raise RuntimeError(f"the emulator did not start: {failure().strip()[-2000:]}")
     data = json.loads(line[0])
     known = {f.name for f in fields(EmulatorInfo)}
-    running = RunningEmulator(
-        process, EmulatorInfo(**{k: v for k, v in data.items() if k in known})
-    )
-    threading.Thread(target=_drain, args=(process, running.log), daemon=True).start()
-    return running
+    return EmulatorInfo(**{k: v for k, v in data.items() if k in known})
 
 
 def _drain(process: subprocess.Popen[str], log: deque[str]) -> None:
