@@ -261,3 +261,42 @@ def test_the_foreground_emulator_is_recorded_while_it_runs(cli_env: dict[str, st
     assert process.returncode in DOCUMENTED
     assert "Press Ctrl-C to stop." in err and "Traceback" not in err
     assert not record.exists()
+
+
+def _processes_with(marker: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit() and not _gone(int(proc.name)):
+            with contextlib.suppress(OSError):
+                if marker.encode() in proc.joinpath("cmdline").read_bytes().split(b"\0"):
+                    found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.slow  # real processes, and a seed that takes seconds
+@pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason="looks for the child in /proc")
+def test_ctrl_c_while_detaching_leaves_no_emulator_behind(cli_env: dict[str, str]) -> None:
+    seed = "987123"  # marks the child emulator's command line
+    flags = ["--port", "0", "--seed", seed, "--scale", "customers=300000"]
+    process = subprocess.Popen(
+        [*BCBRIDGE, "emulator", "start", "--detach", *flags],
+        env=cli_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        assert "starting the emulator: seeding" in process.stderr.readline()
+        deadline = time.monotonic() + 30
+        while not _processes_with(seed) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _processes_with(seed), "the child emulator never started"
+        process.send_signal(signal.SIGINT)
+        process.wait(30)
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == 130
+    assert _processes_with(seed) == []
+    assert not (Path(cli_env["XDG_STATE_HOME"]) / "bcbridge" / "emulator.json").exists()

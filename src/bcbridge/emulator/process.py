@@ -336,7 +336,12 @@ def start_detached(
             text=True,
             start_new_session=True,
         )
-    info = _announced(process, timeout, lambda: log_file.read_text(errors="replace"))
+    try:
+        info = _announced(process, timeout, lambda: log_file.read_text(errors="replace"))
+    except BaseException:  # Ctrl-C while it seeds: no emulator may be left running unrecorded
+        process.kill()
+        process.wait()
+        raise
     if process.stdout:
         process.stdout.close()  # it announces once; nothing reads it after we exit
     return process.pid, info
