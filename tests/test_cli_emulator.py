@@ -300,3 +300,39 @@ def test_ctrl_c_while_detaching_leaves_no_emulator_behind(cli_env: dict[str, str
     assert process.returncode == 130
     assert _processes_with(seed) == []
     assert not (Path(cli_env["XDG_STATE_HOME"]) / "bcbridge" / "emulator.json").exists()
+
+
+# --- progress while seeding ------------------------------------------------------------------
+
+
+def test_the_seeder_tells_how_far_it_is() -> None:
+    from bcbridge.emulator.seed import DEFAULT_COUNTS
+    from bcbridge.emulator.service import DataService
+
+    steps: list[tuple[str, int, int]] = []
+    service = DataService(None)
+    try:
+        service.seed(1, {"customers": 2500}, lambda *step: steps.append(step))
+    finally:
+        service.close()
+    customers = [step for step in steps if step[0] == "seeding customers"]
+    assert customers[:3] == [("seeding customers", 0, 2500), ("seeding customers", 1000, 2500),
+                             ("seeding customers", 2000, 2500)]  # fmt: skip
+    assert ("seeding customers", 2500, 2500) in customers
+    assert ("seeding customers", DEFAULT_COUNTS["customers"], DEFAULT_COUNTS["customers"]) in (
+        steps  # the second company
+    )
+    written = [step for step in steps if step[0] == "writing rows"]
+    assert written and all(done <= total for _, done, total in written)
+    assert written[-1][1] == written[-1][2]  # the last chunk of the last company: all written
+
+
+@pytest.mark.slow  # an emulator process
+def test_start_emulator_passes_the_childs_seeding_steps_on() -> None:
+    from bcbridge.testing import start_emulator
+
+    steps: list[tuple[str, int, int]] = []
+    with start_emulator(scale={"customers": 1500}, progress=lambda *s: steps.append(s)) as bc:
+        assert bc.stats() is not None  # it answers after the steps
+    assert ("seeding customers", 1500, 1500) in steps
+    assert steps[-1][0] == "writing rows"

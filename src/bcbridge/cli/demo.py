@@ -127,8 +127,8 @@ def _with_emulator(keep: bool, stop: threading.Event) -> list[RunResult]:
         examples_dir(), folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("out", ".*")
     )
     try:
-        with seeding(seeding_text({})):
-            emulator = start_emulator()
+        with seeding(seeding_text({})) as display:
+            emulator = start_emulator(progress=display.update)
         with emulator, _emulator_settings(emulator.info.env()):
             stderr.print(f"Business Central emulator at {emulator.info.api_root}", soft_wrap=True)
             results = _run_examples(folder, keep, stop)

@@ -15,7 +15,7 @@ import os
 import shlex
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, fields
 from datetime import UTC, datetime
@@ -25,7 +25,7 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -203,28 +203,52 @@ def seeding_text(scale: Mapping[str, int], data: Path | None = None) -> str:
     return f"starting the emulator: seeding {total:,} records in {companies} companies{detail}"
 
 
-@contextmanager
-def seeding(text: str, *, quiet: bool = False) -> Iterator[Callable[[], None]]:
-    """A spinner with the elapsed time on stderr while the emulator seeds (a plain line when
-    stderr is not a terminal, nothing when `quiet`); yields a function that ends it early."""
-    if not stderr.is_terminal:
+class _SeedingDisplay:
+    """A bar on stderr while the emulator seeds: what, how far, how long so far (a plain line
+    when stderr is not a terminal, nothing when quiet)."""
+
+    def __init__(self, text: str, quiet: bool) -> None:
+        self.progress: Progress | None = None
         if not quiet:
             stderr.print(f"{text} ...", highlight=False, soft_wrap=True)
-        yield lambda: None
-        return
-    progress = Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        TimeElapsedColumn(),
-        console=stderr,
-        transient=True,
-    )
-    progress.add_task(text, total=None)
-    progress.start()
+        if not stderr.is_terminal:
+            return
+        self.progress = Progress(
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[count]}"),
+            TimeElapsedColumn(),
+            console=stderr,
+            transient=True,
+        )
+        self.task = self.progress.add_task("starting", total=None, count="")
+        self.progress.start()
+
+    def update(self, what: str, done: int, total: int) -> None:
+        """Told by the seeder (in this process or through the child's progress lines)."""
+        if self.progress is not None:
+            self.progress.update(
+                self.task,
+                description=what,
+                completed=done,
+                total=max(total, 1),
+                count=f"{done:,}/{total:,}",
+            )
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
+@contextmanager
+def seeding(text: str, *, quiet: bool = False) -> Iterator[_SeedingDisplay]:
+    """Show the emulator's seeding on stderr while the block runs (see _SeedingDisplay)."""
+    display = _SeedingDisplay(text, quiet)
     try:
-        yield progress.stop
+        yield display
     finally:
-        progress.stop()
+        display.stop()
 
 
 # --- the commands ----------------------------------------------------------------------------
@@ -279,6 +303,9 @@ def start(
     record: bool = typer.Option(
         True, "--record/--no-record", hidden=True, help="Record it for status, stop and env."
     ),
+    progress: bool = typer.Option(
+        False, "--progress", hidden=True, help="With --json: seeding steps as JSON lines first."
+    ),
 ) -> None:
     """Start a local Business Central API v2.0 with an Entra-style token endpoint.
 
@@ -310,7 +337,7 @@ def start(
     if detach:
         _start_detached(options, port, text, as_json)
     else:
-        _start_foreground(config, text, as_json, record)
+        _start_foreground(config, text, as_json, record, progress)
 
 
 def _start_detached(options: dict[str, Any], port: int, text: str, as_json: bool) -> None:
@@ -321,9 +348,13 @@ def _start_detached(options: dict[str, Any], port: int, text: str, as_json: bool
     log_file = folder / LOG_FILE
     log_file.write_text("")  # this run's log only
     try:
-        with seeding(text, quiet=as_json):
+        with seeding(text, quiet=as_json) as display:
             pid, info = start_detached(
-                log_file=log_file, port=port, timeout=DETACH_TIMEOUT_S, **options
+                log_file=log_file,
+                port=port,
+                timeout=DETACH_TIMEOUT_S,
+                progress=display.update,
+                **options,
             )
     except RuntimeError:
         raise _fail(ConfigError(f"the emulator did not start: {_last_line(log_file)}")) from None
@@ -347,14 +378,16 @@ def _last_line(log_file: Path) -> str:
     return f"{last} (its log: {log_file})"
 
 
-def _start_foreground(config: EmulatorConfig, text: str, as_json: bool, record: bool) -> None:
-    from bcbridge.emulator.server import announce_json, run
+def _start_foreground(
+    config: EmulatorConfig, text: str, as_json: bool, record: bool, progress: bool
+) -> None:
+    from bcbridge.emulator.server import announce_json, announce_progress, run
 
     recorded: list[Record] = []
-    with seeding(text, quiet=as_json) as done:
+    with seeding(text, quiet=as_json) as display:
 
         def announce(announced: dict[str, Any]) -> None:
-            done()
+            display.stop()
             info = _info_of(announced)
             if record:
                 recorded.append(Record(os.getpid(), info, _now()))
@@ -367,7 +400,10 @@ def _start_foreground(config: EmulatorConfig, text: str, as_json: bool, record: 
             stderr.print(f"{wiring}Press Ctrl-C to stop.", highlight=False, soft_wrap=True)
 
         try:
-            run(config, announce)
+            if as_json:
+                run(config, announce, announce_progress if progress else None)
+            else:
+                run(config, announce, display.update)
         except OSError as exc:  # the port is taken, the state folder cannot be written
             where = f"--port {config.port}: " if exc.errno in (98, 48, 10048) else ""
             raise _fail(ConfigError(f"{where}the emulator cannot start: {exc}")) from None

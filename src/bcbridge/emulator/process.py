@@ -29,6 +29,7 @@ import requests
 if TYPE_CHECKING:
     from bcbridge.client import BusinessCentralClient
     from bcbridge.config import ClientSettings
+    from bcbridge.emulator.seed import SeedProgress
 
 __all__ = [
     "EmulatorControl",
@@ -284,15 +285,18 @@ def check_options(options: Mapping[str, Any]) -> None:
         raise ConfigError(describe(exc)) from None
 
 
-def emulator_command(options: Mapping[str, Any], *, port: int = 0) -> list[str]:
+def emulator_command(
+    options: Mapping[str, Any], *, port: int = 0, progress: bool = False
+) -> list[str]:
     """The ``bcbridge emulator start --json`` command line for options named like its flags.
 
     Options are checked first (`check_options`): a bad one raises ConfigError at once. The child
     does not record itself in the user's state file (``--no-record``): its starter decides.
+    With `progress`, it prints its seeding steps as JSON lines before the announcement.
     """
     check_options(options)
     args = [sys.executable, "-m", "bcbridge", "emulator", "start", "--json", "--no-record"]
-    args += ["--port", str(port)]
+    args += ["--port", str(port), *(["--progress"] if progress else [])]
     for name, value in options.items():
         if value is None:
             continue
@@ -302,34 +306,45 @@ def emulator_command(options: Mapping[str, Any], *, port: int = 0) -> list[str]:
     return args
 
 
-def start_emulator(*, timeout: float = 60.0, **options: Any) -> RunningEmulator:
+def start_emulator(
+    *, timeout: float = 60.0, progress: SeedProgress | None = None, **options: Any
+) -> RunningEmulator:
     """Start ``bcbridge emulator start --json --port 0`` with options named like its flags.
 
     Options are checked first (`check_options`): a bad one raises ConfigError at once.
+    `progress` is told what the emulator seeds, as it goes: (what, done, total).
     """
     options.setdefault("state_dir", shared_state_dir())
     process = subprocess.Popen(
-        emulator_command(options), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        emulator_command(options, progress=progress is not None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
     def failure() -> str:
         _, err = process.communicate()
         return err
 
-    running = RunningEmulator(process, _announced(process, timeout, failure))
+    running = RunningEmulator(process, _announced(process, timeout, failure, progress))
     threading.Thread(target=_drain, args=(process, running.log), daemon=True).start()
     return running
 
 
 def start_detached(
-    *, log_file: Path, port: int = 8080, timeout: float = 600.0, **options: Any
+    *,
+    log_file: Path,
+    port: int = 8080,
+    timeout: float = 600.0,
+    progress: SeedProgress | None = None,
+    **options: Any,
 ) -> tuple[int, EmulatorInfo]:
     """Start an emulator that outlives this process: its own session (a Ctrl-C in this terminal
     does not reach it), stderr appended to `log_file`. Returns its pid and what it announced,
     once it answers; RuntimeError (with the log's tail) if it does not start within `timeout`."""
     with log_file.open("a") as log:
         process = subprocess.Popen(
-            emulator_command(options, port=port),
+            emulator_command(options, port=port, progress=progress is not None),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=log,
@@ -337,7 +352,7 @@ def start_detached(
             start_new_session=True,
         )
     try:
-        info = _announced(process, timeout, lambda: log_file.read_text(errors="replace"))
+        info = _announced(process, timeout, lambda: log_file.read_text(errors="replace"), progress)
     except BaseException:  # Ctrl-C while it seeds: no emulator may be left running unrecorded
         process.kill()
         process.wait()
@@ -348,18 +363,32 @@ def start_detached(
 
 
 def _announced(
-    process: subprocess.Popen[str], timeout: float, failure: Callable[[], str]
+    process: subprocess.Popen[str],
+    timeout: float,
+    failure: Callable[[], str],
+    progress: SeedProgress | None = None,
 ) -> EmulatorInfo:
-    """The EmulatorInfo of the JSON line a starting emulator prints once it serves; if none
-    comes within `timeout`, kill it and raise RuntimeError with the end of `failure()`."""
+    """The EmulatorInfo of the JSON line a starting emulator prints once it serves (seeding
+    steps before it go to `progress`); if none comes within `timeout`, kill it and raise
+    RuntimeError with the end of `failure()`."""
     line: list[str] = []
-    reader = threading.Thread(
-        target=lambda: line.append(process.stdout.readline() if process.stdout else ""),
-        daemon=True,
-    )
+
+    def read() -> None:
+        for text in process.stdout or ():
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = {}  # not ours: the caller reports it as the announcement it is not
+            if "seeding" not in data:
+                line.append(text)
+                return
+            if progress is not None:
+                progress(data["seeding"], data["done"], data["total"])
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     reader.join(timeout)
-    if not line or not line[0].strip():
+    if not line:
         process.kill()
         process.wait()
         raise RuntimeError(f"the emulator did not start: {failure().strip()[-2000:]}")
