@@ -236,7 +236,10 @@ def test_a_taken_port_is_one_line(cli_env: dict[str, str]) -> None:
 
 
 @pytest.mark.slow  # real emulator processes
-def test_the_foreground_emulator_is_recorded_while_it_runs(cli_env: dict[str, str]) -> None:
+@pytest.mark.parametrize("ended_by", ["ctrl-c", "emulator stop"])
+def test_the_foreground_emulator_is_recorded_while_it_runs(
+    ended_by: str, cli_env: dict[str, str]
+) -> None:
     record = Path(cli_env["XDG_STATE_HOME"]) / "bcbridge" / "emulator.json"
     process = subprocess.Popen(
         [*BCBRIDGE, "emulator", "start", "--port", "0"],
@@ -253,12 +256,15 @@ def test_the_foreground_emulator_is_recorded_while_it_runs(cli_env: dict[str, st
         assert json.loads(record.read_text())["pid"] == process.pid
         status = bcbridge(cli_env, "emulator", "status")
         assert status.returncode == 0, status.stderr
-        process.send_signal(signal.SIGINT)  # Ctrl-C
+        if ended_by == "ctrl-c":
+            process.send_signal(signal.SIGINT)
+        else:
+            assert bcbridge(cli_env, "emulator", "stop").returncode == 0
         _, err = process.communicate(timeout=30)
     finally:
         process.kill()
         process.wait()
-    assert process.returncode in DOCUMENTED
+    assert process.returncode == (130 if ended_by == "ctrl-c" else 0)
     assert "Press Ctrl-C to stop." in err and "Traceback" not in err
     assert not record.exists()
 

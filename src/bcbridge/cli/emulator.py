@@ -399,6 +399,8 @@ def _start_foreground(
             wiring = 'In another shell: eval "$(bcbridge emulator env)".  ' if record else ""
             stderr.print(f"{wiring}Press Ctrl-C to stop.", highlight=False, soft_wrap=True)
 
+        # `emulator stop` (SIGTERM) ends it as Ctrl-C would let it: record removed, exit 0
+        signal.signal(signal.SIGTERM, _stopped)
         try:
             if as_json:
                 run(config, announce, announce_progress if progress else None)
@@ -410,6 +412,10 @@ def _start_foreground(
         finally:
             for mine in recorded:
                 mine.remove()
+
+
+def _stopped(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def _now() -> str:
