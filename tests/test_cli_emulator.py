@@ -209,12 +209,15 @@ def test_a_stale_record_is_reported_and_removed(
     assert not record.exists() and out == "" and "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "text", ["{not json", "[]", '{"pid": "x", "info": {}}', '{"pid": 1, "info": []}', ""]
+)
 def test_an_unreadable_record_is_reported_and_removed(
-    state_home: Path, capsys: pytest.CaptureFixture[str]
+    text: str, state_home: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     record = state_home / "bcbridge" / "emulator.json"
     record.parent.mkdir(parents=True)
-    record.write_text("{not json")
+    record.write_text(text)
     code, _, err = run_cli(capsys, "emulator", "status")
     assert code == 3 and "is unreadable" in err and "Traceback" not in err
     assert not record.exists()
@@ -342,3 +345,15 @@ def test_start_emulator_passes_the_childs_seeding_steps_on() -> None:
         assert bc.stats() is not None  # it answers after the steps
     assert ("seeding customers", 1500, 1500) in steps
     assert steps[-1][0] == "writing rows"
+
+
+def test_an_unwritable_state_folder_is_one_line_before_anything_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    monkeypatch.setenv("XDG_STATE_HOME", str(blocked))  # a file: no folder can be made in it
+    code, _, err = run_cli(capsys, "emulator", "start", "--detach", "--port", "0")
+    assert code == 2, err
+    assert err.startswith(f"error: XDG_STATE_HOME: cannot keep the emulator's record in {blocked}")
+    assert len(err.strip().splitlines()) == 1

@@ -101,13 +101,19 @@ class Record:
         """The record, or None when there is none; an unreadable one is reported and removed."""
         path = state_file()
         try:
-            data = json.loads(path.read_text())
+            text = path.read_text()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        except OSError as exc:
+            raise ConfigError(
+                f"XDG_STATE_HOME: cannot read the emulator's record {path}: {exc}"
+            ) from None
+        try:
+            data = json.loads(text)
             known = {f.name for f in fields(EmulatorInfo)}
             info = EmulatorInfo(**{k: v for k, v in data["info"].items() if k in known})
             return cls(int(data["pid"]), info, str(data["started_at"]), data.get("log_file"))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             stderr.print(f"note: the emulator record {path} is unreadable ({exc}); removed it")
             path.unlink(missing_ok=True)
             return None
@@ -344,9 +350,14 @@ def _start_detached(options: dict[str, Any], port: int, text: str, as_json: bool
     from bcbridge.emulator.process import start_detached
 
     folder = user_state_dir()
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     log_file = folder / LOG_FILE
-    log_file.write_text("")  # this run's log only
+    try:
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        log_file.write_text("")  # this run's log only
+    except OSError as exc:
+        raise _fail(
+            ConfigError(f"XDG_STATE_HOME: cannot keep the emulator's record in {folder}: {exc}")
+        ) from None
     try:
         with seeding(text, quiet=as_json) as display:
             pid, info = start_detached(
