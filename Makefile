@@ -2,25 +2,35 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# Two stamps: the runtime install (`make install`, `make demo`) and the dev tools (`make test`).
 STAMP := $(VENV)/.installed
+DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast lint typecheck install postgres bench clean
+.PHONY: demo test test-fast lint typecheck install dev postgres bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+$(DEV_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(DEV_STAMP)
 
-lint: $(STAMP)
+# bcbridge and its runtime dependencies only; then `source .venv/bin/activate` puts it on PATH.
+install: $(STAMP)
+	@echo "Installed $$($(BIN)/bcbridge --version) in $(VENV). Put it on PATH with: source $(VENV)/bin/activate"
+
+dev: $(DEV_STAMP)
+
+lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
 
-typecheck: $(STAMP)
+typecheck: $(DEV_STAMP)
 	$(BIN)/mypy src tests
 
 postgres:
@@ -35,13 +45,13 @@ test: postgres lint typecheck
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
 
 # The quick loop while coding: no PostgreSQL, none of the long subprocess/crash/matrix tests.
-test-fast: $(STAMP)
+test-fast: $(DEV_STAMP)
 	$(BIN)/pytest -m "not slow and not postgres and not live"
 
 demo: $(STAMP)
 	$(BIN)/bcbridge demo
 
-bench: $(STAMP)
+bench: $(DEV_STAMP)
 	$(BIN)/python -m bench
 
 clean:

@@ -156,7 +156,7 @@ BAD_FLAGS = [
 @pytest.mark.parametrize(("flags", "expected"), BAD_FLAGS)
 def test_cli_refuses_limits_that_would_hang(flags: list[str], expected: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "bcbridge", "emulator", "--port", "0", *flags],
+        [sys.executable, "-m", "bcbridge", "emulator", "start", "--port", "0", *flags],
         capture_output=True,
         text=True,
         timeout=60,

@@ -28,10 +28,19 @@ app = typer.Typer(
     name="bcbridge",
     help="Business Central API v2.0 connector: pull, push, flows, and a local emulator.",
     no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit both
     pretty_exceptions_enable=False,  # main() reports what escapes; a traceback only on request
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
 DEBUG_VARIABLE = "BCBRIDGE_DEBUG"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from bcbridge import __version__
+
+        typer.echo(f"bcbridge {__version__}")
+        raise typer.Exit()
 
 
 @app.callback(
@@ -52,6 +61,14 @@ def _root(
         "--log-file",
         dir_okay=False,
         help="Append the request log (the lines -v prints) to this file.",
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        expose_value=False,
+        callback=_print_version,
+        help="Print the version and exit.",
     ),
 ) -> None:
     """Business Central API v2.0 connector: pull, push, flows, and a local emulator."""
@@ -85,7 +102,7 @@ def _register() -> None:
 
     if app.registered_commands or app.registered_groups:
         return  # main() called again in the same process (tests)
-    for module in ("emulator", "client", "pull", "push", "flows", "discover"):
+    for module in ("init", "emulator", "client", "pull", "push", "flows", "discover"):
         try:
             mod = import_module(f"bcbridge.cli.{module}")
         except ModuleNotFoundError as exc:

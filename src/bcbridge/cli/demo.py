@@ -1,10 +1,11 @@
 """`bcbridge demo`: the main job, end to end, on a fresh machine.
 
-With a project file (./bcbridge.yaml or $BCBRIDGE_CONFIG) it runs that project's flows against
-the tenant it configures. Without one it starts the local emulator on a free port, runs the
-example flows (`examples/`) against it from a scratch folder, changes two customers in BC and
-runs the incremental flow again, shows the summary, a few tasks and what landed, and stops the
-emulator.
+It starts the local emulator on a free port, runs the example flows (`examples/`) against it
+from a scratch folder, changes two customers in BC and runs the incremental flow again, shows
+the summary, a few tasks and what landed, and stops the emulator. It never reaches a real
+tenant: the BC_* variables of the shell are set aside while it runs, and a ./bcbridge.yaml is
+ignored. Only `--project FILE` runs a project's flows against the tenant that project names.
+The scratch folder is removed at the end unless `--keep`; what "What landed" shows says so.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
 
@@ -47,32 +50,64 @@ def examples_dir() -> Path:
     return Path(__file__).resolve().parents[3] / "examples"
 
 
-def _configured() -> Path | None:
-    path = default_config()
-    return path if path.exists() else None
-
-
 def demo(
-    keep: bool = typer.Option(False, help="Keep the scratch folder (its path is printed)."),
+    keep: bool = typer.Option(
+        False, help="Keep the scratch folder with what the flows wrote (its path is printed)."
+    ),
+    project: Path | None = typer.Option(
+        None,
+        "--project",
+        help="Run this project's flows instead, against the tenant it configures (not the "
+        "emulator).",
+    ),
 ) -> None:
     """Run the example flows against a local Business Central emulator (no tenant needed).
 
-    With ./bcbridge.yaml or $BCBRIDGE_CONFIG present, run that project's flows instead.
+    Never touches a real tenant unless --project FILE is given.
+    Example: bcbridge demo --keep
     """
     stop = threading.Event()
     try:
         with ctrl_c_stops(stop):
-            configured = _configured()
-            results = (
-                _against_project(configured, stop) if configured else _with_emulator(keep, stop)
-            )
+            if project is not None:
+                results = _against_project(project, stop)
+            else:
+                _mention_ignored_project()
+                results = _with_emulator(keep, stop)
     except BCBridgeError as exc:
         raise fail(exc) from None
     raise typer.Exit(runs_exit_code(results))
 
 
+def _mention_ignored_project() -> None:
+    configured = default_config()
+    if configured.exists():
+        stderr.print(
+            f"note: {configured} is not used: the demo runs on its own emulator "
+            f"('bcbridge demo --project {configured}' runs your flows against your tenant)",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+@contextmanager
+def _emulator_settings(settings: dict[str, str]) -> Iterator[None]:
+    """The emulator's BC_* variables instead of the shell's for the time of the demo, so no
+    variable meant for a real tenant (BC_COMPANY, BC_SOURCE_COMPANY, ...) reaches a flow."""
+    saved = {name: value for name, value in os.environ.items() if name.startswith("BC_")}
+    for name in saved:
+        del os.environ[name]
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for name in [name for name in os.environ if name.startswith("BC_")]:
+            del os.environ[name]
+        os.environ.update(saved)
+
+
 def _against_project(path: Path, stop: threading.Event) -> list[RunResult]:
-    stderr.print(f"Running the flows of {path} (its own tenant).")
+    stderr.print(f"Running the flows of {path} against the tenant it configures.")
     project = load_project(path)
     store = Store(project.store)
     try:
@@ -84,18 +119,41 @@ def _against_project(path: Path, stop: threading.Event) -> list[RunResult]:
 
 
 def _with_emulator(keep: bool, stop: threading.Event) -> list[RunResult]:
+    from bcbridge.cli.emulator import seeding, seeding_text
     from bcbridge.emulator.process import start_emulator
 
-    stderr.print("No bcbridge.yaml here: starting the local Business Central emulator ...")
     folder = Path(tempfile.mkdtemp(prefix="bcbridge-demo-"))
     shutil.copytree(
         examples_dir(), folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("out", ".*")
     )
-    with start_emulator() as emulator:
-        os.environ.update(emulator.info.env())  # the examples' default client reads BC_*
-        stderr.print(f"Business Central emulator at {emulator.info.api_root}")
-        project = load_project(folder / "bcbridge.yaml")
-        store = Store(project.store)
+    try:
+        with seeding(seeding_text({})) as display:
+            emulator = start_emulator(progress=display.update)
+        with emulator, _emulator_settings(emulator.info.env()):
+            stderr.print(f"Business Central emulator at {emulator.info.api_root}", soft_wrap=True)
+            results = _run_examples(folder, keep, stop)
+    finally:
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    if keep:
+        stderr.print(
+            f"Demo folder kept: {folder}  (bcbridge tasks list --config {folder}/bcbridge.yaml)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    else:
+        stderr.print(
+            "The demo ran in a temporary folder, removed now; 'bcbridge demo --keep' keeps it.",
+            highlight=False,
+            soft_wrap=True,
+        )
+    return results
+
+
+def _run_examples(folder: Path, keep: bool, stop: threading.Event) -> list[RunResult]:
+    project = load_project(folder / "bcbridge.yaml")
+    store = Store(project.store)
+    try:
         results = run_flows(project, store, list(project.flows), stop)
         if not stop.is_set():
             changed = _change_customers(2)
@@ -103,14 +161,9 @@ def _with_emulator(keep: bool, stop: threading.Event) -> list[RunResult]:
             results += run_flows(project, store, ["customers_to_sqlite"], stop)
         summary(results)
         stderr.print(task_table(store.tasks("copy_sales_orders", limit=5)))
-        _show_landed(project)
+        _show_landed(project, kept=keep)
+    finally:
         store.close()
-    if keep:
-        stderr.print(
-            f"Demo folder kept: {folder}  (bcbridge tasks list --config {folder}/bcbridge.yaml)"
-        )
-    else:
-        shutil.rmtree(folder, ignore_errors=True)
     return results
 
 
@@ -131,11 +184,15 @@ def _change_customers(count: int) -> int:
     return len(customers)
 
 
-def _show_landed(project: ProjectConfig) -> None:
-    """What the flows left on each side: rows in the SQLite table, orders in the target company."""
+def _show_landed(project: ProjectConfig, *, kept: bool) -> None:
+    """What the flows left on each side: rows in the SQLite table, orders in the target company.
+    The table's file is named by its full path when it is kept, else said to be temporary."""
     from bcbridge.sync import Client
 
-    table = Table(title="What landed")
+    table = Table(
+        title="What landed",
+        caption=None if kept else "files in a temporary folder, removed when the demo ends",
+    )
     table.add_column("Where")
     table.add_column("Records", justify="right")
     writer = str(project.flows["customers_to_sqlite"].target.writer)
@@ -144,7 +201,9 @@ def _show_landed(project: ProjectConfig) -> None:
     with engine.connect() as conn:
         rows = conn.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar()
     engine.dispose()
-    table.add_row(f"{name} table in {Path(url.removeprefix('sqlite:///')).name}", f"{rows:,}")
+    database = Path(url.removeprefix("sqlite:///"))
+    where = str(database) if kept else database.name
+    table.add_row(f"{name} table in {where}", f"{rows:,}")
     with Client(ClientSettings.from_env()) as bc:
         company = bc.resolve_company(TARGET_COMPANY)
         path = f"companies({company.id})/salesOrders"

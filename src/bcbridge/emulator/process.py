@@ -1,8 +1,9 @@
 """Start and control an emulator process from Python: tests, the demo, benchmarks.
 
-`start_emulator()` runs ``bcbridge emulator --json --port 0`` in a child process, reads the JSON
-line it announces itself with, and returns a `RunningEmulator` whose methods drive the control
-endpoints (``/_emulator/*``, see docs/CONTRACTS.md). `msal_http_client` gives MSAL a session that
+`start_emulator()` runs ``bcbridge emulator start --json --port 0`` in a child process, reads the
+JSON line it announces itself with, and returns a `RunningEmulator` whose methods drive the control
+endpoints (``/_emulator/*``, see docs/CONTRACTS.md). `start_detached()` starts one that outlives
+its caller (``bcbridge emulator start --detach``). `msal_http_client` gives MSAL a session that
 really uses the emulator's CA even where REQUESTS_CA_BUNDLE is set (bc-api.md §2.3a).
 """
 
@@ -18,7 +19,7 @@ import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -29,6 +30,7 @@ import requests
 if TYPE_CHECKING:
     from bcbridge.client import BusinessCentralClient
     from bcbridge.config import ClientSettings
+    from bcbridge.emulator.seed import SeedProgress
     from bcbridge.sync import Client
 
 __all__ = [
@@ -37,6 +39,7 @@ __all__ = [
     "RunningEmulator",
     "bc_token",
     "msal_http_client",
+    "start_detached",
     "start_emulator",
 ]
 
@@ -269,7 +272,7 @@ def shared_state_dir() -> Path:
     return folder
 
 
-# EmulatorConfig fields that have a `bcbridge emulator` flag (the port is always 0 here).
+# EmulatorConfig fields that have a `bcbridge emulator start` flag (the port is separate).
 _FLAG_OPTIONS = (
     "host",
     "seed",
@@ -285,7 +288,7 @@ _FLAG_OPTIONS = (
 
 
 def check_options(options: Mapping[str, Any]) -> None:
-    """Refuse, before a process starts, what `bcbridge emulator` would refuse (ConfigError)."""
+    """Refuse, before a process starts, what `emulator start` would refuse (ConfigError)."""
     from pydantic import ValidationError
 
     from bcbridge.emulator.config import EmulatorConfig, describe
@@ -303,38 +306,116 @@ def check_options(options: Mapping[str, Any]) -> None:
         raise ConfigError(describe(exc)) from None
 
 
-def start_emulator(*, timeout: float = 60.0, **options: Any) -> RunningEmulator:
-    """Start ``bcbridge emulator --json --port 0`` with options named like its flags.
+def emulator_command(
+    options: Mapping[str, Any], *, port: int = 0, progress: bool = False
+) -> list[str]:
+    """The ``bcbridge emulator start --json`` command line for options named like its flags.
 
-    Options are checked first (`check_options`): a bad one raises ConfigError at once.
+    Options are checked first (`check_options`): a bad one raises ConfigError at once. The child
+    does not record itself in the user's state file (``--no-record``): its starter decides.
+    With `progress`, it prints its seeding steps as JSON lines before the announcement.
     """
     check_options(options)
-    args = [sys.executable, "-m", "bcbridge", "emulator", "--json", "--port", "0"]
-    options.setdefault("state_dir", shared_state_dir())
+    args = [sys.executable, "-m", "bcbridge", "emulator", "start", "--json", "--no-record"]
+    args += ["--port", str(port), *(["--progress"] if progress else [])]
     for name, value in options.items():
         if value is None:
             continue
         if name == "scale" and isinstance(value, dict):
             value = ",".join(f"{k}={v}" for k, v in value.items())
         args += [f"--{name.replace('_', '-')}", str(value)]
-    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    line: list[str] = []
-    reader = threading.Thread(
-        target=lambda: line.append(process.stdout.readline() if process.stdout else "")
+    return args
+
+
+def start_emulator(
+    *, timeout: float = 60.0, progress: SeedProgress | None = None, **options: Any
+) -> RunningEmulator:
+    """Start ``bcbridge emulator start --json --port 0`` with options named like its flags.
+
+    Options are checked first (`check_options`): a bad one raises ConfigError at once.
+    `progress` is told what the emulator seeds, as it goes: (what, done, total).
+    """
+    options.setdefault("state_dir", shared_state_dir())
+    process = subprocess.Popen(
+        emulator_command(options, progress=progress is not None),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
-    reader.start()
-    reader.join(timeout)
-    if not line or not line[0].strip():
-        process.kill()
+
+    def failure() -> str:
         _, err = process.communicate()
-        raise RuntimeError(f"the emulator did not start: {err.strip()[-2000:]}")
-    data = json.loads(line[0])
-    known = {f.name for f in fields(EmulatorInfo)}
-    running = RunningEmulator(
-        process, EmulatorInfo(**{k: v for k, v in data.items() if k in known})
-    )
+        return err
+
+    running = RunningEmulator(process, _announced(process, timeout, failure, progress))
     threading.Thread(target=_drain, args=(process, running.log), daemon=True).start()
     return running
+
+
+def start_detached(
+    *,
+    log_file: Path,
+    port: int = 8080,
+    timeout: float = 600.0,
+    progress: SeedProgress | None = None,
+    **options: Any,
+) -> tuple[int, EmulatorInfo]:
+    """Start an emulator that outlives this process: its own session (a Ctrl-C in this terminal
+    does not reach it), stderr appended to `log_file`. Returns its pid and what it announced,
+    once it answers; RuntimeError (with the log's tail) if it does not start within `timeout`."""
+    with log_file.open("a") as log:
+        process = subprocess.Popen(
+            emulator_command(options, port=port, progress=progress is not None),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            start_new_session=True,
+        )
+    try:
+        info = _announced(process, timeout, lambda: log_file.read_text(errors="replace"), progress)
+    except BaseException:  # Ctrl-C while it seeds: no emulator may be left running unrecorded
+        process.kill()
+        process.wait()
+        raise
+    if process.stdout:
+        process.stdout.close()  # it announces once; nothing reads it after we exit
+    return process.pid, info
+
+
+def _announced(
+    process: subprocess.Popen[str],
+    timeout: float,
+    failure: Callable[[], str],
+    progress: SeedProgress | None = None,
+) -> EmulatorInfo:
+    """The EmulatorInfo of the JSON line a starting emulator prints once it serves (seeding
+    steps before it go to `progress`); if none comes within `timeout`, kill it and raise
+    RuntimeError with the end of `failure()`."""
+    line: list[str] = []
+
+    def read() -> None:
+        for text in process.stdout or ():
+            try:
+                data = json.loads(text)
+            except ValueError:
+                data = {}  # not ours: the caller reports it as the announcement it is not
+            if "seeding" not in data:
+                line.append(text)
+                return
+            if progress is not None:
+                progress(data["seeding"], data["done"], data["total"])
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    if not line:
+        process.kill()
+        process.wait()
+        raise RuntimeError(f"the emulator did not start: {failure().strip()[-2000:]}")
+    data = json.loads(line[0])
+    known = {f.name for f in fields(EmulatorInfo)}
+    return EmulatorInfo(**{k: v for k, v in data.items() if k in known})
 
 
 def _drain(process: subprocess.Popen[str], log: deque[str]) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -61,11 +61,24 @@ WORDS = [
 ]
 ITEMS = ["Desk", "Chair", "Lamp", "Bicycle", "Cabinet", "Table", "Monitor", "Speaker", "Tent"]
 BASE_TIME = datetime(2025, 1, 1, tzinfo=UTC)
+# Told what is being seeded: (what, done, total), every REPORT_EVERY rows, so a big `scale`
+# shows a moving bar instead of a blank screen (`bcbridge emulator start`, `demo`).
+SeedProgress = Callable[[str, int, int], None]
+REPORT_EVERY = 1000
+INSERT_CHUNK = 5000
 
 
 class _Seeder:
-    def __init__(self, schema: Schema, conn: sa.Connection, seed: int, company_index: int):
+    def __init__(
+        self,
+        schema: Schema,
+        conn: sa.Connection,
+        seed: int,
+        company_index: int,
+        progress: SeedProgress | None = None,
+    ):
         self.schema, self.conn = schema, conn
+        self.progress = progress
         self.rng = random.Random(seed * 1000 + company_index)
         self.seed = seed
         self.company_index = company_index
@@ -94,11 +107,26 @@ class _Seeder:
         self.rows.setdefault(set_name, []).append(row)
         return row
 
+    def counted(self, what: str, items: Sequence[str]) -> Iterator[str]:
+        """`items`, telling `progress` how far through them the caller is."""
+        for done, item in enumerate(items):
+            if self.progress and done % REPORT_EVERY == 0:
+                self.progress(f"seeding {what}", done, len(items))
+            yield item
+        if self.progress:
+            self.progress(f"seeding {what}", len(items), len(items))
+
     def flush(self) -> None:
+        total = sum(len(rows) for rows in self.rows.values())
+        written = 0
         for set_name, rows in self.rows.items():
             table = self.schema.table(STANDARD_ROUTE, set_name)
-            for start in range(0, len(rows), 5000):
-                self.conn.execute(table.insert(), rows[start : start + 5000])
+            for start in range(0, len(rows), INSERT_CHUNK):
+                chunk = rows[start : start + INSERT_CHUNK]
+                self.conn.execute(table.insert(), chunk)
+                written += len(chunk)
+                if self.progress:
+                    self.progress("writing rows", written, total)  # the SQL inserts
         self.rows.clear()
 
     def series(self, set_name: str, count: int) -> list[str]:
@@ -115,10 +143,16 @@ class _Seeder:
         return [f"{prefix}{first + i:0{len(digits)}d}" for i in range(count)]
 
 
-def seed_data(schema: Schema, conn: sa.Connection, seed: int, scale: Mapping[str, int]) -> None:
+def seed_data(
+    schema: Schema,
+    conn: sa.Connection,
+    seed: int,
+    scale: Mapping[str, int],
+    progress: SeedProgress | None = None,
+) -> None:
     for index, name in enumerate(COMPANY_NAMES):
         counts = {**DEFAULT_COUNTS, **(scale if index == 0 else {})}
-        _seed_company(_Seeder(schema, conn, seed, index), name, counts)
+        _seed_company(_Seeder(schema, conn, seed, index, progress), name, counts)
 
 
 def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
@@ -167,7 +201,7 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
     ]
     customers = [
         _customer(s, number, currencies, terms)
-        for number in s.series("customers", counts["customers"])
+        for number in s.counted("customers", s.series("customers", counts["customers"]))
     ]
     vendors = [
         s.add(
@@ -179,10 +213,10 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
                 "paymentTermsId": s.rng.choice(terms)["id"],
             },
         )
-        for number in s.series("vendors", counts["vendors"])
+        for number in s.counted("vendors", s.series("vendors", counts["vendors"]))
     ]
     items = []
-    for number in s.series("items", counts["items"]):
+    for number in s.counted("items", s.series("items", counts["items"])):
         category = s.rng.choice(categories)
         price = round(s.rng.uniform(5, 900), 2)
         items.append(
@@ -201,7 +235,7 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
                 },
             )
         )
-    for number in s.series("contacts", counts["contacts"]):
+    for number in s.counted("contacts", s.series("contacts", counts["contacts"])):
         s.add(
             "contacts",
             {
@@ -210,7 +244,7 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
                 "displayName": f"{s.rng.choice(WORDS)} Contact {number}",
             },
         )
-    for number in s.series("employees", counts["employees"]):
+    for number in s.counted("employees", s.series("employees", counts["employees"])):
         given, surname = s.rng.choice(WORDS), s.rng.choice(ITEMS)
         s.add(
             "employees",
@@ -370,7 +404,7 @@ def _documents(
     line_set = catalog.get(str(entity_set.lines))
     price_field = documents.price_field(line_set)
     sales = "customerId" in entity_set.field_names
-    for number in numbers:
+    for number in s.counted(set_name, numbers):
         party = s.rng.choice(parties)
         header = {"number": number, **fixed}
         if sales:

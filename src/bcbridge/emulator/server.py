@@ -15,15 +15,18 @@ import uvicorn
 from bcbridge.emulator.app import EmulatorApp
 from bcbridge.emulator.config import BC_SCOPE, EmulatorConfig
 from bcbridge.emulator.identity import App, Identity
+from bcbridge.emulator.seed import SeedProgress
 from bcbridge.emulator.service import DataService
 from bcbridge.emulator.tls import ensure_signing_key, ensure_tls
 
 
-def build(config: EmulatorConfig) -> tuple[EmulatorApp, dict[str, Any]]:
+def build(
+    config: EmulatorConfig, progress: SeedProgress | None = None
+) -> tuple[EmulatorApp, dict[str, Any]]:
     tls = ensure_tls(config.state_dir)
     service = DataService(f"sqlite:///{config.data}" if config.data else None)
     if not service.companies():
-        service.seed(config.seed, config.scale)
+        service.seed(config.seed, config.scale, progress)
     apps = [
         App(config.derived_id("app"), config.derived_secret("app"), enabled_in_bc=True),
         App(
@@ -49,8 +52,12 @@ def build(config: EmulatorConfig) -> tuple[EmulatorApp, dict[str, Any]]:
     return EmulatorApp(config, service, identity), info
 
 
-async def serve(config: EmulatorConfig, announce: Callable[[dict[str, Any]], None]) -> None:
-    app, info = build(config)
+async def serve(
+    config: EmulatorConfig,
+    announce: Callable[[dict[str, Any]], None],
+    progress: SeedProgress | None = None,
+) -> None:
+    app, info = build(config, progress)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -89,6 +96,16 @@ def announce_json(info: dict[str, Any]) -> None:
     sys.stdout.flush()
 
 
-def run(config: EmulatorConfig, announce: Callable[[dict[str, Any]], None] = announce_json) -> None:
+def announce_progress(what: str, done: int, total: int) -> None:
+    """A seeding step as a JSON line on stdout, before the announcement (`--progress`)."""
+    sys.stdout.write(json.dumps({"seeding": what, "done": done, "total": total}) + "\n")
+    sys.stdout.flush()
+
+
+def run(
+    config: EmulatorConfig,
+    announce: Callable[[dict[str, Any]], None] = announce_json,
+    progress: SeedProgress | None = None,
+) -> None:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    asyncio.run(serve(config, announce))
+    asyncio.run(serve(config, announce, progress))

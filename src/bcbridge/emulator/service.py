@@ -23,7 +23,7 @@ from bcbridge.emulator.handlers import actions, batch, places, reads, writes
 from bcbridge.emulator.handlers.places import Address
 from bcbridge.emulator.records import Records
 from bcbridge.emulator.routing import Kind, resolve, split_route
-from bcbridge.emulator.seed import seed_data
+from bcbridge.emulator.seed import SeedProgress, seed_data
 from bcbridge.emulator.store import STANDARD_ROUTE, Row, Schema, make_engine
 
 Handler = Callable[[Records, Call, Address], Result]
@@ -52,11 +52,13 @@ class DataService:
 
     # --- lifecycle ---------------------------------------------------------------------------
 
-    def seed(self, seed: int, scale: Mapping[str, int]) -> None:
+    def seed(
+        self, seed: int, scale: Mapping[str, int], progress: SeedProgress | None = None
+    ) -> None:
         self.schema.metadata.drop_all(self.engine)
         self.schema.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
-            seed_data(self.schema, conn, seed, scale)
+            seed_data(self.schema, conn, seed, scale, progress)
 
     def companies(self) -> list[dict[str, str]]:
         table = self.schema.table(STANDARD_ROUTE, "companies")
