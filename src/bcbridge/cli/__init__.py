@@ -23,8 +23,11 @@ from collections.abc import Sequence
 
 import typer
 
+from bcbridge.cli._typos import SuggestingGroup
+
 app = typer.Typer(
     name="bcbridge",
+    cls=SuggestingGroup,  # "did you mean" for commands typed without their group, options
     help="Business Central API v2.0 connector: pull, push, flows, and a local emulator.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,  # main() reports what escapes; a traceback only on request
