@@ -120,6 +120,7 @@ def _steps(body: list[str], first_line: int, problems: list[str]) -> Iterator[St
         while text.endswith("\\") and index < len(body):
             text += "\n" + body[index]
             index += 1
+        comment = comment_of(text.splitlines()[-1]) or ""  # a comment ends a command
         step = Step(line_number, text)
         heredoc = HEREDOC.search(text)
         if heredoc:
@@ -131,7 +132,7 @@ def _steps(body: list[str], first_line: int, problems: list[str]) -> Iterator[St
             else:
                 step.text += "\n" + body[index]
                 index += 1
-        _marks(step, comment_of(text.splitlines()[0]) or "", problems)
+        _marks(step, comment, problems)
         yield step
 
 
@@ -238,7 +239,28 @@ def walk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Walk]:
         base = tmp_path_factory.mktemp("readme")
         folder = base / "clone"
         folder.mkdir()
-        yield Walk(folder, emulator)
+        walked = Walk(folder, emulator)
+        try:
+            yield walked
+        finally:
+            _stop_a_detached_emulator(walked)
+
+
+def _stop_a_detached_emulator(walk: Walk) -> None:
+    """A README line may start an emulator in the background: stop it as a user would, with
+    the walk's own HOME (where its record is), whether or not a later line did."""
+    from bcbridge.cli import _register, app
+
+    _register()
+    emulator = typer.main.get_command(app).commands.get("emulator")  # type: ignore[attr-defined]
+    if "stop" in getattr(emulator, "commands", {}):
+        subprocess.run(
+            ["bash", "-c", "bcbridge emulator stop"],
+            cwd=walk.cwd,
+            env=walk.env,
+            capture_output=True,
+            timeout=TIMEOUT,
+        )
 
 
 @pytest.mark.slow  # a process per line: ~1 s each on an idle machine
@@ -278,7 +300,10 @@ def test_every_command_is_in_the_readme() -> None:
         for path in _leaf_commands(typer.main.get_command(app), ())
         if not re.search(rf"(?<![\w/-])bcbridge\s+{re.escape(' '.join(path))}(?![\w-])", text)
     ]
-    assert missing == [], f"no README line shows: bcbridge {', bcbridge '.join(missing)}"
+    assert missing == [], (
+        f"no README line shows: bcbridge {', bcbridge '.join(missing)}; add one to the README's "
+        "'The CLI' walk (mark it `# not run: REASON` if it cannot run there)"
+    )
 
 
 def _leaf_commands(command: object, path: tuple[str, ...]) -> Iterator[tuple[str, ...]]:
@@ -297,8 +322,8 @@ def _leaf_commands(command: object, path: tuple[str, ...]) -> Iterator[tuple[str
         ("```sh\nbcbridge a  # not run: X\n```", [("bcbridge a  # not run: X", 0, "X")]),
         ("```sh not run: all\nbcbridge a\n```", [("bcbridge a", 0, "all")]),
         ("```sh\nbcbridge a '# not run: x'\n```", [("bcbridge a '# not run: x'", 0, None)]),
-        ("```sh\ncat > f <<'EOF'\n# kept\nEOF\nbcbridge b \\\n  --c\n```",
-         [("cat > f <<'EOF'\n# kept\nEOF", 0, None), ("bcbridge b \\\n  --c", 0, None)]),
+        ("```sh\ncat > f <<'EOF'\n# kept\nEOF\nbcbridge b \\\n  --c  # exits 2\n```",
+         [("cat > f <<'EOF'\n# kept\nEOF", 0, None), ("bcbridge b \\\n  --c  # exits 2", 2, None)]),
         ("```python\nbcbridge a\n```", []),
     ],
 )  # fmt: skip
