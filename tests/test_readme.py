@@ -36,7 +36,7 @@ README = ROOT / "README.md"
 SHELLS = {"sh", "bash", "shell"}
 NOT_RUN = re.compile(r"not run:\s*(?P<reason>\S.*)")
 EXITS = re.compile(r"exits (?P<code>\d+)\b")
-FENCE = re.compile(r"^(?P<fence>```+|~~~+)\s*(?P<language>[^\s`]*)\s*(?P<rest>.*)$")
+FENCE = re.compile(r"^ {0,3}(?P<fence>```+|~~~+)\s*(?P<language>[^\s`]*)\s*(?P<rest>.*)$")
 HEREDOC = re.compile(r"<<-?\s*(?P<quote>['\"]?)(?P<word>\w+)(?P=quote)")
 TIMEOUT = 120  # seconds for one line: the machine may be busy
 
@@ -86,7 +86,7 @@ def parse(markdown: str) -> Readme:
             continue
         fence, language, rest = opening["fence"], opening["language"], opening["rest"]
         start = index
-        while index < len(lines) and not lines[index].startswith(fence):
+        while index < len(lines) and not lines[index].lstrip(" ").startswith(fence):
             index += 1
         body = lines[start:index]
         index += 1  # the closing fence
@@ -324,6 +324,8 @@ def _leaf_commands(command: object, path: tuple[str, ...]) -> Iterator[tuple[str
         ("```sh\nbcbridge a '# not run: x'\n```", [("bcbridge a '# not run: x'", 0, None)]),
         ("```sh\ncat > f <<'EOF'\n# kept\nEOF\nbcbridge b \\\n  --c  # exits 2\n```",
          [("cat > f <<'EOF'\n# kept\nEOF", 0, None), ("bcbridge b \\\n  --c  # exits 2", 2, None)]),
+        ("  ```sh\n  bcbridge a\n  ```", [("  bcbridge a", 0, None)]),  # indented, as in a list
+        ("~~~sh\nbcbridge a\n~~~", [("bcbridge a", 0, None)]),
         ("```python\nbcbridge a\n```", []),
     ],
 )  # fmt: skip
