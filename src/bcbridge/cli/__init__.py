@@ -24,8 +24,11 @@ from pathlib import Path
 
 import typer
 
+from bcbridge.cli._typos import SuggestingGroup
+
 app = typer.Typer(
     name="bcbridge",
+    cls=SuggestingGroup,  # "did you mean" for commands typed without their group, options
     help="Business Central API v2.0 connector: pull, push, flows, and a local emulator.",
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},  # subcommands inherit both
