@@ -46,7 +46,7 @@ class _EmulatorGroup(TyperGroup):
     instead of click's bare "No such option"."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
-        if args and args[0].startswith("-") and args[0] not in ctx.help_option_names:
+        if args and args[0].split("=", 1)[0] in self._start_options(ctx):
             typer.echo(
                 f"error: 'bcbridge emulator {args[0]}': the emulator starts with "
                 f"'bcbridge emulator start {shlex.join(args)}' (same flags; --detach runs it in "
@@ -55,6 +55,12 @@ class _EmulatorGroup(TyperGroup):
             )
             raise typer.Exit(EXIT_USAGE)
         return super().parse_args(ctx, args)
+
+    def _start_options(self, ctx: Any) -> set[str]:
+        """The flags of `start` (other options get click's "no such option, did you mean")."""
+        start = self.commands.get("start")
+        names = {name for param in start.params for name in param.opts} if start else set()
+        return names - set(ctx.help_option_names)
 
 
 emulator_group = typer.Typer(
