@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from enum import StrEnum
 from types import MappingProxyType
 
@@ -913,8 +914,8 @@ def _has_type(field: Field, value: object) -> bool:
         return isinstance(value, bool)
     if field.type is FieldType.INT:
         return isinstance(value, int) and not isinstance(value, bool)
-    if field.type is FieldType.DECIMAL:
-        return isinstance(value, int | float) and not isinstance(value, bool)
+    if field.type is FieldType.DECIMAL:  # a Decimal (`convert: decimal`) is sent as a number
+        return isinstance(value, int | float | Decimal) and not isinstance(value, bool)
     if not isinstance(value, str):
         return False
     if field.type is FieldType.DATE:

@@ -83,3 +83,14 @@ def test_unknown_names_list_valid_ones_and_suggest() -> None:
     assert info.value.field == "entity"
     with pytest.raises(ConfigError, match=r"unknown property 'nope'.*displayName"):
         catalog.get("customers").field("nope")
+
+
+def test_a_decimal_from_convert_is_a_number_to_bc() -> None:
+    """`convert: decimal` yields a Decimal, sent as a JSON number: the dry run must not refuse
+    it as if it were the string a CSV gives."""
+    from decimal import Decimal
+
+    from bcbridge.catalog import refusal
+
+    assert refusal("items", "unitPrice", Decimal("649.00")) is None
+    assert refusal("items", "unitPrice", "649.00") is not None
