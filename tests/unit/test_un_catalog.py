@@ -90,7 +90,7 @@ def test_a_decimal_from_convert_is_a_number_to_bc() -> None:
     it as if it were the string a CSV gives."""
     from decimal import Decimal
 
-    from bcbridge.catalog import refusal
+    from bcbridge.catalog import get, refusal
 
-    assert refusal("items", "unitPrice", Decimal("649.00")) is None
-    assert refusal("items", "unitPrice", "649.00") is not None
+    assert refusal(get("items"), "unitPrice", Decimal("649.00")) is None
+    assert refusal(get("items"), "unitPrice", "649.00") is not None
