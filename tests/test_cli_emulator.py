@@ -357,3 +357,17 @@ def test_an_unwritable_state_folder_is_one_line_before_anything_starts(
     assert code == 2, err
     assert err.startswith(f"error: XDG_STATE_HOME: cannot keep the emulator's record in {blocked}")
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.slow  # a real detached process
+def test_the_json_line_gives_the_settings_by_their_bc_names(cli_env: dict[str, str]) -> None:
+    """Programs wiring the CLI read the same names as `emulator env` prints, not other ones."""
+    started = bcbridge(cli_env, "emulator", "start", "--detach", "--port", "0", "--json")
+    try:
+        assert started.returncode == 0, started.stderr
+        line = json.loads(started.stdout)
+        assert line["env"]["BC_BASE_URL"] == line["base_url"]
+        assert line["env"]["BC_CLIENT_SECRET"] == line["client_secret"]
+        assert set(line["env"]) >= {"BC_TENANT_ID", "BC_CLIENT_ID", "BC_CA_BUNDLE"}
+    finally:
+        assert bcbridge(cli_env, "emulator", "stop").returncode == 0

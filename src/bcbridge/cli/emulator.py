@@ -378,7 +378,7 @@ def _start_detached(options: dict[str, Any], port: int, text: str, as_json: bool
     started = Record(pid, info, _now(), str(log_file))
     started.save()
     if as_json:
-        typer.echo(json.dumps(asdict(info)))
+        typer.echo(json.dumps(_for_programs(info)))
         return
     stderr.print(_table(info, {"Process": str(pid), "Log": str(log_file)}))
     stderr.print(
@@ -386,6 +386,12 @@ def _start_detached(options: dict[str, Any], port: int, text: str, as_json: bool
         highlight=False,
         soft_wrap=True,
     )
+
+
+def _for_programs(info: EmulatorInfo) -> dict[str, Any]:
+    """The `--json` line: the emulator's facts, and under "env" the same values by the BC_*
+    names every bcbridge command reads."""
+    return {**asdict(info), "env": info.env()}
 
 
 def _last_line(log_file: Path) -> str:
@@ -410,7 +416,7 @@ def _start_foreground(
                 recorded.append(Record(os.getpid(), info, _now()))
                 recorded[0].save()
             if as_json:
-                announce_json(announced)
+                announce_json({**announced, "env": info.env()})
                 return
             stderr.print(_table(info))
             wiring = 'In another shell: eval "$(bcbridge emulator env)".  ' if record else ""
