@@ -110,7 +110,8 @@ def test_an_unknown_client_lists_the_defined_ones(tmp_path: Path) -> None:
     message = load_error(
         tmp_path, GOOD.replace("{client: bc, entity: items", "{client: b, entity: items")
     )
-    assert ":11: outgoing.items.client: unknown client 'b' (did you mean 'bc'?); defined: bc" in message
+    expected = ":11: outgoing.items.client: unknown client 'b' (did you mean 'bc'?); defined: bc"
+    assert expected in message
 
 
 def test_a_bad_client_is_reported_at_load_without_its_secret(tmp_path: Path) -> None:
