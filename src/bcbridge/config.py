@@ -36,12 +36,20 @@ from bcbridge import _redact
 from bcbridge.errors import ConfigError
 
 __all__ = [
+    "ENVIRONMENT",
     "CertificateCredential",
     "ClientSettings",
+    "Problem",
     "RateLimit",
     "RetryPolicy",
+    "anchor_settings_paths",
+    "config_error",
+    "did_you_mean",
     "expand_env",
+    "line_of",
     "load_yaml",
+    "problems_of",
+    "validate_settings",
 ]
 
 BC_SCOPE = "https://api.businesscentral.dynamics.com/.default"

@@ -307,7 +307,8 @@ def _entity_set(path: str, entity: str, problems: _Problems) -> catalog.EntitySe
 def _check_field(path: str, entity_set: catalog.EntitySet, field: str, problems: _Problems) -> None:
     """A field the catalog knows of `entity_set`; unchecked where it lists no fields."""
     if entity_set.described and field not in entity_set.field_names:
-        problems.add(path, _unknown(f"field of {entity_set.name}", field, entity_set.field_names))
+        closest = _closest(field, entity_set.field_names)
+        problems.add(path, f"{entity_set.name} has no field {field!r}{closest}")
 
 
 _METHODS_OF = {"create": ("POST",), "update": ("PATCH",), "upsert": ("PATCH", "POST")}
@@ -326,8 +327,10 @@ def _check_action(
     ]
     valid = [*writes, *entity_set.actions]
     if outgoing.action not in valid:
-        what = f"action of {entity_set.name}"
-        problems.add(f"{path}.action", _unknown(what, outgoing.action, valid))
+        closest = _closest(outgoing.action, valid)
+        problems.add(
+            f"{path}.action", f"{entity_set.name} has no action {outgoing.action!r}{closest}"
+        )
         return
     if outgoing.key_field:
         _check_field(f"{path}.key_field", entity_set, outgoing.key_field, problems)
@@ -379,7 +382,17 @@ def check_project(path: Path) -> tuple[ProjectConfig | None, list[Problem]]:
     _check_entities(config, problems)
     _check_transforms(config, base, problems)
     _check_locations(config, problems)
+    _check_store(config, problems)
     return config, problems.found
+
+
+def _check_store(config: ProjectConfig, problems: _Problems) -> None:
+    """The store's URL and its database driver (opening it is left to the commands: it
+    creates the database)."""
+    try:
+        _check_database(config.store)
+    except ConfigError as exc:
+        problems.add("store", str(exc))
 
 
 def _check_locations(config: ProjectConfig, problems: _Problems) -> None:
@@ -403,9 +416,14 @@ def _check_location(spec: str, format: str | None) -> None:
     target = sql_target(spec)
     if target is None:
         format_of(spec, format)
-        return
+    else:
+        _check_database(target[0])
+
+
+def _check_database(location: str) -> None:
+    """A SQLAlchemy URL whose database driver is installed."""
     try:
-        url = sa.engine.make_url(target[0])
+        url = sa.engine.make_url(location)
         url.get_dialect().import_dbapi()
     except sa.exc.NoSuchModuleError:
         raise ConfigError(f"unknown kind of database {url.drivername!r}") from None

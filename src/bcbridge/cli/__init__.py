@@ -44,7 +44,7 @@ def _register() -> None:
 
     if app.registered_commands or app.registered_groups:
         return  # main() called again in the same process (tests)
-    for module in ("emulator", "client", "pull", "push", "flows"):
+    for module in ("emulator", "client", "pull", "push", "flows", "check"):
         try:
             mod = import_module(f"bcbridge.cli.{module}")
         except ModuleNotFoundError as exc:
