@@ -58,9 +58,9 @@ _SECRET_WORDS = {"secret", "password", "passwd", "pwd", "token", "key"}
 _ALONE_NOT_SECRET = {"pwd", "key"}  # $PWD is the working folder; a flow's `key:` a field name
 _KEY_BEFORE = re.compile(r"""["']?([\w-]+)["']?\s*:\s*["']?[^:{}\[\],"']*$""")
 _URL_USER = re.compile(r"://[^\s/:@]*:[^\s/@]*$")  # `scheme://user:` right before the ${VAR}
-# /v2.0/<tenant>/<environment>[/api/...]: what `api_root` adds to the host
+# /v2.0/<tenant>/<environment>[/api/...], or a part of it: what `api_root` adds to the host
 _API_ROOT = re.compile(
-    r"/v2\.0/(?P<tenant>[^/]+)/(?P<environment>[^/]+)(/api(/.*)?)?/?$|/api(/.*)?$"
+    r"/v2\.0/(?P<tenant>[^/]+)/(?P<environment>[^/]+)(/api(/.*)?)?/?$|/api(/.*)?$|/v2\.0/?$"
 )
 ENV_FIELDS = {
     "BC_BASE_URL": "base_url",
