@@ -313,3 +313,31 @@ def test_check_offline_does_not_connect(tmp_path: Path, capsys: pytest.CaptureFi
     finally:
         del os.environ["BC_BASE_URL"]
     assert code == 0 and "connect" not in out
+
+
+@pytest.mark.usefixtures("emulator_env")
+def test_params_transform_changes_the_request_and_transform_the_records(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The two kinds of transformers, named apart: `params_transform:` of an incoming sets
+    $top on the request; the flow's `transform:` keeps two fields of each record."""
+    path = project(
+        tmp_path,
+        """\
+        incoming:
+          customers:
+            entity: customers
+            company: "CRONUS USA, Inc."
+            params_transform: [{set: {$top: "3"}}]
+        flows:
+          three:
+            from: customers
+            transform: [{keep: [number, displayName]}]
+            to: out/three.jsonl
+        """,
+    )
+    code, out, err = run_cli(capsys, "run", "three", "--config", str(path))
+    assert code == 0, out + err
+    rows = [json.loads(line) for line in (tmp_path / "out/three.jsonl").read_text().splitlines()]
+    assert len(rows) == 3
+    assert all(set(row) == {"number", "displayName"} for row in rows)

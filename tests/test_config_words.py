@@ -189,3 +189,11 @@ def test_a_client_file_anchors_its_paths_and_suggests_client_names(
 def test_hints_cite_no_document_users_do_not_have() -> None:
     for hint in bc_client._AUTH_HINTS.values():
         assert "bc-api" not in hint and "§" not in hint
+
+
+def test_an_unset_variable_names_the_file_line_and_what_to_do(tmp_path: Path) -> None:
+    path = write(tmp_path / "bcbridge.yaml", "# ${CHECK_NOT_SET_X}\nstore: '${CHECK_NOT_SET_X}'\n")
+    assert error_of(load_project, path) == (
+        f"{path}:2: environment variable CHECK_NOT_SET_X is not set and has no default: "
+        "export it, or write ${CHECK_NOT_SET_X:-<default>}"
+    )

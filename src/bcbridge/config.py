@@ -544,7 +544,9 @@ def expand_env(text: str, environ: Mapping[str, str] | None = None) -> str:
             value = default
         else:
             raise ConfigError(
-                f"environment variable {name} is not set and has no default", field=name
+                f"environment variable {name} is not set and has no default: export it, or "
+                f"write ${{{name}:-<default>}}",
+                field=name,
             )
         if _holds_secret(name, match.string, match.start(), match.end()):
             _redact.register_secret(value)
@@ -563,7 +565,19 @@ def load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(f"cannot read the file: {reason}", source=str(path)) from None
-    text = expand_env(raw)
+    try:
+        text = expand_env(raw)
+    except ConfigError as exc:  # an unset ${VAR}: name the file and the line it is on
+        line = next(
+            (
+                number
+                for number, written in enumerate(raw.splitlines(), 1)
+                if f"${{{exc.field}" in written and not written.lstrip().startswith("#")
+            ),
+            None,
+        )
+        message = str(exc).removeprefix(f"{exc.field}: ")
+        raise ConfigError(message, source=f"{path}:{line}" if line else str(path)) from None
     try:
         node = yaml.compose(text)
         lines: dict[str, int] = {}

@@ -33,7 +33,10 @@ def load_settings(config: Path | None, client: str | None = None, **flags: Any) 
         clients = data["clients"] or {}
         if not isinstance(clients, dict):
             raise ConfigError(
-                "expected a mapping of client names", source=str(config), field="clients"
+                "expected a mapping of client names, e.g. clients: {bc: {tenant_id: ..., "
+                "client_id: ..., client_secret: ${BC_CLIENT_SECRET}}}",
+                source=str(config),
+                field="clients",
             )
         name = client or next(iter(clients), None)
         if name is None:
@@ -51,7 +54,11 @@ def load_settings(config: Path | None, client: str | None = None, **flags: Any) 
             )
         data, prefix = clients[name], f"clients.{name}"
         if not isinstance(data, dict):
-            raise ConfigError("expected a mapping of settings", source=str(config), field=prefix)
+            raise ConfigError(
+                "expected a mapping of settings (tenant_id: ..., client_id: ..., ...)",
+                source=str(config),
+                field=prefix,
+            )
     # the file's relative paths (ca_bundle, ...) are next to it; a flag's, in the current folder
     data = anchor_settings_paths(data, config.resolve().parent)
     values = {**data, **{k: v for k, v in flags.items() if v is not None}}
