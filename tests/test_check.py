@@ -341,3 +341,35 @@ def test_params_transform_changes_the_request_and_transform_the_records(
     rows = [json.loads(line) for line in (tmp_path / "out/three.jsonl").read_text().splitlines()]
     assert len(rows) == 3
     assert all(set(row) == {"number", "displayName"} for row in rows)
+
+
+def readme_projects() -> list[str]:
+    """The YAML blocks of the README's "Projects and flows" section."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Projects and flows", 1)[1].split("\n## ", 1)[0]
+    return [block.split("```", 1)[0] for block in section.split("```yaml\n")[1:]]
+
+
+@pytest.mark.parametrize("text", readme_projects())
+def test_the_readmes_projects_pass_the_check(tmp_path: Path, text: str) -> None:
+    assert load_project(project(tmp_path, text)).flows
+
+
+def test_the_examples_pass_the_check(capsys: pytest.CaptureFixture[str]) -> None:
+    examples = Path(__file__).parents[1] / "examples" / "bcbridge.yaml"
+    code, out, err = run_cli(capsys, "check", "--config", str(examples))
+    assert code == 0, out + err
+
+
+def test_a_field_name_yaml_reads_as_a_value_says_to_quote_it(tmp_path: Path) -> None:
+    text = (
+        "flows:\n  f:\n    from: in.csv\n    transform: [{rename: {No: number}}]\n    to: o.jsonl\n"
+    )
+    (problem,) = problems_in(tmp_path, text)
+    assert ":4: flows.f.transform[0]: rename: False is not text but a bool to YAML: put the " in (
+        problem
+    )
+    quoted = text.replace("{No: number}", '{"No": number}')
+    assert load_project(project(tmp_path, quoted)).flows
+    values = text.replace("{rename: {No: number}}", "{set: {n: 1, done: no}}")
+    assert load_project(project(tmp_path, values)).flows  # a value may be a number or a bool

@@ -504,6 +504,15 @@ def _argument_problem(spec: Any) -> str | None:
         return None
     key, shape = _ARGUMENT_SHAPES[name]
     value = spec.get(key) if "step" in spec else spec[name]
+    names: list[Any] = list(value) if isinstance(value, Mapping | list) else []
+    if isinstance(value, Mapping) and name in ("map", "rename", "convert"):
+        names += list(value.values())  # set's and default's values may be any value
+    odd = next((item for item in names if _unquoted(item)), None)
+    if odd is not None:
+        return (
+            f"{name}: {odd!r} is not text but a {type(odd).__name__} to YAML: put the field "
+            f"name in quotes (YAML reads No, Yes, On, Off, null and numbers unquoted as values)"
+        )
     if shape == "mapping":
         good = isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
         if isinstance(value, Mapping) and name in ("map", "rename", "convert"):
@@ -513,6 +522,11 @@ def _argument_problem(spec: Any) -> str | None:
     else:
         good = isinstance(value, str)
     return None if good else f"{name}: expected {_EXPECTED[shape]}, got {type(value).__name__}"
+
+
+def _unquoted(item: Any) -> bool:
+    """A field name YAML turned into something else: `No` into False, `2024` into 2024."""
+    return isinstance(item, bool | int | float) or item is None
 
 
 def anchored(spec: str, base: Path) -> str:
