@@ -154,6 +154,24 @@ def test_yaml_settings_name_the_key_the_user_writes(tmp_path: Path) -> None:
             [":2: clients.bc.enviroment: unknown key 'enviroment' (did you mean 'environment'?)"],
         ),
         (
+            "flow:\n  f1: {from: in.jsonl, to: out.jsonl}\n",
+            [
+                ":1: flow: unknown key 'flow' (did you mean 'flows'?); valid: store, clients, "
+                "incoming, outgoing, flows"
+            ],
+        ),
+        (
+            "flows:\n  f1: {from: {}, to: out.jsonl}\n",
+            [
+                ":2: flows.f1: from: give an incoming name or a reader (a file or a SQL URL); "
+                "neither is given"
+            ],
+        ),
+        (
+            "flows:\n  f1: {from: {reader: in.csv, encoding: latin-9x}, to: out.jsonl}\n",
+            [":2: flows.f1.from.encoding: unknown text encoding 'latin-9x'; e.g. utf-8"],
+        ),
+        (
             "clients:\n  bc: {client_id: c, client_secret: s}\n",
             [":2: clients.bc.tenant_id: missing: add tenant_id: <the Entra tenant id"],
         ),

@@ -489,7 +489,7 @@ def _field_names(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
         current = _optional_of(_inner_type(current, part))
     if not (isinstance(current, type) and issubclass(current, BaseModel)):
         return []
-    return [info.alias or name for name, info in current.model_fields.items()]
+    return [info.alias or name for name, info in current.model_fields.items() if not info.exclude]
 
 
 def _inner_type(current: Any, part: Any) -> Any:

@@ -29,6 +29,7 @@ the password is registered with `_redact`, so tables and messages mask it too.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import re
@@ -131,6 +132,18 @@ class Endpoint(_Strict):
     encoding: str | None = None  # a reader's text encoding (default UTF-8), e.g. latin-1
     key: str | None = None  # a writer's upsert key
 
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown text encoding {value!r}; e.g. utf-8, utf-8-sig, latin-1, cp1252"
+                ) from None
+        return value
+
 
 class FlowConfig(_Strict):
     source: Endpoint = Field(alias="from")
@@ -151,10 +164,17 @@ class FlowConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_each(self) -> FlowConfig:
-        if (self.source.incoming is None) == (self.source.reader is None):
-            raise ValueError("from: give an incoming name or a reader, not both")
-        if (self.target.outgoing is None) == (self.target.writer is None):
-            raise ValueError("to: give an outgoing name or a writer, not both")
+        for key, (name, location) in (
+            ("from", ("incoming", "reader")),
+            ("to", ("outgoing", "writer")),
+        ):
+            endpoint = self.source if key == "from" else self.target
+            given = [part for part in (name, location) if getattr(endpoint, part) is not None]
+            if len(given) != 1:
+                problem = "both are given" if given else "neither is given"
+                raise ValueError(
+                    f"{key}: give an {name} name or a {location} (a file or a SQL URL); {problem}"
+                )
         return self
 
 
@@ -167,7 +187,8 @@ class ProjectConfig(_Strict):
     incoming: dict[str, IncomingConfig] = Field(default_factory=dict)
     outgoing: dict[str, OutgoingConfig] = Field(default_factory=dict)
     flows: dict[str, FlowConfig] = Field(default_factory=dict)
-    source: str = "environment"
+    # set by load_project, not keys of the file (so never offered as valid keys)
+    source: str = Field("environment", exclude=True)
     lines: dict[str, int] = Field(default_factory=dict, exclude=True)
 
     def client_settings(self, name: str) -> ClientSettings:
