@@ -373,3 +373,13 @@ def test_a_field_name_yaml_reads_as_a_value_says_to_quote_it(tmp_path: Path) -> 
     assert load_project(project(tmp_path, quoted)).flows
     values = text.replace("{rename: {No: number}}", "{set: {n: 1, done: no}}")
     assert load_project(project(tmp_path, values)).flows  # a value may be a number or a bool
+
+
+def test_the_yaml_enums_are_the_ones_the_code_accepts() -> None:
+    from typing import get_args
+
+    from bcbridge import publisher, sinks
+    from bcbridge.flowconfig import EtagPolicy, Format
+
+    assert get_args(EtagPolicy) == publisher.ETAG_POLICIES
+    assert get_args(Format) == sinks.FORMATS

@@ -215,3 +215,21 @@ def test_an_unset_variable_names_the_file_line_and_what_to_do(tmp_path: Path) ->
         f"{path}:2: environment variable CHECK_NOT_SET_X is not set and has no default: "
         "export it, or write ${CHECK_NOT_SET_X:-<default>}"
     )
+
+
+def test_settings_from_flags_without_a_variable_are_named_by_their_key(tmp_path: Path) -> None:
+    """A setting that has no BC_* variable (from a flag or the code) is named by its key; it
+    used to be looked up among the variables and raise KeyError."""
+    key = tmp_path / "key.pem"
+    key.write_text("not read here")
+    message = error_of(
+        ClientSettings.from_env,
+        {"BC_TENANT_ID": "t1", "BC_CLIENT_ID": "c1"},
+        certificate={"private_key_path": str(key)},
+        timeout="soon",
+    )
+    assert message.splitlines() == [
+        "environment: certificate.thumbprint: missing: add thumbprint: <the certificate's "
+        "SHA-1 thumbprint>",
+        "environment: timeout: expected a number, e.g. 30 or 2.5",
+    ]

@@ -340,20 +340,16 @@ _WHAT = {  # what a required setting holds, for the hint that asks for it
 
 def _env_problem(error: ErrorDetails, loc: tuple[Any, ...]) -> str:
     """A problem with settings from the environment, named by its BC_* variable."""
-    field = str(loc[0]) if loc else ""
     kind = error["type"]
-    if kind == "missing" or kind == "no_credential":
-        name = _ENV_OF_FIELD["client_secret" if kind == "no_credential" else field]
-        what = _WHAT.get(_ENV_FIELD_OF[name], "its value")
+    field = "client_secret" if kind == "no_credential" else ".".join(map(str, loc))
+    name = _ENV_OF_FIELD.get(field)
+    if name and kind in ("missing", "no_credential"):
         return (
-            f"{name} is not set: export {name}=<{what}>, or give --config FILE with the client "
-            "settings"
+            f"{name} is not set: export {name}=<{_WHAT.get(field, 'its value')}>, or give "
+            "--config FILE with the client settings"
         )
-    name = _ENV_OF_FIELD.get(field) or (f"environment: {'.'.join(map(str, loc))}" if loc else "")
-    return f"{name or 'environment'}: {_in_user_words(error, loc, None, env=True)}"
-
-
-_ENV_FIELD_OF = dict(ENV_FIELDS)
+    where = name or (f"environment: {field}" if field else "environment")
+    return f"{where}: {_in_user_words(error, loc, ClientSettings, env=True)}"
 
 
 def _in_user_words(

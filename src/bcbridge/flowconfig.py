@@ -332,8 +332,13 @@ def _check_field(path: str, entity_set: catalog.EntitySet, field: str, problems:
         problems.add(path, f"{entity_set.name} has no field {field!r}{closest}")
 
 
-_METHODS_OF = {"create": ("POST",), "update": ("PATCH",), "upsert": ("PATCH", "POST")}
-_METHODS_OF["delete"] = ("DELETE",)
+# the HTTP methods each write needs the entity set to allow (an upsert may create or update)
+_METHODS_OF = {
+    "create": ("POST",),
+    "update": ("PATCH",),
+    "upsert": ("PATCH", "POST"),
+    "delete": ("DELETE",),
+}
 
 
 def _check_action(
