@@ -383,3 +383,18 @@ def test_the_yaml_enums_are_the_ones_the_code_accepts() -> None:
 
     assert get_args(EtagPolicy) == publisher.ETAG_POLICIES
     assert get_args(Format) == sinks.FORMATS
+
+
+def test_check_names_an_incoming_without_a_company(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = project(
+        tmp_path,
+        GOOD.replace('entity: customers, company: "CRONUS USA, Inc.", ', "entity: customers, "),
+    )
+    code, out, _ = run_cli(capsys, "check", "--config", str(path))
+    assert code == 2
+    assert (
+        f"{path}:2: incoming.customers: no company: add company: <its name or id>, or give the "
+        "client 'default' one (BC_COMPANY)"
+    ) in out

@@ -15,7 +15,7 @@ from rich.markup import escape
 from bcbridge import _json, _redact, catalog
 from bcbridge.cli._settings import fail
 from bcbridge.client import BusinessCentralClient
-from bcbridge.config import ClientSettings, Problem
+from bcbridge.config import ClientSettings, Problem, line_of
 from bcbridge.errors import EXIT_OK, EXIT_USAGE, BCBridgeError, ConfigError, exit_code
 from bcbridge.flowconfig import DEFAULT_CLIENT, ProjectConfig, check_project, find_config
 
@@ -71,6 +71,7 @@ def check(
         sections[_section_of(problem)].add(problem.text)
     if project is not None:
         _check_default_client(project, sections["clients"])
+        _check_company_given(project, sections)
         _describe(project, sections)
     if connect:
         sections["connect"] = Section("connect")
@@ -118,6 +119,30 @@ def _check_default_client(project: ProjectConfig, section: Section) -> None:
         section.notes.append(f"{DEFAULT_CLIENT}: from the BC_* environment variables")
 
 
+def _check_company_given(project: ProjectConfig, sections: dict[str, Section]) -> None:
+    """Each incoming and outgoing of a company's entity set names its company, or its client
+    has one (`company:` in the client, BC_COMPANY for the default one)."""
+    for kind, items in (("incoming", project.incoming), ("outgoing", project.outgoing)):
+        for name, item in items.items():
+            if item.company or catalog.get(item.entity).scope is catalog.Scope.ROOT:
+                continue
+            try:
+                client_company = project.client_settings(item.client).company
+            except ConfigError:
+                continue  # reported with the clients
+            if not client_company:
+                line = line_of(f"{kind}.{name}", project.lines)
+                where = f"{project.source}:{line}" if line else project.source
+                sections[kind].add(
+                    f"{where}: {kind}.{name}: no company: add company: <its name or id>, or "
+                    f"give the client {item.client!r} one ({_company_setting(item.client)})"
+                )
+
+
+def _company_setting(client: str) -> str:
+    return "BC_COMPANY" if client == DEFAULT_CLIENT else f"clients.{client}.company"
+
+
 def _describe(project: ProjectConfig, sections: dict[str, Section]) -> None:
     """What each section that is fine holds, so "ok" says what was checked."""
     counts = {
@@ -156,11 +181,7 @@ async def _check_companies(
                 continue
             wanted = item.company or bc.settings.company
             if not wanted:
-                section.add(
-                    f"{kind}.{name}: no company: add company: <name or id> "
-                    "(or set BC_COMPANY for the default client)"
-                )
-                continue
+                continue  # reported offline
             try:
                 company = await bc.resolve_company(wanted)
             except ConfigError as exc:
