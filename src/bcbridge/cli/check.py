@@ -56,8 +56,7 @@ def check(
     key fields, transformer steps, python modules, paths and drivers; with --connect, also
     each client's sign-in and each company.
 
-    Exit codes: 0 all good, 2 the project has problems (each is `file:line: key: what to do`),
-    3 BC or sign-in refused (--connect).
+    Exit codes: 0 all good; 2 problems in the project; 3 BC or sign-in refused (--connect).
 
     Example: bcbridge check --config examples/bcbridge.yaml --connect
     """
