@@ -7,13 +7,15 @@ from __future__ import annotations
 import textwrap
 from pathlib import Path
 
+import anyio
 import pytest
 
-from bcbridge import client as bc_client
+from bcbridge import client as client_module
 from bcbridge.cli import main
 from bcbridge.cli._settings import load_settings
+from bcbridge.client import BusinessCentralClient
 from bcbridge.config import ClientSettings
-from bcbridge.errors import ConfigError
+from bcbridge.errors import BCAPIError, ConfigError
 from bcbridge.flowconfig import load_project
 
 PYDANTIC_WORDS = (
@@ -205,7 +207,7 @@ def test_a_client_file_anchors_its_paths_and_suggests_client_names(
 
 
 def test_hints_cite_no_document_users_do_not_have() -> None:
-    for hint in bc_client._AUTH_HINTS.values():
+    for hint in client_module._AUTH_HINTS.values():
         assert "bc-api" not in hint and "§" not in hint
 
 
@@ -233,3 +235,17 @@ def test_settings_from_flags_without_a_variable_are_named_by_their_key(tmp_path:
         "SHA-1 thumbprint>",
         "environment: timeout: expected a number, e.g. 30 or 2.5",
     ]
+
+
+def test_the_emulators_messages_cite_no_internal_document(bc_client: BusinessCentralClient) -> None:
+    async def unsupported_function() -> str:
+        company = (await bc_client.companies())[0].id
+        with pytest.raises(BCAPIError) as refused:
+            await bc_client.get_json(
+                f"companies({company})/customers", {"$filter": "length(number) gt 3"}
+            )
+        return str(refused.value)
+
+    message = anyio.run(unsupported_function)
+    assert "not supported in $filter" in message
+    assert "bc-api" not in message and "§" not in message
