@@ -188,7 +188,9 @@ def test_python_steps_import_from_the_project_folder_or_name_the_line(
     bad = flows.replace("check_steps_here", "check_steps_nowhere") + "    to: out.jsonl\n"
     (problem,) = problems_in(tmp_path, bad)
     assert problem.startswith(f"{good}:4: flows.f.transform[0]")
-    assert "check_steps_nowhere" in problem
+    assert "No module named 'check_steps_nowhere' (put the module next to the project file" in (
+        problem
+    )
 
 
 def test_clients_relative_paths_are_next_to_the_project_file(

@@ -484,6 +484,11 @@ def _check_chain(path: str, key: str, specs: list[Any], problems: _Problems) -> 
             inside, message = "", problem
             if problem.startswith("."):  # about a part of the step, e.g. `.step: unknown step`
                 inside, _, message = problem.partition(": ")
+            if "No module named" in message:
+                message += (
+                    " (put the module next to the project file, which is on the import path, "
+                    "or install it in bcbridge's environment)"
+                )
             shown = f"{path}.{key}[{index}]{inside}"
             problems.add(f"{path}.{key}.{index}", message, shown=shown)
 
