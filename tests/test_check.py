@@ -238,15 +238,20 @@ def test_check_lists_problems_per_section_and_exits_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("BC_TENANT_ID")
-    path = project(tmp_path, GOOD.replace("action: upsert", "action: upsertt"))
+    text = GOOD.replace("action: upsert", "action: upsertt")
+    path = project(tmp_path, text.replace("entity: salesInvoices", "entity: salesInvoice"))
     code, out, _ = run_cli(capsys, "check", "--config", str(path), "--json")
     assert code == 2
     report = json.loads(out)
     assert report["ok"] is False
     sections = report["sections"]
     assert sections["incoming"] == {"ok": True, "problems": [], "notes": ["customers"]}
-    (action,) = sections["outgoing"]["problems"]
+    action, entity = sections["outgoing"]["problems"]
     assert action.startswith(f"{path}:4: outgoing.items.action: items has no action 'upsertt'")
+    assert entity.startswith(
+        f"{path}:5: outgoing.invoices.entity: unknown entity set 'salesInvoice' (did you mean "
+        "'salesInvoices'?)"
+    )
     (tenant,) = sections["clients"]["problems"]
     assert "BC_TENANT_ID is not set: export BC_TENANT_ID=" in tenant
 
@@ -400,3 +405,13 @@ def test_check_names_an_incoming_without_a_company(
         f"{path}:2: incoming.customers: no company: add company: <its name or id>, or give the "
         "client 'default' one (BC_COMPANY)"
     ) in out
+
+
+def test_check_reports_an_unknown_entity_without_a_company_in_its_table(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = project(tmp_path, "incoming:\n  c: {entity: custmers}\n")
+    code, out, err = run_cli(capsys, "check", "--config", str(path))
+    assert code == 2 and not err
+    assert "  incoming  1 problem(s)" in out
+    assert f"{path}:2: incoming.c.entity: unknown entity set 'custmers'" in out

@@ -123,7 +123,7 @@ def _check_company_given(project: ProjectConfig, sections: dict[str, Section]) -
     has one (`company:` in the client, BC_COMPANY for the default one)."""
     for kind, items in (("incoming", project.incoming), ("outgoing", project.outgoing)):
         for name, item in items.items():
-            if item.company or catalog.get(item.entity).scope is catalog.Scope.ROOT:
+            if item.company or not _of_a_company(item.entity):
                 continue
             try:
                 client_company = project.client_settings(item.client).company
@@ -136,6 +136,12 @@ def _check_company_given(project: ProjectConfig, sections: dict[str, Section]) -
                     f"{where}: {kind}.{name}: no company: add company: <its name or id>, or "
                     f"give the client {item.client!r} one ({_company_setting(item.client)})"
                 )
+
+
+def _of_a_company(entity: str) -> bool:
+    """Whether the entity set lives under a company (an unknown one is reported elsewhere)."""
+    entity_set = catalog.CATALOG.get(entity)
+    return entity_set is not None and entity_set.scope is catalog.Scope.COMPANY
 
 
 def _company_setting(client: str) -> str:
@@ -176,7 +182,7 @@ async def _check_companies(
 ) -> None:
     for kind, items in (("incoming", project.incoming), ("outgoing", project.outgoing)):
         for name, item in items.items():
-            if item.client != client or catalog.get(item.entity).scope is catalog.Scope.ROOT:
+            if item.client != client or not _of_a_company(item.entity):
                 continue
             wanted = item.company or bc.settings.company
             if not wanted:
