@@ -6,15 +6,19 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given
 
 from bcbridge.cli import main
 from bcbridge.errors import ConfigError
 from bcbridge.flowconfig import load_project
 from bcbridge.testing import RunningEmulator
+from tests.test_fuzz_cli import FUZZ, assert_handled, project_texts
+from tests.test_fuzz_cli import run_cli as fuzz_cli
 
 CRONUS = "CRONUS USA, Inc."
 
@@ -415,3 +419,15 @@ def test_check_reports_an_unknown_entity_without_a_company_in_its_table(
     assert code == 2 and not err
     assert "  incoming  1 problem(s)" in out
     assert f"{path}:2: incoming.c.entity: unknown entity set 'custmers'" in out
+
+
+@FUZZ
+@given(text=project_texts)
+def test_check_of_any_project_file_is_a_report_and_a_documented_code(text: str) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "bcbridge.yaml"
+        path.write_text(text)
+        for extra in ((), ("--json",)):
+            code, output = fuzz_cli("check", "--config", str(path), *extra)
+            assert_handled(code, output)
+            assert code in (0, 2), output
