@@ -249,3 +249,14 @@ def test_the_emulators_messages_cite_no_internal_document(bc_client: BusinessCen
     message = anyio.run(unsupported_function)
     assert "not supported in $filter" in message
     assert "bc-api" not in message and "§" not in message
+
+
+def test_problems_from_the_environment_carry_the_variables_name() -> None:
+    from pydantic import ValidationError
+
+    from bcbridge.config import ENVIRONMENT, problems_of
+
+    with pytest.raises(ValidationError) as invalid:
+        ClientSettings.model_validate({"client_id": "c", "base_url": "h"})
+    found = problems_of(invalid.value, source=ENVIRONMENT, model=ClientSettings)
+    assert [problem.path for problem in found] == ["BC_BASE_URL", "BC_TENANT_ID"]

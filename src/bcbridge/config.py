@@ -302,8 +302,8 @@ def problems_of(
         if error["type"] == "missing" and loc in misspelt:
             continue  # said by the unknown key's "did you mean"
         if source == ENVIRONMENT and not prefix:
-            text = _env_problem(error, loc)
-            problems.append(Problem(text.partition(":")[0], _redact.text(text)))
+            name, text = _env_problem(error, loc)
+            problems.append(Problem(name, _redact.text(text)))
             continue
         path = ".".join(str(part) for part in ((prefix,) if prefix else ()) + loc)
         line = line_of(path, lines or {})
@@ -338,18 +338,19 @@ _WHAT = {  # what a required setting holds, for the hint that asks for it
 }
 
 
-def _env_problem(error: ErrorDetails, loc: tuple[Any, ...]) -> str:
-    """A problem with settings from the environment, named by its BC_* variable."""
+def _env_problem(error: ErrorDetails, loc: tuple[Any, ...]) -> tuple[str, str]:
+    """A problem with settings from the environment, named by its BC_* variable (or, for a
+    setting no variable holds, its key): that name, and the line for the user."""
     kind = error["type"]
     field = "client_secret" if kind == "no_credential" else ".".join(map(str, loc))
     name = _ENV_OF_FIELD.get(field)
     if name and kind in ("missing", "no_credential"):
-        return (
+        return name, (
             f"{name} is not set: export {name}=<{_WHAT.get(field, 'its value')}>, or give "
             "--config FILE with the client settings"
         )
     where = name or (f"environment: {field}" if field else "environment")
-    return f"{where}: {_in_user_words(error, loc, ClientSettings, env=True)}"
+    return name or field, f"{where}: {_in_user_words(error, loc, ClientSettings, env=True)}"
 
 
 def _in_user_words(
