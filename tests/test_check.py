@@ -431,3 +431,18 @@ def test_check_of_any_project_file_is_a_report_and_a_documented_code(text: str) 
             code, output = fuzz_cli("check", "--config", str(path), *extra)
             assert_handled(code, output)
             assert code in (0, 2), output
+
+
+def test_a_mistyped_flow_or_client_name_gets_the_closest_one(tmp_path: Path) -> None:
+    config = load_project(project(tmp_path, GOOD))
+    with pytest.raises(ConfigError) as flow:
+        config.flow("customer_to_file")
+    assert str(flow.value).endswith(
+        "no flow named 'customer_to_file' (did you mean 'customers_to_file'?); "
+        "defined: customers_to_file, items_from_file"
+    )
+    with pytest.raises(ConfigError) as client:
+        config.client_settings("defualt")
+    assert "no client named 'defualt' (did you mean 'default'?); defined: default" in str(
+        client.value
+    )

@@ -196,8 +196,13 @@ class ProjectConfig(_Strict):
             return self.clients[name]
         if name == DEFAULT_CLIENT:
             return ClientSettings.from_env()
-        closest = _closest(name, self.clients, "defined")
+        closest = _closest(name, self.client_names, "defined")
         raise ConfigError(f"no client named {name!r}{closest}", source=self.source)
+
+    @property
+    def client_names(self) -> list[str]:
+        """The clients defined, and `default` (from the BC_* variables) when it is not."""
+        return list(dict.fromkeys([*self.clients, DEFAULT_CLIENT]))
 
     def flow(self, name: str) -> FlowConfig:
         if name not in self.flows:
@@ -302,7 +307,7 @@ def _check_names(config: ProjectConfig, problems: _Problems) -> None:
             if item.client != DEFAULT_CLIENT and item.client not in config.clients:
                 problems.add(
                     f"{kind}.{name}.client",
-                    _unknown("client", item.client, config.clients, "defined"),
+                    _unknown("client", item.client, config.client_names, "defined"),
                 )
 
 

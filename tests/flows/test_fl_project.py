@@ -110,7 +110,9 @@ def test_an_unknown_client_lists_the_defined_ones(tmp_path: Path) -> None:
     message = load_error(
         tmp_path, GOOD.replace("{client: bc, entity: items", "{client: b, entity: items")
     )
-    expected = ":11: outgoing.items.client: unknown client 'b' (did you mean 'bc'?); defined: bc"
+    expected = (
+        ":11: outgoing.items.client: unknown client 'b' (did you mean 'bc'?); defined: bc, default"
+    )
     assert expected in message
 
 
