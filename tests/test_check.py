@@ -446,3 +446,15 @@ def test_a_mistyped_flow_or_client_name_gets_the_closest_one(tmp_path: Path) -> 
     assert "no client named 'defualt' (did you mean 'default'?); defined: default" in str(
         client.value
     )
+
+
+def test_a_flows_params_transform_points_to_its_incoming(tmp_path: Path) -> None:
+    text = GOOD.replace(
+        "    from: customers\n", "    from: customers\n    params_transform: [{set: {$top: 1}}]\n"
+    )
+    (problem,) = problems_in(tmp_path, text)
+    assert problem == (
+        f"{tmp_path / 'bcbridge.yaml'}:9: flows.customers_to_file.params_transform: "
+        "request-parameter transformers belong to the incoming the flow reads: move them to "
+        "incoming.customers.params_transform; a flow's transform: changes the records"
+    )

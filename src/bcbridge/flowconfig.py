@@ -270,9 +270,10 @@ def _closest(name: str, valid: Iterable[str], listed_as: str = "valid") -> str:
     return f"{hint}; {listed_as}: {', '.join(names) or 'none'}"
 
 
-def _old_keys(data: dict[str, Any], problems: _Problems) -> None:
-    """Keys that changed meaning: an incoming's `transform:` was applied to the request
-    parameters, which the flow's `transform:` (applied to records) was easily taken for."""
+def _misplaced_transformers(data: dict[str, Any], problems: _Problems) -> None:
+    """The two kinds of transformers in the wrong place: an incoming's `transform:` (its
+    request-parameter transformers were called so, easily taken for the records' ones) and a
+    flow's `params_transform:`."""
     for name, item in _mapping(data.get("incoming")).items():
         if isinstance(item, dict) and "transform" in item:
             problems.add(
@@ -282,6 +283,16 @@ def _old_keys(data: dict[str, Any], problems: _Problems) -> None:
                 "go in the flow's transform:",
             )
             item.pop("transform")
+    for name, flow in _mapping(data.get("flows")).items():
+        if isinstance(flow, dict) and "params_transform" in flow:
+            source = flow.get("from")
+            owner = f"incoming.{source}" if isinstance(source, str) else "the incoming"
+            problems.add(
+                f"flows.{name}.params_transform",
+                "request-parameter transformers belong to the incoming the flow reads: move "
+                f"them to {owner}.params_transform; a flow's transform: changes the records",
+            )
+            flow.pop("params_transform")
 
 
 def _anchor_client_paths(data: dict[str, Any], base: Path) -> None:
@@ -400,7 +411,7 @@ def check_project(path: Path) -> tuple[ProjectConfig | None, list[Problem]]:
         return None, [Problem("", str(exc))]
     base = path.resolve().parent
     problems = _Problems(str(path), lines)
-    _old_keys(data, problems)
+    _misplaced_transformers(data, problems)
     _anchor_client_paths(data, base)
     try:
         config = ProjectConfig.model_validate({**_short_forms(data), "source": str(path)})
