@@ -45,7 +45,7 @@ __all__ = [
 MAX_BATCH = 100
 _AUTH_HINTS = {
     401: "Entra issued a token but BC refused it: register the app on BC's "
-    "'Microsoft Entra Applications' page with State = Enabled (bc-api.md §2.3).",
+    "'Microsoft Entra Applications' page with State = Enabled.",
     403: "BC refused the operation: assign the app permission sets that allow it.",
 }
 

@@ -6,6 +6,7 @@ clients:
   bc: {tenant_id: ..., client_id: ..., client_secret: "${BC_CLIENT_SECRET}"}
 incoming:
   customers: {client: bc, entity: customers, company: CRONUS, cursor: lastModifiedDateTime}
+  # params_transform: steps applied to the request parameters ($filter, $top, ...)
 outgoing:
   items: {client: bc, entity: items, action: upsert, key_field: number}
 flows:
@@ -16,8 +17,10 @@ flows:
     schedule: 5m                            # or a cron expression
 ```
 Without a `clients:` section the `default` client comes from the BC_* environment variables.
-Relative paths (the store, readers, writers, SQLite URLs) are relative to the project file.
-Errors name the file, the line and the field path; unknown names list the valid ones.
+Relative paths (the store, readers, writers, SQLite URLs, clients' CA bundle, certificate and
+log file) are relative to the project file. Errors name the file, the line and the key path;
+unknown names list the valid ones; a key given twice is an error, not "the last one wins".
+Entity sets, actions and fields are checked against the catalog.
 Every transform chain is built when the file is loaded (steps, JMESPath, `python:` functions,
 imported with the project's folder on sys.path), so a mistake there stops nothing half-way.
 URLs keep their password for the code that connects, but show it masked in repr() and in dumps;
@@ -26,12 +29,14 @@ the password is registered with `_redact`, so tables and messages mask it too.
 
 from __future__ import annotations
 
+import codecs
+import difflib
 import os
 import re
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import sqlalchemy as sa
 from pydantic import (
@@ -44,9 +49,16 @@ from pydantic import (
     model_validator,
 )
 
-from bcbridge import _redact
+from bcbridge import _redact, catalog
 from bcbridge import transform as steps
-from bcbridge.config import ClientSettings, config_error, load_yaml
+from bcbridge.config import (
+    ClientSettings,
+    Problem,
+    anchor_settings_paths,
+    line_of,
+    load_yaml,
+    problems_of,
+)
 from bcbridge.errors import ConfigError
 from bcbridge.schedule import parse_schedule
 from bcbridge.sinks import _format_of as format_of
@@ -59,12 +71,15 @@ __all__ = [
     "OutgoingConfig",
     "ProjectConfig",
     "anchored",
+    "check_project",
     "default_config",
     "find_config",
     "load_project",
 ]
 
 DEFAULT_CLIENT = "default"
+EtagPolicy = Literal["fetch", "record", "force"]  # as publisher.ETAG_POLICIES
+Format = Literal["jsonl", "csv"]  # as sinks.FORMATS
 
 
 # A URL or a path: the real value for the code, the password masked in model_dump(_json).
@@ -88,7 +103,9 @@ class IncomingConfig(_Strict):
     company: str | None = None
     key: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    transform: list[Any] = Field(default_factory=list)  # applied to the request parameters
+    # request-parameter transformers: applied to `params` before each read (the records'
+    # transformers are the flow's `transform:`)
+    params_transform: list[Any] = Field(default_factory=list)
     cursor: str | None = None  # e.g. lastModifiedDateTime: read incrementally
     page_size: int = Field(1000, ge=1, le=20000)
 
@@ -101,7 +118,7 @@ class OutgoingConfig(_Strict):
     key: str | None = None
     key_field: str | None = None
     params: dict[str, str] = Field(default_factory=dict)
-    etag: str = "fetch"
+    etag: EtagPolicy = "fetch"
     batch_size: int = Field(500, ge=1)
     allow_duplicates: bool = False  # create without key_field: BC has no idempotency keys
 
@@ -111,10 +128,22 @@ class Endpoint(_Strict):
     outgoing: str | None = None
     reader: Location | None = None
     writer: Location | None = None
-    format: str | None = None
+    format: Format | None = None
     encoding: str | None = None  # a reader's text encoding (default UTF-8), e.g. latin-1
     key: str | None = None  # a writer's upsert key
     annotations: bool = False  # a writer keeps OData annotations such as @odata.etag
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError(
+                    f"unknown text encoding {value!r}; e.g. utf-8, utf-8-sig, latin-1, cp1252"
+                ) from None
+        return value
 
 
 class FlowConfig(_Strict):
@@ -136,10 +165,17 @@ class FlowConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_each(self) -> FlowConfig:
-        if (self.source.incoming is None) == (self.source.reader is None):
-            raise ValueError("from: give an incoming name or a reader, not both")
-        if (self.target.outgoing is None) == (self.target.writer is None):
-            raise ValueError("to: give an outgoing name or a writer, not both")
+        for key, (name, location) in (
+            ("from", ("incoming", "reader")),
+            ("to", ("outgoing", "writer")),
+        ):
+            endpoint = self.source if key == "from" else self.target
+            given = [part for part in (name, location) if getattr(endpoint, part) is not None]
+            if len(given) != 1:
+                problem = "both are given" if given else "neither is given"
+                raise ValueError(
+                    f"{key}: give an {name} name or a {location} (a file or a SQL URL); {problem}"
+                )
         return self
 
 
@@ -152,7 +188,8 @@ class ProjectConfig(_Strict):
     incoming: dict[str, IncomingConfig] = Field(default_factory=dict)
     outgoing: dict[str, OutgoingConfig] = Field(default_factory=dict)
     flows: dict[str, FlowConfig] = Field(default_factory=dict)
-    source: str = "environment"
+    # set by load_project, not keys of the file (so never offered as valid keys)
+    source: str = Field("environment", exclude=True)
     lines: dict[str, int] = Field(default_factory=dict, exclude=True)
 
     def client_settings(self, name: str) -> ClientSettings:
@@ -160,14 +197,18 @@ class ProjectConfig(_Strict):
             return self.clients[name]
         if name == DEFAULT_CLIENT:
             return ClientSettings.from_env()
-        raise ConfigError(f"no client named {name!r}; defined: {', '.join(self.clients) or 'none'}")
+        closest = _closest(name, self.client_names, "defined")
+        raise ConfigError(f"no client named {name!r}{closest}", source=self.source)
+
+    @property
+    def client_names(self) -> list[str]:
+        """The clients defined, and `default` (from the BC_* variables) when it is not."""
+        return list(dict.fromkeys([*self.clients, DEFAULT_CLIENT]))
 
     def flow(self, name: str) -> FlowConfig:
         if name not in self.flows:
-            raise ConfigError(
-                f"no flow named {name!r}; defined: {', '.join(self.flows) or 'none'}",
-                source=self.source,
-            )
+            closest = _closest(name, self.flows, "defined")
+            raise ConfigError(f"no flow named {name!r}{closest}", source=self.source)
         return self.flows[name]
 
 
@@ -201,63 +242,203 @@ def _is_location(text: str, names: dict[str, Any]) -> bool:
     return text == "-" or "://" in text or "/" in text or bool(Path(text).suffix)
 
 
-def _where(config: ProjectConfig, path: str) -> str:
-    """`file:line: path` for an error about the item at `path` (e.g. flows.copy)."""
-    line = config.lines.get(path)
-    return f"{config.source}:{line}: {path}" if line else f"{config.source}: {path}"
+class _Problems:
+    """The problems found in one project file, each `file:line: key.path: message`."""
+
+    def __init__(self, source: str, lines: Mapping[str, int]):
+        self.source = source
+        self.lines = lines
+        self.found: list[Problem] = []
+
+    def add(self, path: str, message: str, shown: str | None = None) -> None:
+        """A problem at the key `path` (its line), shown as `shown` (default: the path)."""
+        line = line_of(path, self.lines)
+        where = f"{self.source}:{line}" if line else self.source
+        text = " ".join(f"{where}: {shown or path}: {message}".split())
+        self.found.append(Problem(path, _redact.text(text)))
 
 
-def _check_names(config: ProjectConfig) -> None:
+def _unknown(kind: str, name: str, valid: Iterable[str], listed_as: str = "valid") -> str:
+    """`unknown entity set 'custmers' (did you mean 'customers'?); valid: ...`"""
+    return f"unknown {kind} {name!r}{_closest(name, valid, listed_as)}"
+
+
+def _closest(name: str, valid: Iterable[str], listed_as: str = "valid") -> str:
+    """` (did you mean 'x'?); valid: x, y` for a name that is none of `valid`."""
+    names = list(valid)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{hint}; {listed_as}: {', '.join(names) or 'none'}"
+
+
+def _misplaced_transformers(data: dict[str, Any], problems: _Problems) -> None:
+    """The two kinds of transformers in the wrong place: an incoming's `transform:` (its
+    request-parameter transformers were called so, easily taken for the records' ones) and a
+    flow's `params_transform:`."""
+    for name, item in _mapping(data.get("incoming")).items():
+        if isinstance(item, dict) and "transform" in item:
+            problems.add(
+                f"incoming.{name}.transform",
+                "an incoming's transformers change the request parameters ($filter, $top, ...) "
+                "and are called params_transform: rename the key; transformers of the records "
+                "go in the flow's transform:",
+            )
+            item.pop("transform")
+    for name, flow in _mapping(data.get("flows")).items():
+        if isinstance(flow, dict) and "params_transform" in flow:
+            source = flow.get("from")
+            owner = f"incoming.{source}" if isinstance(source, str) else "the incoming"
+            problems.add(
+                f"flows.{name}.params_transform",
+                "request-parameter transformers belong to the incoming the flow reads: move "
+                f"them to {owner}.params_transform; a flow's transform: changes the records",
+            )
+            flow.pop("params_transform")
+
+
+def _anchor_client_paths(data: dict[str, Any], base: Path) -> None:
+    """Clients' relative paths (ca_bundle, certificate, log_file) mean: next to the project file.
+    Done before validation, which checks that the files are there."""
+    clients = _mapping(data.get("clients"))
+    for name, settings in clients.items():
+        if isinstance(settings, Mapping):
+            clients[name] = anchor_settings_paths(settings, base)
+
+
+def _check_names(config: ProjectConfig, problems: _Problems) -> None:
+    """The names a project refers to: its own incoming, outgoing and clients."""
     for name, flow in config.flows.items():
-        for kind, wanted, known in (
-            ("incoming", flow.source.incoming, config.incoming),
-            ("outgoing", flow.target.outgoing, config.outgoing),
+        for kind, key, wanted, known in (
+            ("incoming", "from", flow.source.incoming, config.incoming),
+            ("outgoing", "to", flow.target.outgoing, config.outgoing),
         ):
             if wanted is not None and wanted not in known:
-                raise ConfigError(
-                    f"{_where(config, f'flows.{name}')}: unknown {kind} {wanted!r}; "
-                    f"defined: {', '.join(known) or 'none'}"
-                )
-        outgoing = config.outgoing.get(str(flow.target.outgoing))
-        if (
-            outgoing is not None
-            and outgoing.action == "create"
-            and not outgoing.key_field
-            and not outgoing.allow_duplicates
-        ):
-            raise ConfigError(
-                f"{_where(config, f'flows.{name}')}: outgoing {flow.target.outgoing!r} creates "
-                "records, so it needs key_field (e.g. number or externalDocumentNumber): a record "
-                "re-sent after a crash is matched on it instead of created twice (BC has no "
-                "idempotency keys); or set allow_duplicates: true to accept that risk"
-            )
+                problems.add(f"flows.{name}.{key}", _unknown(kind, wanted, known, "defined"))
     for kind, section in (("incoming", config.incoming), ("outgoing", config.outgoing)):
         for name, item in section.items():
             if item.client != DEFAULT_CLIENT and item.client not in config.clients:
-                raise ConfigError(
-                    f"{_where(config, f'{kind}.{name}.client')}: unknown client "
-                    f"{item.client!r}; defined: {', '.join(config.clients) or 'none'}"
+                problems.add(
+                    f"{kind}.{name}.client",
+                    _unknown("client", item.client, config.client_names, "defined"),
                 )
 
 
+def _check_entities(config: ProjectConfig, problems: _Problems) -> None:
+    """Entity sets, actions and fields through the catalog, before anything talks to BC."""
+    for name, incoming in config.incoming.items():
+        entity_set = _entity_set(f"incoming.{name}", incoming.entity, problems)
+        if entity_set is not None and incoming.cursor:
+            _check_field(f"incoming.{name}.cursor", entity_set, incoming.cursor, problems)
+    for name, outgoing in config.outgoing.items():
+        entity_set = _entity_set(f"outgoing.{name}", outgoing.entity, problems)
+        if entity_set is not None:
+            _check_action(f"outgoing.{name}", entity_set, outgoing, problems)
+
+
+def _entity_set(path: str, entity: str, problems: _Problems) -> catalog.EntitySet | None:
+    if entity in catalog.CATALOG:
+        return catalog.get(entity)
+    problems.add(f"{path}.entity", _unknown("entity set", entity, catalog.names()))
+    return None
+
+
+def _check_field(path: str, entity_set: catalog.EntitySet, field: str, problems: _Problems) -> None:
+    """A field the catalog knows of `entity_set`; unchecked where it lists no fields."""
+    if entity_set.described and field not in entity_set.field_names:
+        closest = _closest(field, entity_set.field_names)
+        problems.add(path, f"{entity_set.name} has no field {field!r}{closest}")
+
+
+# the HTTP methods each write needs the entity set to allow (an upsert may create or update)
+_METHODS_OF = {
+    "create": ("POST",),
+    "update": ("PATCH",),
+    "upsert": ("PATCH", "POST"),
+    "delete": ("DELETE",),
+}
+
+
+def _check_action(
+    path: str, entity_set: catalog.EntitySet, outgoing: OutgoingConfig, problems: _Problems
+) -> None:
+    """The action is one the entity set allows (a write its operations permit, or one of its
+    bound actions), with the key_field it needs."""
+    writes = [
+        action
+        for action, methods in _METHODS_OF.items()
+        if all(entity_set.allows(method) for method in methods)
+    ]
+    valid = [*writes, *entity_set.actions]
+    if outgoing.action not in valid:
+        closest = _closest(outgoing.action, valid)
+        problems.add(
+            f"{path}.action", f"{entity_set.name} has no action {outgoing.action!r}{closest}"
+        )
+        return
+    if outgoing.key_field:
+        _check_field(f"{path}.key_field", entity_set, outgoing.key_field, problems)
+    elif outgoing.action == "upsert":
+        problems.add(
+            path,
+            "upsert matches records on a key field: add key_field: <a field such as number>",
+        )
+    elif outgoing.action == "create" and not outgoing.allow_duplicates:
+        problems.add(
+            path,
+            "create needs key_field (e.g. number or externalDocumentNumber): a record re-sent "
+            "after a crash is matched on it instead of created twice (BC has no idempotency "
+            "keys); or set allow_duplicates: true to accept that risk",
+        )
+
+
 def load_project(path: Path) -> ProjectConfig:
-    """Read and check the project file at `path`: every problem a user can fix (a YAML error, an
-    unknown name, a step that cannot be built, a missing driver) is a one-line ConfigError with
-    file:line and the key's path; relative paths are anchored to the file's folder."""
-    data, lines = load_yaml(path)
-    try:
-        config = ProjectConfig.model_validate({**_short_forms(data), "source": str(path)})
-    except ValidationError as exc:
-        raise config_error(exc, source=str(path), lines=lines, model=ProjectConfig) from None
-    config.lines = lines
-    _check_names(config)
-    _anchor_paths(config, path.resolve().parent)
-    _check_transforms(config, path.resolve().parent)
-    _check_locations(config)
+    """Read and check the project file at `path` (see `check_project`); every problem is one
+    line of the ConfigError, `file:line: key.path: message`."""
+    config, problems = check_project(path)
+    if problems or config is None:
+        raise ConfigError("\n".join(problem.text for problem in problems))
     return config
 
 
-def _check_locations(config: ProjectConfig) -> None:
+def check_project(path: Path) -> tuple[ProjectConfig | None, list[Problem]]:
+    """The project at `path` and every problem a user can fix in it: YAML errors and keys given
+    twice, unknown keys and names (with the closest valid one), entity sets, actions and fields
+    unknown to the catalog, a missing key_field, steps that cannot be built, `python:` modules
+    that cannot be imported, formats and database drivers. Relative paths are anchored to the
+    file's folder. The project is None when the file cannot be read into one."""
+    try:
+        data, lines = load_yaml(path)
+    except ConfigError as exc:
+        return None, [Problem("", str(exc))]
+    base = path.resolve().parent
+    problems = _Problems(str(path), lines)
+    _misplaced_transformers(data, problems)
+    _anchor_client_paths(data, base)
+    try:
+        config = ProjectConfig.model_validate({**_short_forms(data), "source": str(path)})
+    except ValidationError as exc:
+        found = problems_of(exc, source=str(path), lines=lines, model=ProjectConfig)
+        return None, problems.found + found
+    config.lines = lines
+    _anchor_paths(config, base)
+    _check_names(config, problems)
+    _check_entities(config, problems)
+    _check_transforms(config, base, problems)
+    _check_locations(config, problems)
+    _check_store(config, problems)
+    return config, problems.found
+
+
+def _check_store(config: ProjectConfig, problems: _Problems) -> None:
+    """The store's URL and its database driver (opening it is left to the commands: it
+    creates the database)."""
+    try:
+        _check_database(config.store)
+    except ConfigError as exc:
+        problems.add("store", str(exc))
+
+
+def _check_locations(config: ProjectConfig, problems: _Problems) -> None:
     """Readers and writers: a format that is known, a SQL URL with its #table and a database
     driver that is installed, so that none of these stops a run half-way."""
     for name, flow in config.flows.items():
@@ -271,18 +452,21 @@ def _check_locations(config: ProjectConfig) -> None:
                 _check_location(spec, endpoint.format)
             except ConfigError as exc:
                 message = str(exc).partition(": ")[2] if exc.field else str(exc)
-                raise ConfigError(
-                    _redact.text(f"{_where(config, f'flows.{name}.{key}')}: {message}")
-                ) from None
+                problems.add(f"flows.{name}.{key}", message.replace("--format", "format:"))
 
 
 def _check_location(spec: str, format: str | None) -> None:
     target = sql_target(spec)
     if target is None:
         format_of(spec, format)
-        return
+    else:
+        _check_database(target[0])
+
+
+def _check_database(location: str) -> None:
+    """A SQLAlchemy URL whose database driver is installed."""
     try:
-        url = sa.engine.make_url(target[0])
+        url = sa.engine.make_url(location)
         url.get_dialect().import_dbapi()
     except sa.exc.NoSuchModuleError:
         raise ConfigError(f"unknown kind of database {url.drivername!r}") from None
@@ -295,45 +479,52 @@ def _check_location(spec: str, format: str | None) -> None:
         ) from None
 
 
-def _check_transforms(config: ProjectConfig, base: Path) -> None:
-    """Build every chain now, so a bad step is a ConfigError naming its line before any run.
+def _check_transforms(config: ProjectConfig, base: Path, problems: _Problems) -> None:
+    """Build every chain now, so a bad step is a problem naming its line before any run.
     `python:` modules are looked up next to the project file too (it stays on sys.path, for
     the runs that build the chains again)."""
     if str(base) not in sys.path:
         sys.path.append(str(base))
-    for kind, section in (("flows", config.flows), ("incoming", config.incoming)):
-        for name, item in section.items():
-            _check_chain(config, f"{kind}.{name}", item.transform)
+    for name, flow in config.flows.items():
+        _check_chain(f"flows.{name}", "transform", flow.transform, problems)
+    for name, incoming in config.incoming.items():
+        _check_chain(f"incoming.{name}", "params_transform", incoming.params_transform, problems)
 
 
 _STEP_INDEX = re.compile(r"transform\[(\d+)\]")
 
 
-def _check_chain(config: ProjectConfig, path: str, specs: list[Any]) -> None:
+def _check_chain(path: str, key: str, specs: list[Any], problems: _Problems) -> None:
     for index, spec in enumerate(specs):
         problem = _step_problem(spec, index)
         if problem is not None:
-            line = config.lines.get(f"{path}.transform.{index}")
-            where = f"{config.source}:{line}" if line else config.source
-            one_line = " ".join(f"{where}: {path}.{problem}".split())
-            raise ConfigError(_redact.text(one_line))
+            inside, message = "", problem
+            if problem.startswith("."):  # about a part of the step, e.g. `.step: unknown step`
+                inside, _, message = problem.partition(": ")
+            if "No module named" in message:
+                message += (
+                    " (put the module next to the project file, which is on the import path, "
+                    "or install it in bcbridge's environment)"
+                )
+            shown = f"{path}.{key}[{index}]{inside}"
+            problems.add(f"{path}.{key}.{index}", message, shown=shown)
 
 
 def _step_problem(spec: Any, index: int) -> str | None:
-    """What is wrong with one step, as `transform[i]...: message`, or None."""
-    where = f"transform[{index}]"
+    """What is wrong with one step, or None."""
     shape = _argument_problem(spec)
     if shape is not None:
-        return f"{where}: {shape}"
+        return shape
     try:
         steps.load_chain([spec])
     except ConfigError as exc:
         message = str(exc)
-        if _STEP_INDEX.search(message):
-            return _STEP_INDEX.sub(where, message, count=1)
-        return f"{where}: {message}"
+        found = _STEP_INDEX.search(message)
+        if found:
+            return message[found.end() :].removeprefix(": ")
+        return message
     except Exception as exc:  # a step's own check tripping on an odd value; or the module's import
-        return f"{where}: {type(exc).__name__}: {exc}"
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 
@@ -361,6 +552,15 @@ def _argument_problem(spec: Any) -> str | None:
         return None
     key, shape = _ARGUMENT_SHAPES[name]
     value = spec.get(key) if "step" in spec else spec[name]
+    names: list[Any] = list(value) if isinstance(value, Mapping | list) else []
+    if isinstance(value, Mapping) and name in ("map", "rename", "convert"):
+        names += list(value.values())  # set's and default's values may be any value
+    odd = next((item for item in names if _unquoted(item)), None)
+    if odd is not None:
+        return (
+            f"{name}: {odd!r} is not text but a {type(odd).__name__} to YAML: put the field "
+            f"name in quotes (YAML reads No, Yes, On, Off, null and numbers unquoted as values)"
+        )
     if shape == "mapping":
         good = isinstance(value, Mapping) and all(isinstance(k, str) for k in value)
         if isinstance(value, Mapping) and name in ("map", "rename", "convert"):
@@ -370,6 +570,11 @@ def _argument_problem(spec: Any) -> str | None:
     else:
         good = isinstance(value, str)
     return None if good else f"{name}: expected {_EXPECTED[shape]}, got {type(value).__name__}"
+
+
+def _unquoted(item: Any) -> bool:
+    """A field name YAML turned into something else: `No` into False, `2024` into 2024."""
+    return isinstance(item, bool | int | float) or item is None
 
 
 def anchored(spec: str, base: Path) -> str:

@@ -428,7 +428,7 @@ class FlowRunner:
             company=incoming.company,
             key=incoming.key,
             params=dict(incoming.params),
-            transform=load_chain(incoming.transform) if incoming.transform else None,
+            transform=load_chain(incoming.params_transform) if incoming.params_transform else None,
             page_size=incoming.page_size,
             cursor=cursor,
         )

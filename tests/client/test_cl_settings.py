@@ -58,7 +58,7 @@ def test_yaml_expands_variables_and_reports_file_line_and_field(
 
 
 def test_exactly_one_credential_is_required() -> None:
-    with pytest.raises(ConfigError, match="exactly one of client_secret or certificate"):
+    with pytest.raises(ConfigError, match="BC_CLIENT_SECRET is not set"):
         ClientSettings.from_env({"BC_TENANT_ID": "t", "BC_CLIENT_ID": "c"})
 
 

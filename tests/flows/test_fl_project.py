@@ -76,7 +76,10 @@ def test_short_forms_variables_and_paths_next_to_the_project_file(tmp_path: Path
 
 def test_a_mistyped_incoming_name_lists_the_valid_ones(tmp_path: Path) -> None:
     message = load_error(tmp_path, GOOD.replace("from: customers", "from: custmers"))
-    assert f"{tmp_path / 'bcbridge.yaml'}:13: flows.to_file: unknown incoming 'custmers'" in message
+    assert (
+        f"{tmp_path / 'bcbridge.yaml'}:14: flows.to_file.from: unknown incoming 'custmers' "
+        "(did you mean 'customers'?)"
+    ) in message
     assert "defined: customers" in message
 
 
@@ -84,7 +87,7 @@ def test_a_wrong_type_names_the_line_and_the_field_path(tmp_path: Path) -> None:
     text = GOOD.replace("    to: items\n", "    to: items\n    chunk_size: lots\n")
     message = load_error(tmp_path, text)
     assert f"{tmp_path / 'bcbridge.yaml'}:19: flows.from_file.chunk_size:" in message
-    assert "integer" in message
+    assert "expected a whole number" in message
 
 
 def test_an_unknown_field_is_named(tmp_path: Path) -> None:
@@ -100,16 +103,17 @@ def test_a_bad_schedule_is_reported_when_the_file_is_loaded(tmp_path: Path) -> N
 def test_a_create_without_key_field_is_refused_with_the_reason(tmp_path: Path) -> None:
     text = GOOD.replace("action: upsert, key_field: number", "action: create")
     message = load_error(tmp_path, text)
-    assert (
-        ":16: flows.from_file: outgoing 'items' creates records, so it needs key_field" in message
-    )
+    assert ":11: outgoing.items: create needs key_field" in message
 
 
 def test_an_unknown_client_lists_the_defined_ones(tmp_path: Path) -> None:
     message = load_error(
         tmp_path, GOOD.replace("{client: bc, entity: items", "{client: b, entity: items")
     )
-    assert ":11: outgoing.items.client: unknown client 'b'; defined: bc" in message
+    expected = (
+        ":11: outgoing.items.client: unknown client 'b' (did you mean 'bc'?); defined: bc, default"
+    )
+    assert expected in message
 
 
 def test_a_bad_client_is_reported_at_load_without_its_secret(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def _check_and_normalize(node: Any) -> Any:
         if name not in ALLOWED_FUNCTIONS:
             raise not_emulated(
                 f"The function '{name}' is not supported in $filter by Business Central "
-                "(bc-api.md §4.1) or by the emulator."
+                "or by the emulator."
             )
     if isinstance(node, odata_ast.CollectionLambda):
         raise not_emulated("Lambda operators are not emulated.")
