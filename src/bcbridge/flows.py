@@ -546,13 +546,20 @@ class FlowRunner:
         tasks = self.store.register(
             name, run_id, [(_label(record), record) for record, _ in broken], stage="transform"
         )
-        self.store.settle(
-            [
-                TaskUpdate(task.id, TaskStatus.FAILED, error=f"transform: {exc}")
-                for task, (_, exc) in zip(tasks, broken, strict=True)
-            ]
-        )
-        counts[TaskStatus.FAILED.value] += len(tasks)
+        errors = [f"transform: {exc}" for _, exc in broken]
+        self._fail_unsettled(tasks, errors, counts)
+
+    def _fail_unsettled(self, tasks: list[Task], errors: list[str], counts: Counter[str]) -> None:
+        """Mark failed the tasks of records that cannot go out, but not those settled already:
+        a record skipped by hand (`tasks skip`) stays skipped when it comes again."""
+        failed = [
+            TaskUpdate(task.id, TaskStatus.FAILED, error=error)
+            for task, error in zip(tasks, errors, strict=True)
+            if task.status not in (TaskStatus.DONE, TaskStatus.SKIPPED)
+        ]
+        self.store.settle(failed)
+        counts[TaskStatus.FAILED.value] += len(failed)
+        counts[TaskStatus.SKIPPED.value] += len(tasks) - len(failed)
 
     def _keep_unreadable(
         self, name: str, run_id: int, bad: list[BadRecord], counts: Counter[str]
@@ -566,13 +573,7 @@ class FlowRunner:
             for record in bad
         ]
         tasks = self.store.register(name, run_id, items, stage="read")
-        self.store.settle(
-            [
-                TaskUpdate(task.id, TaskStatus.FAILED, error=f"read: {record}; {FIX_THE_FILE}")
-                for task, record in zip(tasks, bad, strict=True)
-            ]
-        )
-        counts[TaskStatus.FAILED.value] += len(tasks)
+        self._fail_unsettled(tasks, [f"read: {record}; {FIX_THE_FILE}" for record in bad], counts)
 
     def _close_lines_gone(self, name: str, run_id: int) -> None:
         """After a whole read: unreadable lines of earlier runs not met again were fixed (their
