@@ -26,7 +26,6 @@ import math
 import os
 import re
 import ssl
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -38,6 +37,7 @@ import jwt
 import requests
 
 from bcbridge import _redact
+from bcbridge._files import write_atomic
 from bcbridge._logging import RequestLog
 from bcbridge.config import ClientSettings
 from bcbridge.errors import AuthError
@@ -418,15 +418,7 @@ def _check_shape(text: str) -> None:
 def _write_private(path: Path, text: str) -> None:
     """Replace `path` with `text` atomically, readable by the user alone; a warning if not."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:  # mkstemp: mode 0600
-                handle.write(text)
-            os.replace(temporary, path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text, private=True)
     except OSError as exc:
         _warn(path, f"cannot write it ({type(exc).__name__})")
 

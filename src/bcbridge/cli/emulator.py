@@ -29,6 +29,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 from typer.core import TyperGroup
 
+from bcbridge._files import write_atomic
 from bcbridge.emulator.config import EmulatorConfig, default_state_dir, describe, flag_name
 from bcbridge.emulator.process import EmulatorInfo
 from bcbridge.errors import EXIT_BC, EXIT_USAGE, Busy, ConfigError
@@ -94,13 +95,8 @@ class Record:
 
     def save(self) -> None:
         """Write the record readable by the user only: it holds the emulator's client secret."""
-        folder = user_state_dir()
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        partial = folder / f".{STATE_FILE}.{os.getpid()}"
-        descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as out:
-            json.dump({**asdict(self), "info": asdict(self.info)}, out, indent=2)
-        os.replace(partial, state_file())
+        data = {**asdict(self), "info": asdict(self.info)}
+        write_atomic(state_file(), json.dumps(data, indent=2), private=True)
 
     @classmethod
     def load(cls) -> Record | None:

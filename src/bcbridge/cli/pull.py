@@ -14,7 +14,6 @@ that gives nothing says why on stderr ("0 records: the filter matched none", "no
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -37,6 +36,7 @@ from rich.progress import (
 from rich.progress import Task as ProgressTask
 from rich.text import Text
 
+from bcbridge._files import write_atomic
 from bcbridge.cli._common import counts_table, file_of
 from bcbridge.cli._complete import entity_names
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
@@ -308,9 +308,7 @@ class _PullState:
         data = self.cursor.to_json()
         if self.output is not None:
             data["output"] = {"path": str(self.output.resolve()), "offset": self.offset}
-        temporary = self.path.with_suffix(self.path.suffix + ".tmp")
-        temporary.write_text(json.dumps(data, indent=2))
-        os.replace(temporary, self.path)  # atomic: the old state or the new, never half
+        write_atomic(self.path, json.dumps(data, indent=2))
 
     def undo_uncommitted(self) -> None:
         """After a failure: drop what was written past the saved state, as a rerun would."""
