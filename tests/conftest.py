@@ -1,5 +1,7 @@
 """Shared fixtures; the emulator fixtures come from the bcbridge.testing plugin."""
 
+import signal
+
 import pytest
 
 from tests.pg_server import postgres
@@ -26,3 +28,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = callspec.params if callspec is not None else {}
         if "postgres" in fixtures or "postgresql" in params.values():
             item.add_marker(pytest.mark.postgres)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """pytest-xdist workers start with Ctrl-C ignored, and an ignored signal is inherited by the
+    processes a test starts: a `bcbridge` process sent SIGINT would never see it. Give the
+    worker Python's own handler, which children do not inherit."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
