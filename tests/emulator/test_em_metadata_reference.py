@@ -34,13 +34,15 @@ CAPABILITIES = {
 }
 _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 
-# Today's figures (matched items): the measured floor. Raise them as the gap closes.
+# Matched items, the measured floor (before issue 13's first step: sets 75 of 92, properties
+# 605 of 1,403, enum types 0 of 34, navigations 45 of 339, operations 345 of 389). Raise them as
+# the gap closes.
 FLOORS = {
-    "entity sets": 75,  # of 92 (81.5 %)
-    "properties": 605,  # of 1,403 (43.1 %)
-    "enum types": 0,  # of 34
-    "navigation properties": 45,  # of 339 (13.3 %)
-    "operations": 345,  # of 389 (88.7 %)
+    "entity sets": 76,  # of 91 (83.5 %)
+    "properties": 1252,  # of 1,388 (90.2 %)
+    "enum types": 28,  # of 34 (82.4 %)
+    "navigation properties": 311,  # of 343 (90.7 %)
+    "operations": 349,  # of 385 (90.6 %)
 }
 
 
@@ -96,8 +98,6 @@ def from_served(edmx: str) -> tuple[Declared, set[tuple[str, str]] | None]:
         for e in schema.findall(f"{EDM}EnumType")
     }
     sets_of_type: dict[str, list[str]] = {}
-    annotated: set[tuple[str, str]] = set()
-    any_annotation = False
     container = schema.find(f"{EDM}EntityContainer")
     assert container is not None
     for set_element in container.findall(f"{EDM}EntitySet"):
@@ -115,23 +115,44 @@ def from_served(edmx: str) -> tuple[Declared, set[tuple[str, str]] | None]:
         for nav in entity_type.findall(f"{EDM}NavigationProperty"):
             many = nav.attrib["Type"].startswith("Collection(")
             out.navigations[name, nav.attrib["Name"]] = (_local(nav.attrib["Type"]), many)
-        annotated.add((name, "GET"))
-        for annotation in set_element.findall(f"{EDM}Annotation"):
-            term = annotation.attrib.get("Term", "")
-            if term in CAPABILITIES:
-                any_annotation = True
-                flag, method = CAPABILITIES[term]
-                if any(
-                    v.attrib.get("Property") == flag and v.attrib.get("Bool") == "true"
-                    for v in annotation.iter(f"{EDM}PropertyValue")
-                ):
-                    annotated.add((name, method))
+    annotated = _capability_annotations(schema, container, set(out.sets))
     for action in schema.findall(f"{EDM}Action"):
         binding = action.find(f"{EDM}Parameter")
         if action.attrib.get("IsBound") == "true" and binding is not None:
             for name in sets_of_type.get(_local(binding.attrib["Type"]), []):
                 out.operations.add((name, f"action {action.attrib['Name']}"))
-    return out, (annotated if any_annotation else None)
+    return out, annotated
+
+
+def _capability_annotations(
+    schema: ET.Element, container: ET.Element, names: set[str]
+) -> set[tuple[str, str]] | None:
+    """(set, method) pairs the insert/update/delete annotations allow, written inside the
+    EntitySet (as BC does) or aimed at it from an Annotations element; None if there are none."""
+    targets: list[tuple[str, ET.Element]] = [
+        (s.attrib["Name"], s) for s in container.findall(f"{EDM}EntitySet")
+    ]
+    prefix = f"{NAV}{container.attrib['Name']}/"
+    targets += [
+        (a.attrib["Target"].removeprefix(prefix), a)
+        for a in schema.findall(f"{EDM}Annotations")
+        if a.attrib.get("Target", "").removeprefix(prefix) in names
+    ]
+    allowed = {(name, "GET") for name in names}
+    seen = False
+    for name, holder in targets:
+        for annotation in holder.findall(f"{EDM}Annotation"):
+            term = annotation.attrib.get("Term", "")
+            if term not in CAPABILITIES:
+                continue
+            seen = True
+            flag, method = CAPABILITIES[term]
+            if any(
+                v.attrib.get("Property") == flag and v.attrib.get("Bool") == "true"
+                for v in annotation.iter(f"{EDM}PropertyValue")
+            ):
+                allowed.add((name, method))
+    return allowed if seen else None
 
 
 def catalog_operations() -> set[tuple[str, str]]:
@@ -232,8 +253,8 @@ def test_served_metadata_against_bcs(inprocess_emulator: InProcessEmulator) -> N
         response = api.get("$metadata")
     assert response.status_code == 200, response.text
     ours, annotated = from_served(response.text)
-    if annotated is not None:  # the served annotations say what the catalog enforces
-        assert annotated == catalog_operations()
+    # the served capability annotations say what the catalog enforces
+    assert annotated == {op for op in catalog_operations() if op[0] in ours.sets}
     ours.operations |= catalog_operations()
     figures = measure(from_reference(reference()), ours)
 
