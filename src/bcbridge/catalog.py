@@ -898,27 +898,47 @@ def _derived(name: str, entity: str, entry: dict[str, Any]) -> EntitySet:
 
 
 def _refined(entity_set: EntitySet, entry: dict[str, Any] | None) -> EntitySet:
-    """A hand-written set with BC's exact type names, BC's maximum lengths and BC's navigations
-    added; its properties, options and rules stay as written."""
+    """A hand-written set as BC declares it: without the properties BC lacks (and the links
+    through them), with BC's type names, lengths and the navigations the emulator can follow;
+    its rules (read-only, number series, required fields) stay as written."""
     if entry is None:
         return entity_set
     declared = {p["name"]: p for p in entry["properties"]}
     # Lengths only under a company for now: tests/emulator/test_em_lengths.py reads every set
     # that has lengths as companies({id})/<set>, which a root set (companies) is not.
     with_lengths = entity_set.scope is Scope.COMPANY
-    fields = tuple(_as_declared(f, declared.get(f.name), with_lengths) for f in entity_set.fields)
-    present = {nav.name for nav in entity_set.navigations}
-    extra = _reference_navigations(entry, {f.name for f in fields}, present)
-    return dataclasses.replace(
-        entity_set, fields=fields, navigations=entity_set.navigations + extra
+    fields = tuple(
+        _as_declared(f, declared.get(f.name), with_lengths)
+        for f in entity_set.fields
+        if f.name in declared
+        or entity_set.scope is Scope.ROOT
+        or (entity_set.name, f.name) in _KEPT_THOUGH_BC_LACKS
     )
+    names = {f.name for f in fields}
+    kept = tuple(nav for nav in entity_set.navigations if nav.many or nav.via in names)
+    extra = _reference_navigations(entry, names, {nav.name for nav in kept})
+    return dataclasses.replace(entity_set, fields=fields, navigations=kept + extra)
+
+
+# Properties a hand-written set keeps though BC's $metadata lacks them, because the emulator's
+# logic reads them: documents.py prices a purchase line by directUnitCost, where BC's invoice
+# lines call it unitCost (the next step renames it in both places).
+_KEPT_THOUGH_BC_LACKS = frozenset({("purchaseInvoiceLines", "directUnitCost")})
 
 
 def _as_declared(field: Field, declared: dict[str, Any] | None, with_lengths: bool) -> Field:
-    """`field` with the type name and length BC declares for it, where the kinds agree."""
+    """`field` with the type name, enum members and length BC declares for it, where they
+    agree with what is written: an enum gains the members BC has and it lacks (its first
+    option, the blank default, stays first); a read-only text BC declares as an enum becomes
+    that enum. Options BC spells otherwise are kept as written (the measurement lists them)."""
     edm = declared["type"] if declared else None
-    if field.type is FieldType.ENUM and edm and edm.startswith(_NAV_PREFIX):
-        return dataclasses.replace(field, edm_type=edm)
+    if edm and edm.startswith(_NAV_PREFIX) and (field.type is FieldType.ENUM or field.read_only):
+        members = tuple(map(decode_member, _reference()["enums"][edm.removeprefix(_NAV_PREFIX)]))
+        widens = set(field.options) <= set(members) and (
+            not field.options or members[0] == field.options[0]
+        )
+        options = members if widens else field.options
+        return dataclasses.replace(field, type=FieldType.ENUM, options=options, edm_type=edm)
     if field.type is FieldType.INT and edm == "Edm.Int64":
         return dataclasses.replace(field, edm_type=edm)
     if with_lengths and field.type is FieldType.STRING and edm == "Edm.String" and declared:

@@ -6,7 +6,7 @@ bound actions are read from the ``$metadata`` the emulator serves; operations fr
 (which the emulator enforces) and from the served capability annotations when there are any.
 
 Each figure counts the union of what BC and we declare, so a thing BC lacks that we add is a
-difference too (``purchaseOrders.payToContact``), as is a thing we lack. Run with ``-s`` to see
+difference too (``approvalEntries``), as is a thing we lack. Run with ``-s`` to see
 the figures and every difference. The floors are today's figures; they guard progress toward
 issue 13's 98 %.
 """
@@ -39,10 +39,42 @@ _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 # the gap closes.
 FLOORS = {
     "entity sets": 76,  # of 91 (83.5 %)
-    "properties": 1252,  # of 1,388 (90.2 %)
-    "enum types": 28,  # of 34 (82.4 %)
-    "navigation properties": 311,  # of 343 (90.7 %)
+    "properties": 1253,  # of 1,378 (90.9 %)
+    "enum types": 31,  # of 34 (91.2 %)
+    "navigation properties": 311,  # of 342 (90.9 %)
     "operations": 349,  # of 385 (90.6 %)
+}
+
+# Why a set still differs, printed with each of its differences.
+_KEYED_OTHERWISE = "BC keys it otherwise than by id; the emulator's store keys every record by id"
+_OUTSIDE_COMPANIES = "BC serves it outside companies; the emulator routes no such set yet"
+_DOCS_ONLY = "listed in Microsoft's API docs (bc-api.md 3.1) but not in this $metadata"
+KNOWN = {
+    **dict.fromkeys(
+        [
+            "agedAccountsPayables",
+            "agedAccountsReceivables",
+            "contactsInformation",
+            "customerSales",
+            "trialBalances",
+            "vendorPurchases",
+        ],
+        _KEYED_OTHERWISE,
+    ),
+    **dict.fromkeys(
+        [
+            "apicategoryroutes",
+            "entityDefinitions",
+            "externalbusinesseventdefinitions",
+            "externaleventsubscriptions",
+            "subscriptions",
+        ],
+        _OUTSIDE_COMPANIES,
+    ),
+    **dict.fromkeys(
+        ["approvalEntries", "approvalUserSetups", "postedApprovalEntries", "workflowApprovers"],
+        _DOCS_ONLY,
+    ),
 }
 
 
@@ -183,12 +215,16 @@ def _compare(name: str, bc: dict[Any, Any], ours: dict[Any, Any], what: str) -> 
     matched = 0
     for key in sorted(set(bc) | set(ours), key=str):
         label = ".".join(key) if isinstance(key, tuple) else key
+        reason = KNOWN.get(key[0] if isinstance(key, tuple) else key)
+        if reason is None and isinstance(key, tuple) and key[0] == "companies":
+            reason = KNOWN.get(key[1])
+        note = f" [{reason}]" if reason else ""
         if key not in ours:
-            differences.append(f"{what} {label}: missing (BC: {bc[key]})")
+            differences.append(f"{what} {label}: missing (BC: {bc[key]}){note}")
         elif key not in bc:
-            differences.append(f"{what} {label}: BC has no such thing (ours: {ours[key]})")
+            differences.append(f"{what} {label}: BC has no such thing (ours: {ours[key]}){note}")
         elif bc[key] != ours[key]:
-            differences.append(f"{what} {label}: BC {bc[key]}, ours {ours[key]}")
+            differences.append(f"{what} {label}: BC {bc[key]}, ours {ours[key]}{note}")
         else:
             matched += 1
     return Figure(name, matched, len(set(bc) | set(ours)), differences)
@@ -209,7 +245,10 @@ def _operations_figure(bc: Declared, ours: Declared) -> Figure:
                 allowed = {True: "allowed", False: "refused"}
                 bc_says = allowed[in_bc] if name in bc.sets else "no such set"
                 ours_says = allowed[in_ours] if name in ours.sets else "no such set"
-                differences.append(f"operation {name} {method}: BC {bc_says}, ours {ours_says}")
+                note = f" [{KNOWN[name]}]" if name in KNOWN else ""
+                differences.append(
+                    f"operation {name} {method}: BC {bc_says}, ours {ours_says}{note}"
+                )
     actions = {op for op in bc.operations | ours.operations if op[1].startswith("action ")}
     for op in sorted(actions):
         if op in bc.operations and op in ours.operations:
