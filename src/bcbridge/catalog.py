@@ -702,8 +702,8 @@ _ROOT = (
 )
 
 # Sets that BC serves but that are not written out above (bc-api.md §3.1). Those BC's $metadata
-# describes with an ``id`` key take their properties, operations and actions from it (`derived`);
-# the others (a key other than ``id``, or not in BC's $metadata) keep the operations below and
+# describes with one GUID key take their properties, operations and actions from it (`derived`);
+# the others (a composite key, or not in BC's $metadata) keep the operations below and
 # only ``id`` and ``lastModifiedDateTime``. The emulator serves both kinds empty and answers
 # writes with 501 because it does not know BC's rules for writing them.
 _UNDESCRIBED: tuple[tuple[str, str, frozenset[Operation], tuple[str, ...]], ...] = (
@@ -845,8 +845,17 @@ def _reference() -> dict[str, Any]:
 
 
 def _derivable(entry: dict[str, Any] | None) -> bool:
-    """The emulator keys every record by ``id``: sets keyed otherwise are not derived yet."""
-    return entry is not None and entry["key"] == ["id"]
+    """Sets keyed by one GUID (``id``, or ``customerId`` for agedAccountsReceivables) are
+    derived; composite or text keys (customerSales) are not yet."""
+    if entry is None or len(entry["key"]) != 1:
+        return False
+    types = {p["name"]: p["type"] for p in entry["properties"]}
+    return types.get(entry["key"][0]) == "Edm.Guid"
+
+
+def _target_key(target: str | None) -> str | None:
+    entry = _reference()["entitySets"].get(target) if target else None
+    return entry["key"][0] if entry is not None and len(entry["key"]) == 1 else None
 
 
 def _reference_field(prop: dict[str, Any]) -> Field:
@@ -868,15 +877,16 @@ def _reference_field(prop: dict[str, Any]) -> Field:
 def _reference_navigations(
     entry: dict[str, Any], fields: set[str], present: set[str]
 ) -> tuple[Navigation, ...]:
-    """BC's single-valued navigations that point at a record's ``id`` through one of this
-    set's fields: the ones the emulator can follow. Collections are added by
+    """BC's single-valued navigations that point at a record's key through one of this set's
+    fields: the ones the emulator can follow. Collections are added by
     `_with_back_references`, which knows the targets."""
     found: list[Navigation] = []
     for nav in entry["navigations"]:
         target, constraints = nav.get("target"), nav.get("constraints", {})
         if nav["many"] or target is None or nav["name"] in present:
             continue
-        via = next((mine for mine, theirs in constraints.items() if theirs == "id"), None)
+        key = _target_key(target)
+        via = next((mine for mine, theirs in constraints.items() if theirs == key), None)
         if via in fields:
             found.append(Navigation(nav["name"], target, via))
     return tuple(found)
@@ -892,6 +902,7 @@ def _derived(name: str, entity: str, entry: dict[str, Any]) -> EntitySet:
         actions=tuple(entry["actions"]),
         fields=fields,
         navigations=_reference_navigations(entry, {f.name for f in fields}, set()),
+        key=entry["key"][0],
         streams=tuple(p["name"] for p in props if p["type"] == _STREAM),
         derived=True,
     )

@@ -41,3 +41,18 @@ def test_metadata_declares_enums_streams_and_capabilities(api: httpx.Client) -> 
     assert '<Property Name="pictureContent" Type="Edm.Stream"/>' in text
     assert '<Property Name="type" Type="Microsoft.NAV.contactType" Nullable="true"/>' in text
     assert '<Annotations Target="Microsoft.NAV.NAV/pictures">' in text
+
+
+def test_a_set_bc_keys_by_another_guid(api: httpx.Client, company: str) -> None:
+    listed = api.get(f"{company}/agedAccountsReceivables", params={"$select": "customerId"})
+    assert listed.status_code == 200, listed.text
+    assert listed.json()["value"] == []  # not seeded yet
+    assert_bc_error(
+        api.get(f"{company}/agedAccountsReceivables(00000000-0000-0000-0000-000000000001)"),
+        404,
+        "Internal_RecordNotFound",
+    )
+    text = api.get("$metadata").text
+    aged = text[text.index('<EntityType Name="agedAccountsReceivable">') :]
+    assert aged.split("</EntityType>")[0].count('<PropertyRef Name="customerId"/>') == 1
+    assert '<Property Name="id"' not in aged.split("</EntityType>")[0]

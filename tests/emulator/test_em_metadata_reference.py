@@ -38,27 +38,20 @@ _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 # 605 of 1,403, enum types 0 of 34, navigations 45 of 339, operations 345 of 389). Raise them as
 # the gap closes.
 FLOORS = {
-    "entity sets": 76,  # of 91 (83.5 %)
-    "properties": 1253,  # of 1,378 (90.9 %)
-    "enum types": 31,  # of 34 (91.2 %)
-    "navigation properties": 311,  # of 342 (90.9 %)
+    "entity sets": 80,  # of 91 (87.9 %)
+    "properties": 1293,  # of 1,370 (94.4 %)
+    "enum types": 32,  # of 34 (94.1 %)
+    "navigation properties": 323,  # of 342 (94.4 %)
     "operations": 349,  # of 385 (90.6 %)
 }
 
 # Why a set still differs, printed with each of its differences.
-_KEYED_OTHERWISE = "BC keys it otherwise than by id; the emulator's store keys every record by id"
+_KEYED_OTHERWISE = "BC keys it by three fields; the emulator keys a record by one GUID"
 _OUTSIDE_COMPANIES = "BC serves it outside companies; the emulator routes no such set yet"
 _DOCS_ONLY = "listed in Microsoft's API docs (bc-api.md 3.1) but not in this $metadata"
 KNOWN = {
     **dict.fromkeys(
-        [
-            "agedAccountsPayables",
-            "agedAccountsReceivables",
-            "contactsInformation",
-            "customerSales",
-            "trialBalances",
-            "vendorPurchases",
-        ],
+        ["customerSales", "vendorPurchases"],
         _KEYED_OTHERWISE,
     ),
     **dict.fromkeys(
