@@ -412,7 +412,8 @@ _SALES_QUOTES = _document(
     header_fields=(
         f"{EXTERNAL_NUMBER} documentDate:date postingDate:date dueDate:date "
         f"validUntilDate:date sentDate:datetime:ro acceptedDate:date {SALESPERSON} "
-        f"status:enum=Draft|Sent|Accepted|Expired|Open:ro {SELL_TO_CONTACT}"
+        # BC's last member is "Expired " with a trailing space ("Expired_x0020_" in $metadata)
+        f"status:enum=Draft|Sent|Accepted|Expired~:ro {SELL_TO_CONTACT}"
     ),
     line_fields=SALES_LINE_PRICE,
     actions=("makeInvoice", "makeOrder", "send"),
@@ -445,7 +446,8 @@ _PURCHASE_INVOICES = _document(
         "invoiceDate:date postingDate:date dueDate:date vendorInvoiceNumber:len=35 "
         f"orderId:guid:ro orderNumber:ro {PURCHASER} status:{INVOICE_STATUS}:ro"
     ),
-    line_fields=PURCHASE_LINE_PRICE,
+    # BC's purchase invoice lines call the price unitCost; order lines call it directUnitCost
+    line_fields="unitCost:decimal expectedReceiptDate:date",
     actions=("post",),
     number_series="P-INV107001",
 )
@@ -593,7 +595,7 @@ _FINANCE = (
         fields=_fields(
             ID,
             "number displayName",
-            "category:enum=_|Assets|Liabilities|Equity|Income|CostOfGoodsSold|Expense",
+            "category:enum=_|Assets|Liabilities|Equity|Income|Cost~of~Goods~Sold|Expense",
             "subCategory blocked:bool",
             "accountType:enum=Posting|Heading|Total|Begin-Total|End-Total",
             "directPosting:bool netChange:decimal consolidationTranslationMethod",
@@ -921,9 +923,7 @@ def _refined(entity_set: EntitySet, entry: dict[str, Any] | None) -> EntitySet:
     fields = tuple(
         _as_declared(f, declared.get(f.name), with_lengths)
         for f in entity_set.fields
-        if f.name in declared
-        or entity_set.scope is Scope.ROOT
-        or (entity_set.name, f.name) in _KEPT_THOUGH_BC_LACKS
+        if f.name in declared or entity_set.scope is Scope.ROOT
     )
     names = {f.name for f in fields}
     kept = tuple(nav for nav in entity_set.navigations if nav.many or nav.via in names)
@@ -931,24 +931,15 @@ def _refined(entity_set: EntitySet, entry: dict[str, Any] | None) -> EntitySet:
     return dataclasses.replace(entity_set, fields=fields, navigations=kept + extra)
 
 
-# Properties a hand-written set keeps though BC's $metadata lacks them, because the emulator's
-# logic reads them: documents.py prices a purchase line by directUnitCost, where BC's invoice
-# lines call it unitCost (the next step renames it in both places).
-_KEPT_THOUGH_BC_LACKS = frozenset({("purchaseInvoiceLines", "directUnitCost")})
-
-
 def _as_declared(field: Field, declared: dict[str, Any] | None, with_lengths: bool) -> Field:
-    """`field` with the type name, enum members and length BC declares for it, where they
-    agree with what is written: an enum gains the members BC has and it lacks (its first
-    option, the blank default, stays first); a read-only text BC declares as an enum becomes
-    that enum. Options BC spells otherwise are kept as written (the measurement lists them)."""
+    """`field` with the type name, enum members and length BC declares for it, where the kinds
+    agree: an enum takes BC's members (as long as its first, the blank default, stays first); a
+    read-only text BC declares as an enum becomes that enum."""
     edm = declared["type"] if declared else None
     if edm and edm.startswith(_NAV_PREFIX) and (field.type is FieldType.ENUM or field.read_only):
         members = tuple(map(decode_member, _reference()["enums"][edm.removeprefix(_NAV_PREFIX)]))
-        widens = set(field.options) <= set(members) and (
-            not field.options or members[0] == field.options[0]
-        )
-        options = members if widens else field.options
+        same_default = not field.options or members[0] == field.options[0]
+        options = members if same_default else field.options
         return dataclasses.replace(field, type=FieldType.ENUM, options=options, edm_type=edm)
     if field.type is FieldType.INT and edm == "Edm.Int64":
         return dataclasses.replace(field, edm_type=edm)

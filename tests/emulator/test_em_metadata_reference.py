@@ -39,8 +39,8 @@ _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 # the gap closes.
 FLOORS = {
     "entity sets": 80,  # of 91 (87.9 %)
-    "properties": 1293,  # of 1,370 (94.4 %)
-    "enum types": 32,  # of 34 (94.1 %)
+    "properties": 1294,  # of 1,369 (94.5 %)
+    "enum types": 34,  # of 34
     "navigation properties": 323,  # of 342 (94.4 %)
     "operations": 349,  # of 385 (90.6 %)
 }
