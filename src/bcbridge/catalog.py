@@ -889,6 +889,11 @@ def _reference_navigations(
             continue
         key = _target_key(target)
         via = next((mine for mine, theirs in constraints.items() if theirs == key), None)
+        if via is None and constraints == {"id": "parentId"} and key == "id":
+            # documents(..)/pdfDocument: BC links it by the pdfDocument's parentId, and
+            # Microsoft's example answer (api/dynamics_pdfdocument_get.md) shows its id equal to
+            # that parentId, so the document's id finds it (one example: not confirmed further)
+            via = "id"
         if via in fields:
             found.append(Navigation(nav["name"], target, via))
     return tuple(found)

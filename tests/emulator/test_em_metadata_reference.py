@@ -41,7 +41,7 @@ FLOORS = {
     "entity sets": 80,  # of 91 (87.9 %)
     "properties": 1294,  # of 1,369 (94.5 %)
     "enum types": 34,  # of 34
-    "navigation properties": 323,  # of 342 (94.4 %)
+    "navigation properties": 329,  # of 342 (96.2 %)
     "operations": 349,  # of 385 (90.6 %)
 }
 
@@ -49,7 +49,7 @@ FLOORS = {
 _KEYED_OTHERWISE = "BC keys it by three fields; the emulator keys a record by one GUID"
 _OUTSIDE_COMPANIES = "BC serves it outside companies; the emulator routes no such set yet"
 _DOCS_ONLY = "listed in Microsoft's API docs (bc-api.md 3.1) but not in this $metadata"
-KNOWN = {
+KNOWN: dict[str | tuple[str, str], str] = {
     **dict.fromkeys(
         ["customerSales", "vendorPurchases"],
         _KEYED_OTHERWISE,
@@ -67,6 +67,29 @@ KNOWN = {
     **dict.fromkeys(
         ["approvalEntries", "approvalUserSetups", "postedApprovalEntries", "workflowApprovers"],
         _DOCS_ONLY,
+    ),
+    **dict.fromkeys(
+        [
+            (f"{document}s", "dimensionValue")
+            for document in (
+                "salesOrder",
+                "salesQuote",
+                "salesInvoice",
+                "salesCreditMemo",
+                "purchaseOrder",
+                "purchaseInvoice",
+                "purchaseCreditMemo",
+            )
+        ],
+        "BC links it by shortcutDimension1Code = code; the emulator follows links by GUID",
+    ),
+    ("jobQueueEntries", "jobQueueLogEntries"): "BC links it by jobQueueEntryId on both sides, "
+    "not by the entry's id",
+    ("vendorPayments", "applyVendorEntries"): "BC's $metadata gives this link no constraint",
+    **dict.fromkeys(
+        [("companies", "name"), ("companies", "displayName"), ("companies", "businessProfileId")],
+        "length left out: tests/emulator/test_em_lengths.py reads every set with lengths "
+        "under a company, which companies is not",
     ),
 }
 
@@ -208,7 +231,7 @@ def _compare(name: str, bc: dict[Any, Any], ours: dict[Any, Any], what: str) -> 
     matched = 0
     for key in sorted(set(bc) | set(ours), key=str):
         label = ".".join(key) if isinstance(key, tuple) else key
-        reason = KNOWN.get(key[0] if isinstance(key, tuple) else key)
+        reason = KNOWN.get(key) or KNOWN.get(key[0] if isinstance(key, tuple) else key)
         if reason is None and isinstance(key, tuple) and key[0] == "companies":
             reason = KNOWN.get(key[1])
         note = f" [{reason}]" if reason else ""
@@ -296,6 +319,9 @@ def test_served_metadata_against_bcs(inprocess_emulator: InProcessEmulator) -> N
     for figure in figures:
         for difference in figure.differences:
             print(f"  - {difference}")
+
+    unexplained = [d for figure in figures for d in figure.differences if not d.endswith("]")]
+    assert not unexplained, "differences without a known reason (add one to KNOWN or fix them)"
 
     below = {
         figure.name: figure.matched for figure in figures if figure.matched < FLOORS[figure.name]
