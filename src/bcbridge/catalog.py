@@ -691,7 +691,7 @@ _ROOT = (
     ),
     EntitySet(
         "subscriptions",
-        "subscription",
+        "subscriptions",  # BC's entity type name is plural too
         scope=Scope.ROOT,
         key="subscriptionId",
         key_is_string=True,
