@@ -134,6 +134,9 @@ class EntitySet:
     required_one_of: tuple[str, ...] = ()  # on create, at least one of these must be given
     notes: str = ""  # what is unsure about this set, shown in docs and metadata
     streams: tuple[str, ...] = ()  # Edm.Stream properties (content), not part of a record
+    # BC's key when it has several parts (customerSales: customerId, customerNumber, name);
+    # `key`, its first part, is what the emulator finds a record by.
+    composite_key: tuple[str, ...] = ()
     # True: the properties come from BC's $metadata alone (catalog_reference.json); BC's rules
     # for writing them (read-only fields, defaults, checks) are not known yet.
     derived: bool = False
@@ -847,9 +850,9 @@ def _reference() -> dict[str, Any]:
 
 
 def _derivable(entry: dict[str, Any] | None) -> bool:
-    """Sets keyed by one GUID (``id``, or ``customerId`` for agedAccountsReceivables) are
-    derived; composite or text keys (customerSales) are not yet."""
-    if entry is None or len(entry["key"]) != 1:
+    """Sets whose key is, or starts with, a GUID (``id``; ``customerId`` for
+    agedAccountsReceivables and customerSales) are derived; text keys are not yet."""
+    if entry is None:
         return False
     types = {p["name"]: p["type"] for p in entry["properties"]}
     return types.get(entry["key"][0]) == "Edm.Guid"
@@ -910,6 +913,7 @@ def _derived(name: str, entity: str, entry: dict[str, Any]) -> EntitySet:
         fields=fields,
         navigations=_reference_navigations(entry, {f.name for f in fields}, set()),
         key=entry["key"][0],
+        composite_key=tuple(entry["key"]) if len(entry["key"]) > 1 else (),
         streams=tuple(p["name"] for p in props if p["type"] == _STREAM),
         derived=True,
     )

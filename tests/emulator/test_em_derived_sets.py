@@ -56,3 +56,14 @@ def test_a_set_bc_keys_by_another_guid(api: httpx.Client, company: str) -> None:
     aged = text[text.index('<EntityType Name="agedAccountsReceivable">') :]
     assert aged.split("</EntityType>")[0].count('<PropertyRef Name="customerId"/>') == 1
     assert '<Property Name="id"' not in aged.split("</EntityType>")[0]
+
+
+def test_a_set_with_bcs_three_part_key(api: httpx.Client, company: str) -> None:
+    listed = api.get(f"{company}/customerSales", params={"$select": "customerNumber,name"})
+    assert listed.status_code == 200, listed.text
+    text = api.get("$metadata").text
+    sale = text[text.index('<EntityType Name="customerSale">') :].split("</EntityType>")[0]
+    assert (
+        '<Key><PropertyRef Name="customerId"/><PropertyRef Name="customerNumber"/>'
+        '<PropertyRef Name="name"/></Key>'
+    ) in sale

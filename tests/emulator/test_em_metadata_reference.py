@@ -38,22 +38,17 @@ _ESCAPE = re.compile(r"_x([0-9A-Fa-f]{4})_")
 # 605 of 1,403, enum types 0 of 34, navigations 45 of 339, operations 345 of 389). Raise them as
 # the gap closes.
 FLOORS = {
-    "entity sets": 80,  # of 91 (87.9 %)
-    "properties": 1294,  # of 1,369 (94.5 %)
+    "entity sets": 82,  # of 91 (90.1 %)
+    "properties": 1304,  # of 1,365 (95.5 %)
     "enum types": 34,  # of 34
     "navigation properties": 329,  # of 342 (96.2 %)
     "operations": 349,  # of 385 (90.6 %)
 }
 
 # Why a set still differs, printed with each of its differences.
-_KEYED_OTHERWISE = "BC keys it by three fields; the emulator keys a record by one GUID"
 _OUTSIDE_COMPANIES = "BC serves it outside companies; the emulator routes no such set yet"
 _DOCS_ONLY = "listed in Microsoft's API docs (bc-api.md 3.1) but not in this $metadata"
 KNOWN: dict[str | tuple[str, str], str] = {
-    **dict.fromkeys(
-        ["customerSales", "vendorPurchases"],
-        _KEYED_OTHERWISE,
-    ),
     **dict.fromkeys(
         [
             "apicategoryroutes",

@@ -28,12 +28,13 @@ def _declared_type(field: Field) -> str:
 def _entity_type(
     entity_set: EntitySet, known: set[str], by_name: dict[str, EntitySet]
 ) -> list[str]:
+    key = entity_set.composite_key or (entity_set.key,)
     lines = [
         f"<EntityType Name={quoteattr(entity_set.entity)}>",
-        f"<Key><PropertyRef Name={quoteattr(entity_set.key)}/></Key>",
+        "<Key>" + "".join(f"<PropertyRef Name={quoteattr(part)}/>" for part in key) + "</Key>",
     ]
     for field in fields_of(entity_set):
-        nullable = "false" if field.name == entity_set.key else "true"
+        nullable = "false" if field.name in key else "true"
         max_length = f' MaxLength="{field.max_length}"' if field.max_length else ""
         lines.append(
             f"<Property Name={quoteattr(field.name)} Type={quoteattr(_declared_type(field))} "
