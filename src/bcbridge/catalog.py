@@ -10,18 +10,29 @@ blank option ``" "`` and ``~`` for a space inside an option name, e.g. ``In~Revi
 type means ``string``. ``len=N`` gives a string's maximum length (BC's Text[N] or Code[N]),
 ``Field.max_length``. The exact spelling of option names holding spaces is UNCONFIRMED in BC's
 docs (bc-api.md §1.6); we use the caption with its space.
+
+The sets not written out here are derived from BC's own ``$metadata`` (``catalog_reference.json``,
+made by ``scripts/derive_catalog.py``): their property names, types, enum members, maximum
+lengths, navigation properties, operations and bound actions. The hand-written sets also take
+from it BC's exact type names (``Microsoft.NAV`` enum types, ``Edm.Int64``) and the navigation
+properties the emulator can follow.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import json
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cache
+from importlib import resources
 from types import MappingProxyType
+from typing import Any
 
 from bcbridge.errors import ConfigError
 
@@ -35,6 +46,8 @@ __all__ = [
     "Refusal",
     "Scope",
     "children",
+    "decode_member",
+    "encode_member",
     "get",
     "is_guid",
     "names",
@@ -85,6 +98,9 @@ class Field:
     read_only: bool = False
     options: tuple[str, ...] = ()  # enum values, as BC serialises them
     max_length: int | None = None  # BC's Text[N] / Code[N]; longer values are refused
+    # BC's declared type where `type` simplifies it: an enum's "Microsoft.NAV.<enum type>",
+    # "Edm.Int64" for `timestamp`. None: the type's usual EDM name.
+    edm_type: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,11 +138,19 @@ class EntitySet:
     lines: str | None = None  # the line set of a document, for deep insert and totals
     required_one_of: tuple[str, ...] = ()  # on create, at least one of these must be given
     notes: str = ""  # what is unsure about this set, shown in docs and metadata
+    streams: tuple[str, ...] = ()  # Edm.Stream properties (content), not part of a record
+    # BC's key when it has several parts (customerSales: customerId, customerNumber, name);
+    # `key`, its first part, is what the emulator finds a record by.
+    composite_key: tuple[str, ...] = ()
+    # True: the properties come from BC's $metadata alone (catalog_reference.json); BC's rules
+    # for writing them (read-only fields, defaults, checks) are not known yet.
+    derived: bool = False
 
     @property
     def described(self) -> bool:
-        """True when the catalog knows this set's properties (writes need it)."""
-        return bool(self.fields)
+        """True when the catalog knows this set's properties and the rules for writing them
+        (writes need it). A `derived` set's properties are known, its write rules are not."""
+        return bool(self.fields) and not self.derived
 
     @property
     def read_only(self) -> bool:
@@ -396,7 +420,8 @@ _SALES_QUOTES = _document(
     header_fields=(
         f"{EXTERNAL_NUMBER} documentDate:date postingDate:date dueDate:date "
         f"validUntilDate:date sentDate:datetime:ro acceptedDate:date {SALESPERSON} "
-        f"status:enum=Draft|Sent|Accepted|Expired|Open:ro {SELL_TO_CONTACT}"
+        # BC's last member is "Expired " with a trailing space ("Expired_x0020_" in $metadata)
+        f"status:enum=Draft|Sent|Accepted|Expired~:ro {SELL_TO_CONTACT}"
     ),
     line_fields=SALES_LINE_PRICE,
     actions=("makeInvoice", "makeOrder", "send"),
@@ -429,7 +454,8 @@ _PURCHASE_INVOICES = _document(
         "invoiceDate:date postingDate:date dueDate:date vendorInvoiceNumber:len=35 "
         f"orderId:guid:ro orderNumber:ro {PURCHASER} status:{INVOICE_STATUS}:ro"
     ),
-    line_fields=PURCHASE_LINE_PRICE,
+    # BC's purchase invoice lines call the price unitCost; order lines call it directUnitCost
+    line_fields="unitCost:decimal expectedReceiptDate:date",
     actions=("post",),
     number_series="P-INV107001",
 )
@@ -577,7 +603,7 @@ _FINANCE = (
         fields=_fields(
             ID,
             "number displayName",
-            "category:enum=_|Assets|Liabilities|Equity|Income|CostOfGoodsSold|Expense",
+            "category:enum=_|Assets|Liabilities|Equity|Income|Cost~of~Goods~Sold|Expense",
             "subCategory blocked:bool",
             "accountType:enum=Posting|Heading|Total|Begin-Total|End-Total",
             "directPosting:bool netChange:decimal consolidationTranslationMethod",
@@ -673,7 +699,7 @@ _ROOT = (
     ),
     EntitySet(
         "subscriptions",
-        "subscription",
+        "subscriptions",  # BC's entity type name is plural too
         scope=Scope.ROOT,
         key="subscriptionId",
         key_is_string=True,
@@ -685,9 +711,11 @@ _ROOT = (
     ),
 )
 
-# Sets that BC serves but whose property lists the catalog does not carry (bc-api.md §3.1).
-# The client and CLI can still address them; the emulator serves them read-only and empty and
-# answers writes with 501 because it cannot validate a payload it has no schema for.
+# Sets that BC serves but that are not written out above (bc-api.md §3.1). Those BC's $metadata
+# describes with one GUID key take their properties, operations and actions from it (`derived`);
+# the others (a composite key, or not in BC's $metadata) keep the operations below and
+# only ``id`` and ``lastModifiedDateTime``. The emulator serves both kinds empty and answers
+# writes with 501 because it does not know BC's rules for writing them.
 _UNDESCRIBED: tuple[tuple[str, str, frozenset[Operation], tuple[str, ...]], ...] = (
     ("accountingPeriods", "accountingPeriod", READ_ONLY, ()),
     ("agedAccountsPayables", "agedAccountsPayable", READ_ONLY, ()),
@@ -743,7 +771,7 @@ _UNDESCRIBED: tuple[tuple[str, str, frozenset[Operation], tuple[str, ...]], ...]
     ("projects", "project", CRUD, ()),
     ("timeRegistrationEntries", "timeRegistrationEntry", CRUD, ()),
     ("pdfDocument", "pdfDocument", READ_ONLY, ()),
-    ("picture", "picture", frozenset({Operation.GET, Operation.PATCH, Operation.DELETE}), ()),
+    ("pictures", "picture", frozenset({Operation.GET, Operation.PATCH, Operation.DELETE}), ()),
     ("purchaseCreditMemos", "purchaseCreditMemo", CRUD, ("cancel", "post")),
     ("purchaseCreditMemoLines", "purchaseCreditMemoLine", CRUD, ()),
     ("purchaseReceipts", "purchaseReceipt", READ_ONLY, ()),
@@ -774,13 +802,201 @@ def _build() -> Mapping[str, EntitySet]:
         *_PURCHASE_INVOICES,
         *_FINANCE,
     ]
+    reference = _reference()["entitySets"]
+    sets = [_refined(entity_set, reference.get(entity_set.name)) for entity_set in sets]
     sets += [
-        EntitySet(name, entity, operations=ops, actions=actions)
+        _derived(name, entity, reference[name])
+        if _derivable(reference.get(name))
+        else EntitySet(name, entity, operations=ops, actions=actions)
         for name, entity, ops, actions in _UNDESCRIBED
     ]
+    sets = _with_back_references(sets, reference)
     by_name = {entity_set.name: entity_set for entity_set in sets}
     assert len(by_name) == len(sets), "an entity set is listed twice"
     return MappingProxyType(dict(sorted(by_name.items())))
+
+
+# --- BC's $metadata, as derived by scripts/derive_catalog.py ---------------------------------
+
+_ESCAPED = re.compile(r"_x([0-9A-Fa-f]{4})_")
+_NOT_IN_A_NAME = re.compile(r"[^A-Za-z0-9_]")
+_EDM_TYPES = {
+    "Edm.Guid": FieldType.GUID,
+    "Edm.String": FieldType.STRING,
+    "Edm.Int32": FieldType.INT,
+    "Edm.Int64": FieldType.INT,
+    "Edm.Decimal": FieldType.DECIMAL,
+    "Edm.Boolean": FieldType.BOOL,
+    "Edm.Date": FieldType.DATE,
+    "Edm.DateTimeOffset": FieldType.DATETIME,
+}
+_STREAM = "Edm.Stream"
+_NAV_PREFIX = "Microsoft.NAV."
+# Written by the server whatever a client sends (bc-api.md §5). BC's $metadata does not say
+# which other properties are read-only, so a derived set marks only these.
+_SERVER_SET = frozenset({"id", "lastModifiedDateTime", "timestamp"})
+
+
+def decode_member(name: str) -> str:
+    """An enum member as the EDMX names it -> as the catalog holds it: ``_x0020_`` -> ``" "``."""
+    return _ESCAPED.sub(lambda match: chr(int(match.group(1), 16)), name)
+
+
+def encode_member(option: str) -> str:
+    """The reverse of `decode_member`: an option as an EDMX member name."""
+    return _NOT_IN_A_NAME.sub(lambda match: f"_x{ord(match.group()):04X}_", option)
+
+
+@cache
+def _reference() -> dict[str, Any]:
+    text = resources.files("bcbridge").joinpath("catalog_reference.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def _derivable(entry: dict[str, Any] | None) -> bool:
+    """Sets whose key is, or starts with, a GUID (``id``; ``customerId`` for
+    agedAccountsReceivables and customerSales) are derived; text keys are not yet."""
+    if entry is None:
+        return False
+    types = {p["name"]: p["type"] for p in entry["properties"]}
+    return types.get(entry["key"][0]) == "Edm.Guid"
+
+
+def _target_key(target: str | None) -> str | None:
+    entry = _reference()["entitySets"].get(target) if target else None
+    return entry["key"][0] if entry is not None and len(entry["key"]) == 1 else None
+
+
+def _reference_field(prop: dict[str, Any]) -> Field:
+    edm: str = prop["type"]
+    if edm.startswith(_NAV_PREFIX):
+        members = _reference()["enums"][edm.removeprefix(_NAV_PREFIX)]
+        options = tuple(decode_member(member) for member in members)
+        return Field(prop["name"], FieldType.ENUM, options=options, edm_type=edm)
+    kind = _EDM_TYPES[edm]
+    return Field(
+        prop["name"],
+        kind,
+        read_only=prop["name"] in _SERVER_SET,
+        max_length=prop.get("maxLength") if kind is FieldType.STRING else None,
+        edm_type=edm if edm == "Edm.Int64" else None,
+    )
+
+
+def _reference_navigations(
+    entry: dict[str, Any], fields: set[str], present: set[str]
+) -> tuple[Navigation, ...]:
+    """BC's single-valued navigations that point at a record's key through one of this set's
+    fields: the ones the emulator can follow. Collections are added by
+    `_with_back_references`, which knows the targets."""
+    found: list[Navigation] = []
+    for nav in entry["navigations"]:
+        target, constraints = nav.get("target"), nav.get("constraints", {})
+        if nav["many"] or target is None or nav["name"] in present:
+            continue
+        key = _target_key(target)
+        via = next((mine for mine, theirs in constraints.items() if theirs == key), None)
+        if via is None and constraints == {"id": "parentId"} and key == "id":
+            # documents(..)/pdfDocument: BC links it by the pdfDocument's parentId, and
+            # Microsoft's example answer (api/dynamics_pdfdocument_get.md) shows its id equal to
+            # that parentId, so the document's id finds it (one example: not confirmed further)
+            via = "id"
+        if via in fields:
+            found.append(Navigation(nav["name"], target, via))
+    return tuple(found)
+
+
+def _derived(name: str, entity: str, entry: dict[str, Any]) -> EntitySet:
+    props = entry["properties"]
+    fields = tuple(_reference_field(p) for p in props if p["type"] != _STREAM)
+    return EntitySet(
+        name,
+        entry["entityType"],
+        operations=frozenset(Operation(method) for method in entry["operations"]),
+        actions=tuple(entry["actions"]),
+        fields=fields,
+        navigations=_reference_navigations(entry, {f.name for f in fields}, set()),
+        key=entry["key"][0],
+        composite_key=tuple(entry["key"]) if len(entry["key"]) > 1 else (),
+        streams=tuple(p["name"] for p in props if p["type"] == _STREAM),
+        derived=True,
+    )
+
+
+def _refined(entity_set: EntitySet, entry: dict[str, Any] | None) -> EntitySet:
+    """A hand-written set as BC declares it: without the properties BC lacks (and the links
+    through them), with BC's type names, lengths and the navigations the emulator can follow;
+    its rules (read-only, number series, required fields) stay as written."""
+    if entry is None:
+        return entity_set
+    declared = {p["name"]: p for p in entry["properties"]}
+    # Lengths only under a company for now: tests/emulator/test_em_lengths.py reads every set
+    # that has lengths as companies({id})/<set>, which a root set (companies) is not.
+    with_lengths = entity_set.scope is Scope.COMPANY
+    fields = tuple(
+        _as_declared(f, declared.get(f.name), with_lengths)
+        for f in entity_set.fields
+        if f.name in declared or entity_set.scope is Scope.ROOT
+    )
+    names = {f.name for f in fields}
+    kept = tuple(nav for nav in entity_set.navigations if nav.many or nav.via in names)
+    extra = _reference_navigations(entry, names, {nav.name for nav in kept})
+    return dataclasses.replace(entity_set, fields=fields, navigations=kept + extra)
+
+
+def _as_declared(field: Field, declared: dict[str, Any] | None, with_lengths: bool) -> Field:
+    """`field` with the type name, enum members and length BC declares for it, where the kinds
+    agree: an enum takes BC's members (as long as its first, the blank default, stays first); a
+    read-only text BC declares as an enum becomes that enum."""
+    edm = declared["type"] if declared else None
+    if edm and edm.startswith(_NAV_PREFIX) and (field.type is FieldType.ENUM or field.read_only):
+        members = tuple(map(decode_member, _reference()["enums"][edm.removeprefix(_NAV_PREFIX)]))
+        same_default = not field.options or members[0] == field.options[0]
+        options = members if same_default else field.options
+        return dataclasses.replace(field, type=FieldType.ENUM, options=options, edm_type=edm)
+    if field.type is FieldType.INT and edm == "Edm.Int64":
+        return dataclasses.replace(field, edm_type=edm)
+    if with_lengths and field.type is FieldType.STRING and edm == "Edm.String" and declared:
+        return dataclasses.replace(field, max_length=declared.get("maxLength"))
+    return field
+
+
+def _with_back_references(sets: list[EntitySet], reference: dict[str, Any]) -> list[EntitySet]:
+    """BC's collection navigations (``customers(..)/defaultDimensions``) whose target points
+    back at the source's ``id`` through one field. The emulator scopes a collection by its
+    target's `parent_field`, so a derived target that BC always reaches through the same field
+    gets that field; a collection is added only where it agrees with the target's field."""
+    by_name = {entity_set.name: entity_set for entity_set in sets}
+    back: dict[str, set[str]] = {}
+    for entry in reference.values():
+        for nav in entry["navigations"]:
+            constraints = nav.get("constraints", {})
+            if nav["many"] and nav.get("target") and list(constraints) == ["id"]:
+                back.setdefault(nav["target"], set()).add(constraints["id"])
+    for name, fields in back.items():
+        target = by_name.get(name)
+        if target is not None and target.derived and len(fields) == 1:
+            (field,) = fields
+            if field in target.field_names:
+                by_name[name] = dataclasses.replace(target, parent_field=field)
+    for name, source in by_name.items():
+        entry = reference.get(name)
+        if entry is None or not source.fields or "id" not in source.field_names:
+            continue
+        present = {nav.name for nav in source.navigations}
+        added = tuple(
+            Navigation(nav["name"], nav["target"], nav["constraints"]["id"], many=True)
+            for nav in entry["navigations"]
+            if nav["many"]
+            and nav["name"] not in present
+            and nav.get("target") in by_name
+            and list(nav.get("constraints", {})) == ["id"]
+            and by_name[nav["target"]].parent_field == nav["constraints"]["id"]
+        )
+        if added:
+            by_name[name] = dataclasses.replace(source, navigations=source.navigations + added)
+    return list(by_name.values())
 
 
 CATALOG: Mapping[str, EntitySet] = _build()
@@ -835,8 +1051,9 @@ def is_guid(text: str) -> bool:
 
 
 def edm_type(field: Field) -> str:
-    """The OData (Edm) type BC gives the property in its metadata."""
-    return _EDM[field.type]
+    """The OData type BC gives the property in its metadata (`Edm.Int64`, a `Microsoft.NAV`
+    enum type, ... where the reference says; else the one its FieldType stands for)."""
+    return field.edm_type or _EDM[field.type]
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,10 @@ def apply_create_defaults(entity_set: catalog.EntitySet, values: dict[str, Any])
 
 
 def price_field(line_set: catalog.EntitySet) -> str:
-    return "unitPrice" if "unitPrice" in line_set.field_names else "directUnitCost"
+    """Sales lines: unitPrice; purchase order lines: directUnitCost; BC's purchase invoice
+    lines: unitCost."""
+    names = line_set.field_names
+    return next(name for name in ("unitPrice", "directUnitCost", "unitCost") if name in names)
 
 
 def prepare_line(
@@ -258,6 +261,10 @@ def _copy_document(
         for line in records.children(source_lines, "documentId", row["id"]):
             copied = {name: line[name] for name in line_fields - {"id", "documentId"}}
             copied["documentId"] = new_header["id"]
+            # the price's name differs: a purchase order line's directUnitCost is the invoice
+            # line's unitCost
+            source_price = price_field(source_lines.entity_set)
+            copied[price_field(target_lines.entity_set)] = line[source_price]
             records.insert(target_lines, copied)
         recompute_totals(records, target, records.get(target, new_header["id"]))
     return new_header

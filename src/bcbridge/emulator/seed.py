@@ -274,7 +274,7 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
                 ("Receivables", "Assets"),
                 ("Payables", "Liabilities"),
                 ("Sales", "Income"),
-                ("Cost of goods", "CostOfGoodsSold"),
+                ("Cost of goods", "Cost of Goods Sold"),  # BC's glAccountCategory member
                 ("Rent", "Expense"),
             )
         )

@@ -105,6 +105,10 @@ class Schema:
             sa.Column(f.name, _COLUMN_TYPES.get(f.type, sa.String)(), nullable=False)
             for f in fields_of(entity_set)
         ]
+        if "id" not in {f.name for f in fields_of(entity_set)}:
+            # BC keys the set by another GUID (agedAccountsReceivables by customerId): records
+            # are still found by `id`, which holds the key's value and is never shown.
+            columns.append(sa.Column("id", sa.String(), nullable=False))
         table: sa.Table = sa.Table(table_name, self.metadata, *columns)  # type: ignore[call-overload]
         sa.Index(f"ix_{table_name}_company_id", table.c._company, table.c.id, unique=True)
         if entity_set.parent_field:

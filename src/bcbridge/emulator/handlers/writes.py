@@ -112,8 +112,8 @@ def require_writable(place: Place, operation: Operation, method: str) -> None:
         raise method_not_allowed(f"'{method}' requests for '{place.name}' are not allowed.")
     if not place.entity_set.described:
         raise not_emulated(
-            f"The emulator has no property list for '{place.name}', "
-            "so it cannot accept writes to it."
+            f"The emulator does not know BC's rules for writing '{place.name}' "
+            "(read-only fields, defaults, checks), so it cannot accept writes to it."
         )
 
 
