@@ -164,6 +164,14 @@ class EmulatorControl(ABC):
         result: dict[str, Any] = response.json()
         return result
 
+    def webhooks(self) -> dict[str, Any]:
+        """The webhook notifier's state: live subscriptions, pending changes, and what it
+        delivered, retried and dropped (``GET /_emulator/webhooks``)."""
+        response = self._control.get("/_emulator/webhooks")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
     def register_entity(self, **spec: Any) -> None:
         self._post("/_emulator/entities", spec)
 
