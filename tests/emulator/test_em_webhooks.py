@@ -115,7 +115,7 @@ def receiver(emulator: EmulatorControl, api: httpx.Client) -> Iterator[Receiver]
     emulator.configure(
         webhook_collection_threshold=1000, subscription_lifetime_s=3 * 86_400.0, **FAST
     )
-    emulator._control.delete("/_emulator/webhooks").raise_for_status()
+    emulator.clear_webhook_log()
     running.stop()
 
 
@@ -244,22 +244,27 @@ def test_unknown_company_and_duplicates_are_refused(
 def test_renewal_repeats_the_handshake_and_needs_if_match(
     api: httpx.Client, emulator: EmulatorControl, receiver: Receiver, company: str
 ) -> None:
-    emulator.configure(subscription_lifetime_s=0.6)
+    emulator.configure(subscription_lifetime_s=0.5)
     created = subscribe(api, receiver, resource_of(company, "customers"))
     key = f"subscriptions('{created['subscriptionId']}')"
     assert_bc_error(api.patch(key, json={}), 400, "BadRequest_InvalidToken")
     stale = api.patch(key, json={}, headers={"If-Match": 'W/"JzE7OTk7Jw=="'})
     assert_bc_error(stale, 409, "Request_EntityChanged")
-    time.sleep(0.3)
+    receiver.token_answer = lambda token: "no"
+    refused = api.patch(key, json={}, headers={"If-Match": created["@odata.etag"]})
+    assert_bc_error(refused, 400, "BadRequest")
+    assert api.get(key).json()["@odata.etag"] == created["@odata.etag"]  # not renewed
+    receiver.token_answer = lambda token: token
+    emulator.configure(subscription_lifetime_s=30.0)  # a renewal lasts one (new) lifetime
     renewed = api.patch(
         key, json={"clientState": "new"}, headers={"If-Match": created["@odata.etag"]}
     )
     assert renewed.status_code == 200, renewed.text
-    assert len(receiver.handshakes) == 2
+    assert len(receiver.handshakes) == 3
     assert renewed.json()["expirationDateTime"] > created["expirationDateTime"]
     assert renewed.json()["clientState"] == "new"
     assert renewed.json()["@odata.etag"] != created["@odata.etag"]
-    time.sleep(0.4)  # past the first expiry, not the renewed one
+    time.sleep(0.6)  # past the first expiry, not the renewed one
     new_customer(api, company, "Renewed Ltd")
     assert wait_for(receiver.delivered)[0]["clientState"] == "new"
 
@@ -382,6 +387,27 @@ def test_a_line_change_notifies_the_document_header(
     assert [(i["resource"], i["changeType"]) for i in items] == [
         (record_url(company, "salesOrders", order["id"]), "updated")
     ]
+
+
+def test_bound_actions_notify_what_they_change(
+    api: httpx.Client, receiver: Receiver, company: str
+) -> None:
+    quote = api.post(
+        f"{company}/salesQuotes",
+        json={
+            "customerNumber": "C00011",
+            "salesQuoteLines": [{"lineObjectNumber": "I00010", "quantity": 2}],
+        },
+    ).json()
+    subscribe(api, receiver, resource_of(company, "salesQuotes"))
+    subscribe(api, receiver, resource_of(company, "salesInvoices"))
+    made = api.post(f"{company}/salesQuotes({quote['id']})/Microsoft.NAV.makeInvoice")
+    assert made.status_code == 204, made.text
+    wait_for(lambda: len(receiver.delivered()) == 2)
+    kinds = {i["resource"].split("(")[-2].rsplit("/", 1)[-1]: i for i in receiver.delivered()}
+    assert kinds["salesQuotes"]["changeType"] == "deleted"
+    assert kinds["salesQuotes"]["resource"] == record_url(company, "salesQuotes", quote["id"])
+    assert kinds["salesInvoices"]["changeType"] == "created"
 
 
 def test_subscriptions_on_one_url_share_a_post(

@@ -172,6 +172,10 @@ class EmulatorControl(ABC):
         result: dict[str, Any] = response.json()
         return result
 
+    def clear_webhook_log(self) -> None:
+        """Forget what the notifier delivered, retried and dropped (the counts too)."""
+        self._control.delete("/_emulator/webhooks").raise_for_status()
+
     def register_entity(self, **spec: Any) -> None:
         self._post("/_emulator/entities", spec)
 

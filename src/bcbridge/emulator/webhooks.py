@@ -299,6 +299,7 @@ class Webhooks:
 
     def _close_window(self) -> None:
         self._window = None
+        self.live()  # a subscription that expired inside the window gets nothing
         pending, self._pending = self._pending, {}
         by_url: dict[str, list[tuple[str, dict[str, Any]]]] = {}
         for subscription_id, records in pending.items():
@@ -361,6 +362,7 @@ class Webhooks:
 
     def _payload(self, items: Iterable[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         """The items whose subscriptions still exist, with their current state and expiry."""
+        self.live()
         value = []
         for subscription_id, item in items:
             subscription = self.subscriptions.get(subscription_id)
