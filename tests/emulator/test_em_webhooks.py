@@ -443,18 +443,24 @@ def test_408_429_and_5xx_are_retried_until_delivered(
     assert api.get(f"subscriptions('{created['subscriptionId']}')").status_code == 200
 
 
+@pytest.mark.parametrize("failure", ["answers 500", "cannot be reached"])
 def test_retries_stop_after_36_hours_and_keep_the_subscription(
-    api: httpx.Client, emulator: EmulatorControl, receiver: Receiver, company: str
+    api: httpx.Client, emulator: EmulatorControl, receiver: Receiver, company: str, failure: str
 ) -> None:
     created = subscribe(api, receiver, resource_of(company, "customers"))
-    receiver.statuses.extend([500] * 100)
+    if failure == "answers 500":
+        receiver.statuses.extend([500] * 100)
+    else:
+        receiver.stop()
     new_customer(api, company, "Unlucky Ltd")
     status = wait_for(lambda: (s := emulator.webhooks())["dropped"] and s)
     dropped = status["log"][-1]
     assert dropped["outcome"] == "dropped" and "36 hours" in dropped["reason"]
     emulated = sum(e["wait_s"] for e in status["log"] if e["outcome"] == "retrying")
     assert 30 * 3600 <= emulated <= 36 * 3600
-    assert len(receiver.posts) == status["retried"] + 1
+    expected_posts = status["retried"] + 1 if failure == "answers 500" else 0
+    assert len(receiver.posts) == expected_posts
+    assert all(e["status"] is None for e in status["log"][1:]) == (failure != "answers 500")
     assert api.get(f"subscriptions('{created['subscriptionId']}')").status_code == 200
 
 
