@@ -372,6 +372,28 @@ def test_more_changes_than_the_threshold_become_one_collection(
     assert set(ids) <= {c["id"] for c in found.json()["value"]}
 
 
+@pytest.mark.slow
+def test_1500_changes_in_one_window_are_one_collection_at_bc_s_threshold(
+    api: httpx.Client, emulator: EmulatorControl, receiver: Receiver, company: str
+) -> None:
+    emulator.configure(webhook_delay_s=8.0)  # 15 batches of 100 take ~3 s on a quiet machine
+    subscribe(api, receiver, resource_of(company, "customers"))
+    started = time.monotonic()
+    for _ in range(15):
+        requests = [
+            {"id": str(n), "method": "POST", "url": f"{company}/customers", "body": {}}
+            for n in range(100)
+        ]
+        answer = api.post("$batch", json={"requests": requests}, headers={"Isolation": "snapshot"})
+        assert answer.status_code == 200, answer.text
+    assert time.monotonic() - started < 8.0, "the window closed before all changes were made"
+    items = wait_for(receiver.delivered, timeout=15)
+    assert [i["changeType"] for i in items] == ["collection"]
+    query = items[0]["resource"].partition("?")[2].removeprefix("$filter=")
+    found = api.get(f"{company}/customers", params={"$filter": query, "$count": "true", "$top": 0})
+    assert found.json()["@odata.count"] >= 1500
+
+
 def test_a_line_change_notifies_the_document_header(
     api: httpx.Client, receiver: Receiver, company: str
 ) -> None:
