@@ -241,6 +241,18 @@ def test_unknown_company_and_duplicates_are_refused(
     )
 
 
+def test_an_environment_holds_at_most_200_subscriptions(
+    api: httpx.Client, receiver: Receiver, company: str
+) -> None:
+    resource = resource_of(company, "customers")
+    for n in range(200):
+        body = {"notificationUrl": f"{receiver.url}&n={n}", "resource": resource}
+        assert api.post("subscriptions", json=body).status_code == 201
+    body = {"notificationUrl": f"{receiver.url}&n=200", "resource": resource}
+    assert "(200)" in assert_bc_error(api.post("subscriptions", json=body), 400, "BadRequest")
+    assert len(receiver.handshakes) == 200
+
+
 def test_renewal_repeats_the_handshake_and_needs_if_match(
     api: httpx.Client, emulator: EmulatorControl, receiver: Receiver, company: str
 ) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import ssl
 import uuid
 from collections import deque
 from collections.abc import Iterable
@@ -181,6 +182,13 @@ class Webhooks:
         self._window: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._seq = 0
+        self._tls: ssl.SSLContext | None = None
+
+    def _http(self, timeout: float) -> httpx.AsyncClient:
+        """A client for one call to a subscriber; the TLS context (slow to build) is shared."""
+        if self._tls is None:
+            self._tls = httpx.create_ssl_context()
+        return httpx.AsyncClient(timeout=timeout, verify=self._tls)
 
     # --- subscriptions -----------------------------------------------------------------------
 
@@ -226,7 +234,7 @@ class Webhooks:
         target = httpx.URL(url).copy_merge_params({"validationToken": token})
         self.log.counts["handshakes"] += 1
         try:
-            async with httpx.AsyncClient(timeout=self.settings.handshake_timeout_s) as http:
+            async with self._http(self.settings.handshake_timeout_s) as http:
                 response = await http.request(self.settings.handshake_method, target)
         except httpx.HTTPError as exc:
             self.log.add("handshake failed", url=url, error=type(exc).__name__)
@@ -334,7 +342,7 @@ class Webhooks:
             if not value:
                 return  # every subscription in it was deleted or expired meanwhile
             attempt += 1
-            status, error = await _post(url, value)
+            status, error = await self._post(url, value)
             details = {"url": url, "attempt": attempt, "status": status, "value": value}
             if error is not None:
                 details["error"] = error
@@ -359,6 +367,19 @@ class Webhooks:
             await asyncio.sleep(wait / self.settings.time_scale)
             waited += wait
             wait = min(wait * 2, RETRY_MAX_WAIT_S)
+
+    async def _post(self, url: str, value: list[dict[str, Any]]) -> tuple[int | None, str | None]:
+        """One notification POST: (status, None), or (None, what went wrong) with no answer."""
+        try:
+            async with self._http(DELIVERY_TIMEOUT_S) as http:
+                response = await http.post(
+                    url,
+                    content=orjson.dumps({"value": value}),
+                    headers={"Content-Type": "application/json"},
+                )
+        except httpx.HTTPError as exc:
+            return None, type(exc).__name__
+        return response.status_code, None
 
     def _payload(self, items: Iterable[tuple[str, dict[str, Any]]]) -> list[dict[str, Any]]:
         """The items whose subscriptions still exist, with their current state and expiry."""
@@ -408,20 +429,6 @@ def _item(resource: str, change_type: str, last_modified: str) -> dict[str, Any]
 
 def _retryable(status: int) -> bool:
     return status in (408, 429) or status >= 500
-
-
-async def _post(url: str, value: list[dict[str, Any]]) -> tuple[int | None, str | None]:
-    """One notification POST: (status, None), or (None, what went wrong) with no answer."""
-    try:
-        async with httpx.AsyncClient(timeout=DELIVERY_TIMEOUT_S) as http:
-            response = await http.post(
-                url,
-                content=orjson.dumps({"value": value}),
-                headers={"Content-Type": "application/json"},
-            )
-    except httpx.HTTPError as exc:
-        return None, type(exc).__name__
-    return response.status_code, None
 
 
 def _iso(moment: datetime) -> str:

@@ -86,12 +86,9 @@ async def create(
             raise required_field(name)
     url = _notification_url(values["notificationUrl"])
     company_id, set_name = await _check_resource(call, values["resource"], routes, company)
-    live = hooks.live()
-    if any(s.notification_url == url and s.resource == values["resource"] for s in live):
-        raise duplicate_subscription()
-    if len(live) >= MAX_SUBSCRIPTIONS:
-        raise too_many_subscriptions(MAX_SUBSCRIPTIONS)
+    _check_room(hooks, url, values["resource"])
     await hooks.handshake(url)
+    _check_room(hooks, url, values["resource"])  # another request may have won meanwhile
     subscription = hooks.add(
         route=call.route,
         notification_url=url,
@@ -125,6 +122,8 @@ async def renew(
     if "clientState" in values:
         changes["client_state"] = values["clientState"] or ""
     await hooks.handshake(changes.get("notification_url", subscription.notification_url))
+    if hooks.find(subscription.subscription_id) is None:  # deleted during the handshake
+        raise record_not_found("subscription", f"subscriptionId='{subscription.subscription_id}'")
     hooks.renew(subscription, changes)
     return _one(call, subscription)
 
@@ -160,6 +159,15 @@ async def _check_resource(
             resource, f"'{set_name}' does not support webhooks (see webhookSupportedResources)"
         )
     return await company(company_key), set_name
+
+
+def _check_room(hooks: Webhooks, url: str, resource: str) -> None:
+    """Refuse a second subscription for the same URL and resource, or a 201st."""
+    live = hooks.live()
+    if any(s.notification_url == url and s.resource == resource for s in live):
+        raise duplicate_subscription()
+    if len(live) >= MAX_SUBSCRIPTIONS:
+        raise too_many_subscriptions(MAX_SUBSCRIPTIONS)
 
 
 def _notification_url(text: str) -> str:
