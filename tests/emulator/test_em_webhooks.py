@@ -571,11 +571,17 @@ def test_webhook_settings_are_checked(emulator: EmulatorControl) -> None:
     emulator.configure(webhook_handshake_method="POST")
 
 
+def test_start_emulator_checks_webhook_settings_before_starting() -> None:
+    from bcbridge.testing import start_emulator
+
+    with pytest.raises(ConfigError, match=r"^webhook_delay_s: input should be greater"):
+        start_emulator(webhook_delay_s=-1)
+
+
 def test_the_emulator_process_sends_notifications_too(
     bc_emulator_factory: Callable[..., EmulatorControl],
 ) -> None:
-    running = bc_emulator_factory()
-    running.configure(**FAST)
+    running = bc_emulator_factory(**FAST)  # set through /_emulator/config once it runs
     receiver = Receiver()
     try:
         with api_client(running) as api:
@@ -585,5 +591,6 @@ def test_the_emulator_process_sends_notifications_too(
             items = wait_for(receiver.delivered)
         assert items[0]["resource"] == record_url(company, "customers", fresh["id"])
         assert running.webhooks()["delivered"] == 1
+        assert running.configure()["webhook_delay_s"] == DELAY_S
     finally:
         receiver.stop()
