@@ -24,7 +24,14 @@ from bcbridge.emulator.errors import bad_request, not_emulated
 from bcbridge.emulator.handlers import actions, batch, places, reads, subscriptions, writes
 from bcbridge.emulator.handlers.places import Address
 from bcbridge.emulator.records import Records
-from bcbridge.emulator.routing import RUNTIME_ROUTE, Kind, resolve, split_route, webhook_target
+from bcbridge.emulator.routing import (
+    RUNTIME_ROUTE,
+    Kind,
+    Target,
+    resolve,
+    split_route,
+    webhook_target,
+)
 from bcbridge.emulator.seed import SeedProgress, seed_data
 from bcbridge.emulator.store import STANDARD_ROUTE, Row, Schema, make_engine
 from bcbridge.emulator.webhooks import Webhooks
@@ -126,22 +133,25 @@ class DataService:
             root_url=base[: base.index("/api/") + len("/api/")] + route,
         )
         if hook_target is not None:
-            principal = request.state.principal
-            return to_response(
-                await subscriptions.handle(
-                    self.webhooks,
-                    call,
-                    hook_target,
-                    # BC's userId is the user (for an app, its application user) that made the
-                    # subscription; the emulator derives a stable GUID from the app's identity.
-                    user_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bcbridge-user/{principal.key}")),
-                    routes=self.routes,
-                    company=self._company_id,
-                )
-            )
+            return to_response(await self._subscriptions(request, call, hook_target))
         run = self._batch if path == "$batch" else self._run
         result = await anyio.to_thread.run_sync(run, call, limiter=self._worker)
         return to_response(result)
+
+    async def _subscriptions(self, request: Request, call: Call, target: Target) -> Result:
+        """``subscriptions`` and ``webhookSupportedResources``, on the event loop: creating
+        and renewing call the subscriber, which must not hold the worker thread."""
+        principal = request.state.principal
+        return await subscriptions.handle(
+            self.webhooks,
+            call,
+            target,
+            # BC's userId is the user (for an app, its application user) that made the
+            # subscription; the emulator derives a stable GUID from the app's identity.
+            user_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bcbridge-user/{principal.key}")),
+            routes=self.routes,
+            company=self._company_id,
+        )
 
     async def _company_id(self, key: str) -> str:
         def look_up() -> str:
