@@ -44,6 +44,7 @@ from bcbridge.emulator.faults import Faults, FaultSpec, status_error
 from bcbridge.emulator.identity import Identity
 from bcbridge.emulator.limits import Limits
 from bcbridge.emulator.service import DataService
+from bcbridge.emulator.webhooks import WebhookSettings
 
 log = logging.getLogger("bcbridge.emulator")
 _DROP = object()
@@ -60,6 +61,7 @@ class EmulatorApp:
         )
         self.faults = Faults()
         self.info: dict[str, Any] = {}
+        service.webhooks.settings = webhook_settings(config)
         self.control = Starlette(routes=self._routes())
 
     def _routes(self) -> list[Route]:
@@ -77,6 +79,8 @@ class EmulatorApp:
             Route("/_emulator/stats", self._stats),
             Route("/_emulator/info", self._info),
             Route("/_emulator/entities", _answers_400(self._register_entity), methods=["POST"]),
+            Route("/_emulator/webhooks", self._webhooks),
+            Route("/_emulator/webhooks", self._clear_webhook_log, methods=["DELETE"]),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -145,6 +149,7 @@ class EmulatorApp:
         await anyio.to_thread.run_sync(self.service.seed, self.config.seed, self.config.scale)
         self.limits.reset()
         self.faults.clear()
+        self.service.webhooks.reset()
 
     async def _reset(self, request: Request) -> Response:
         await read_body(request, ResetRequest)
@@ -169,6 +174,7 @@ class EmulatorApp:
             self.config.max_queue,
             self.config.queue_timeout_s,
         )
+        self.service.webhooks.settings = webhook_settings(self.config)
         return JSONResponse(self.config.model_dump(mode="json", exclude={"state_dir", "data"}))
 
     def _changed_config(self, changes: dict[str, Any]) -> EmulatorConfig:
@@ -183,6 +189,13 @@ class EmulatorApp:
             {**self.limits.stats.as_json(), "tokens_issued": self.identity.tokens_issued}
         )
 
+    async def _webhooks(self, request: Request) -> Response:
+        return JSONResponse(self.service.webhooks.status())
+
+    async def _clear_webhook_log(self, request: Request) -> Response:
+        self.service.webhooks.clear_log()
+        return JSONResponse(self.service.webhooks.status())
+
     async def _info(self, request: Request) -> Response:
         return JSONResponse(self.info)
 
@@ -193,6 +206,16 @@ class EmulatorApp:
         except BCError as exc:
             raise ControlError(exc.message) from None
         return JSONResponse({"registered": True}, status_code=201 if created else 200)
+
+
+def webhook_settings(config: EmulatorConfig) -> WebhookSettings:
+    return WebhookSettings(
+        delay_s=config.webhook_delay_s,
+        collection_threshold=config.webhook_collection_threshold,
+        time_scale=config.webhook_time_scale,
+        lifetime_s=config.subscription_lifetime_s,
+        handshake_method=config.webhook_handshake_method,
+    )
 
 
 def _answers_400(

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
@@ -31,6 +31,14 @@ QueueTimeout = Annotated[float, Field(gt=0, le=3_600)]
 # Seeding a million rows of one set takes minutes; more would look like a hang.
 ScaleCount = Annotated[int, Field(ge=0, le=1_000_000)]
 MAX_RATE_WINDOW_S = 86_400.0
+# Webhooks (bc-api.md §9): BC waits 30 s, sends a collection above 1,000 changes, and lets a
+# subscription live 3 days; tests shrink these. An hour's delay or a 30-day lifetime is the
+# ceiling; the time scale compresses the 36-hour retry schedule (1e6: about 0.13 s).
+WebhookDelay = Annotated[float, Field(ge=0, le=3_600)]
+CollectionThreshold = Annotated[int, Field(ge=1, le=1_000_000)]
+WebhookTimeScale = Annotated[float, Field(ge=1, le=1e9)]
+SubscriptionLifetime = Annotated[float, Field(gt=0, le=30 * 86_400)]
+HandshakeMethod = Literal["POST", "GET"]
 
 
 def default_state_dir() -> Path:
@@ -128,6 +136,11 @@ class EmulatorConfig(BaseModel):
     data: Path | None = None
     state_dir: Path = Field(default_factory=default_state_dir)
     environment: str = "production"
+    webhook_delay_s: WebhookDelay = 30.0
+    webhook_collection_threshold: CollectionThreshold = 1000
+    webhook_time_scale: WebhookTimeScale = 1.0
+    subscription_lifetime_s: SubscriptionLifetime = 3 * 86_400.0
+    webhook_handshake_method: HandshakeMethod = "POST"
 
     @field_validator("scale", mode="before")
     @classmethod

@@ -18,12 +18,17 @@ from starlette.requests import Request
 
 from bcbridge.catalog import _fields
 from bcbridge.emulator.config import (
+    CollectionThreshold,
+    HandshakeMethod,
     LatencyMs,
     MaxConcurrent,
     MaxQueue,
     QueueTimeout,
     ScaleCount,
+    SubscriptionLifetime,
     TokenLifetime,
+    WebhookDelay,
+    WebhookTimeScale,
     check_rate,
     check_scale,
     describe,
@@ -77,6 +82,11 @@ class ConfigUpdate(ControlBody):
     max_concurrent: MaxConcurrent | None = None
     max_queue: MaxQueue | None = None
     queue_timeout_s: QueueTimeout | None = None
+    webhook_delay_s: WebhookDelay | None = None
+    webhook_collection_threshold: CollectionThreshold | None = None
+    webhook_time_scale: WebhookTimeScale | None = None
+    subscription_lifetime_s: SubscriptionLifetime | None = None
+    webhook_handshake_method: HandshakeMethod | None = None
 
     @field_validator("rate_limit")
     @classmethod

@@ -30,11 +30,13 @@ __all__ = [
     "control_error",
     "dialog",
     "duplicate_key",
+    "duplicate_subscription",
     "entity_changed",
     "environment_not_found",
     "error_body",
     "error_response",
     "from_exception",
+    "handshake_failed",
     "injected_fault",
     "invalid_credentials",
     "invalid_url",
@@ -50,7 +52,9 @@ __all__ = [
     "required_field",
     "segment_not_found",
     "server_failed",
+    "subscription_not_supported",
     "too_many_requests",
+    "too_many_subscriptions",
 ]
 
 
@@ -219,6 +223,43 @@ def refused(refusal: Refusal) -> BCError:
 def dialog(message: str) -> BCError:
     """400 ``Application_DialogException``: an AL ``Error()`` or validation dialog (§7)."""
     return BCError(400, "Application_DialogException", message)
+
+
+# --- webhook subscriptions (bc-api.md §9.1) -----------------------------------------------------
+# BC documents that these requests fail, not how: the statuses, codes and texts are UNCONFIRMED.
+# All are 400 ``BadRequest``, the answer to a request BC will not carry out as asked.
+
+
+def subscription_not_supported(resource: str, why: str) -> BCError:
+    """400: `resource` is not something BC sends notifications for (not a supported entity
+    set of this API route, a single record, another route, an unknown company)."""
+    return BCError(400, "BadRequest", f"The resource '{resource}' cannot be subscribed to: {why}.")
+
+
+def handshake_failed(url: str, why: str) -> BCError:
+    """400: the notification URL did not answer the validation request with 200 and the token."""
+    return BCError(
+        400,
+        "BadRequest",
+        f"The subscription could not be validated: the notification URL '{url}' {why}. It must "
+        "answer 200 with the validationToken query parameter as its plain-text body.",
+    )
+
+
+def duplicate_subscription() -> BCError:
+    """400: a subscription for the same notification URL and resource exists (bc-api.md §9.1)."""
+    return BCError(
+        400,
+        "BadRequest",
+        "A subscription for this notificationUrl and resource already exists.",
+    )
+
+
+def too_many_subscriptions(limit: int) -> BCError:
+    """400: the environment has `limit` subscriptions already (bc-api.md §8: 200)."""
+    return BCError(
+        400, "BadRequest", f"The maximum number of subscriptions ({limit}) has been reached."
+    )
 
 
 # --- limits, identity, faults -------------------------------------------------------------------

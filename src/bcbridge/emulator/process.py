@@ -164,6 +164,18 @@ class EmulatorControl(ABC):
         result: dict[str, Any] = response.json()
         return result
 
+    def webhooks(self) -> dict[str, Any]:
+        """The webhook notifier's state: live subscriptions, pending changes, and what it
+        delivered, retried and dropped (``GET /_emulator/webhooks``)."""
+        response = self._control.get("/_emulator/webhooks")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def clear_webhook_log(self) -> None:
+        """Forget what the notifier delivered, retried and dropped (the counts too)."""
+        self._control.delete("/_emulator/webhooks").raise_for_status()
+
     def register_entity(self, **spec: Any) -> None:
         self._post("/_emulator/entities", spec)
 
@@ -285,6 +297,15 @@ _FLAG_OPTIONS = (
     "data",
     "state_dir",
 )
+# Options that are no `emulator start` flag: `start_emulator` sets them once the process runs,
+# through ``POST /_emulator/config``.
+_RUNTIME_OPTIONS = (
+    "webhook_delay_s",
+    "webhook_collection_threshold",
+    "webhook_time_scale",
+    "subscription_lifetime_s",
+    "webhook_handshake_method",
+)
 
 
 def check_options(options: Mapping[str, Any]) -> None:
@@ -294,10 +315,11 @@ def check_options(options: Mapping[str, Any]) -> None:
     from bcbridge.emulator.config import EmulatorConfig, describe
     from bcbridge.errors import ConfigError
 
+    known = (*_FLAG_OPTIONS, *_RUNTIME_OPTIONS)
     for name in options:
-        if name not in _FLAG_OPTIONS:
+        if name not in known:
             raise ConfigError(
-                f"unknown start_emulator option; expected one of: {', '.join(_FLAG_OPTIONS)}",
+                f"unknown start_emulator option; expected one of: {', '.join(known)}",
                 field=name,
             )
     try:
@@ -319,7 +341,7 @@ def emulator_command(
     args = [sys.executable, "-m", "bcbridge", "emulator", "start", "--json", "--no-record"]
     args += ["--port", str(port), *(["--progress"] if progress else [])]
     for name, value in options.items():
-        if value is None:
+        if value is None or name in _RUNTIME_OPTIONS:
             continue
         if name == "scale" and isinstance(value, dict):
             value = ",".join(f"{k}={v}" for k, v in value.items())
@@ -349,6 +371,9 @@ def start_emulator(
 
     running = RunningEmulator(process, _announced(process, timeout, failure, progress))
     threading.Thread(target=_drain, args=(process, running.log), daemon=True).start()
+    runtime = {k: v for k, v in options.items() if k in _RUNTIME_OPTIONS and v is not None}
+    if runtime:
+        running.configure(**runtime)  # checked by `check_options` already
     return running
 
 

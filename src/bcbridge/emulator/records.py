@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bcbridge.catalog import EntitySet
+from bcbridge.emulator.changes import Change, ChangeType, note
 from bcbridge.emulator.errors import entity_changed, missing_if_match, record_not_found
 from bcbridge.emulator.store import BLANK_GUID, Row, Schema, etag, new_id, now_text
 from bcbridge.emulator.validation import blank_record
@@ -103,7 +104,9 @@ class Records:
         self.conn.execute(
             self.table(place).insert().values(_company=place.company_id, _version=1, **record)
         )
-        return self.get(place, record["id"])
+        row = self.get(place, record["id"])
+        self._note(place, row, "created")
+        return row
 
     def update(self, place: Place, row: Row, values: Row) -> Row:
         table = self.table(place)
@@ -115,7 +118,9 @@ class Records:
             .where(table.c._seq == row["_seq"])
             .values(_version=table.c._version + 1, **changes)
         )
-        return self.get(place, row["id"])
+        updated = self.get(place, row["id"])
+        self._note(place, updated, "updated")
+        return updated
 
     def touch(self, place: Place, row: Row) -> None:
         """A change to a line is a change to its document: new ETag, new lastModifiedDateTime."""
@@ -124,6 +129,28 @@ class Records:
     def delete(self, place: Place, row: Row) -> None:
         table = self.table(place)
         self.conn.execute(table.delete().where(table.c._seq == row["_seq"]))
+        self._note(place, row, "deleted")
+
+    def _note(self, place: Place, row: Row, change_type: ChangeType) -> None:
+        """Remember the write for webhook notifications (`bcbridge.emulator.changes`)."""
+        entity_set = place.entity_set
+        modified = row.get("lastModifiedDateTime")
+        # Only document lines (documentId) notify their header (bc-api.md §9.2); whether BC
+        # does the same for other children (dimension values, journal lines) is UNCONFIRMED.
+        parent_id = row.get("documentId") if entity_set.parent_field == "documentId" else None
+        note(
+            self.conn,
+            Change(
+                place.route,
+                entity_set.name,
+                place.company_id,
+                str(row["id"]),
+                change_type,
+                str(modified) if modified and change_type != "deleted" else now_text(),
+                entity_set.parent if parent_id else None,
+                str(parent_id) if parent_id else None,
+            ),
+        )
 
 
 def check_if_match(row: Row, if_match: str | None, *, required: bool) -> None:

@@ -13,8 +13,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
+from bcbridge import catalog
 from bcbridge.catalog import EntitySet, Scope
 from bcbridge.emulator.errors import (
+    BCError,
     action_not_supported,
     invalid_url,
     method_not_allowed,
@@ -27,8 +29,11 @@ from bcbridge.emulator.query import UNSUPPORTED_OPTIONS, split_top_level
 from bcbridge.odata import is_guid, parse_key
 
 _SEGMENT = re.compile(r"^(?P<name>[A-Za-z_$][\w.$]*)(?:\((?P<key>.*)\))?$")
-_ROUTE = re.compile(r"^(?P<route>v2\.0|[\w-]+/[\w-]+/v[\w.]+)(?:/(?P<path>.*))?$")
+# A custom API's version is v<something> or "beta" (Microsoft's runtime API is .../beta).
+_ROUTE = re.compile(r"^(?P<route>v2\.0|[\w-]+/[\w-]+/(?:v[\w.]+|beta))(?:/(?P<path>.*))?$")
 _ACTION_PREFIX = "Microsoft.NAV."
+# Microsoft's runtime API, which serves companies({id})/webhookSupportedResources (§9.2).
+RUNTIME_ROUTE = "microsoft/runtime/beta"
 
 
 class Kind(StrEnum):
@@ -42,6 +47,7 @@ class Kind(StrEnum):
     DELETE = "delete"
     RELATED = "related"  # a single-valued navigation, e.g. salesOrders({id})/customer
     ACTION = "action"
+    WEBHOOK_RESOURCES = "webhook supported resources"
 
 
 @dataclass(frozen=True)
@@ -85,10 +91,8 @@ def resolve(
         return Target(Kind.METADATA)
     segments = [_segment(part) for part in split_top_level(path, "/")]
     name, key = segments[0]
-    if name == "subscriptions":
-        raise not_emulated(
-            "Webhook subscriptions are not emulated (they need a reachable notificationUrl)."
-        )
+    if name == "subscriptions":  # outside a $batch, `webhook_target` routes them first
+        raise not_emulated("Webhook subscriptions are not emulated inside a $batch.")
     company_key = None
     if name == "companies":
         if key is None and len(segments) > 1:
@@ -97,6 +101,59 @@ def resolve(
             return _companies(method, key)
         company_key, segments = key, segments[1:]
     return _below_company(method, segments, sets, company_key)
+
+
+def webhook_target(route: str, method: str, path: str) -> Target | None:
+    """``subscriptions[('<id>')]`` at a route's root, or the runtime API's
+    ``companies({id})/webhookSupportedResources``: served by `bcbridge.emulator.webhooks`, not by
+    the record handlers. None for any other path."""
+    path = path.strip("/")
+    if not path:
+        return None
+    segments = [_segment(part) for part in split_top_level(path, "/")]
+    name, key = segments[0]
+    if route == RUNTIME_ROUTE:
+        supported = segments[1:] == [("webhookSupportedResources", None)]
+        if not (supported and name == "companies" and key is not None):
+            return None
+        if method != "GET":
+            raise method_not_allowed("'webhookSupportedResources' is read-only.")
+        return Target(Kind.WEBHOOK_RESOURCES, company_key=key)
+    if name != "subscriptions":
+        return None
+    if len(segments) > 1:
+        raise invalid_url("Nothing can follow a subscription.")
+    subscriptions = catalog.get("subscriptions")
+    if key is None:
+        return _on_set(method, subscriptions, None)
+    if not key.startswith("'"):  # bc-api.md §1.4: the subscription key must be quoted
+        raise query_syntax(f"Bad Request - Error in query syntax: '{key}' must be quoted.")
+    return _on_record(method, subscriptions, None, key)
+
+
+def resource_parts(resource: str) -> tuple[str, str, str]:
+    """A subscription's resource, relative (``/api/v2.0/companies(<id>)/customers``) or
+    absolute (``https://.../api/v2.0/...``), as (route, company key, entity set); ValueError
+    with the reason when it does not name a company's entity set."""
+    text = resource.strip()
+    if "://" in text:
+        text = text.split("/api/", 1)[1] if "/api/" in text else ""
+    else:
+        text = text.lstrip("/").removeprefix("api/")
+    if "?" in text:
+        raise ValueError("a resource takes no query options")
+    match = _ROUTE.match(text)
+    if not match or not match["path"]:
+        raise ValueError("expected api/<route>/companies(<id>)/<entity set>")
+    try:
+        segments = [_segment(part) for part in split_top_level(match["path"].strip("/"), "/")]
+    except BCError:
+        raise ValueError("expected api/<route>/companies(<id>)/<entity set>") from None
+    if len(segments) != 2 or segments[0][0] != "companies" or segments[0][1] is None:
+        raise ValueError("expected api/<route>/companies(<id>)/<entity set>")
+    if segments[1][1] is not None:
+        raise ValueError("subscriptions are for a whole entity set, not one record")
+    return match["route"], segments[0][1], segments[1][0]
 
 
 def _below_company(

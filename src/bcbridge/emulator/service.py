@@ -8,6 +8,7 @@ that operation; `$batch` replays its operations through the same `dispatch`.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Mapping
 
 import anyio
@@ -17,14 +18,23 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bcbridge.catalog import EntitySet, _fields
+from bcbridge.emulator import changes
 from bcbridge.emulator.calls import Call, Result, to_response
 from bcbridge.emulator.errors import bad_request, not_emulated
-from bcbridge.emulator.handlers import actions, batch, places, reads, writes
+from bcbridge.emulator.handlers import actions, batch, places, reads, subscriptions, writes
 from bcbridge.emulator.handlers.places import Address
 from bcbridge.emulator.records import Records
-from bcbridge.emulator.routing import Kind, resolve, split_route
+from bcbridge.emulator.routing import (
+    RUNTIME_ROUTE,
+    Kind,
+    Target,
+    resolve,
+    split_route,
+    webhook_target,
+)
 from bcbridge.emulator.seed import SeedProgress, seed_data
 from bcbridge.emulator.store import STANDARD_ROUTE, Row, Schema, make_engine
+from bcbridge.emulator.webhooks import Webhooks
 
 Handler = Callable[[Records, Call, Address], Result]
 
@@ -46,9 +56,12 @@ class DataService:
         self.schema = Schema()
         self.schema.metadata.create_all(self.engine)
         self.routes: dict[str, dict[str, EntitySet]] = {
-            STANDARD_ROUTE: {name: s for (route, name), s in self.schema.sets.items()}
+            STANDARD_ROUTE: {name: s for (route, name), s in self.schema.sets.items()},
+            RUNTIME_ROUTE: {},  # only companies({id})/webhookSupportedResources
         }
         self._worker = anyio.CapacityLimiter(1)
+        self.webhooks = Webhooks()
+        changes.watch(self.engine, self.webhooks.committed)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -109,6 +122,7 @@ class DataService:
         except orjson.JSONDecodeError:
             raise bad_request("Invalid Request Body: the body is not valid JSON.") from None
         base = str(request.url).split("?", 1)[0]
+        hook_target = webhook_target(route, request.method, path)
         call = Call(
             method=request.method,
             route=route,
@@ -118,9 +132,33 @@ class DataService:
             body=body,
             root_url=base[: base.index("/api/") + len("/api/")] + route,
         )
+        if hook_target is not None:
+            return to_response(await self._subscriptions(request, call, hook_target))
         run = self._batch if path == "$batch" else self._run
         result = await anyio.to_thread.run_sync(run, call, limiter=self._worker)
         return to_response(result)
+
+    async def _subscriptions(self, request: Request, call: Call, target: Target) -> Result:
+        """``subscriptions`` and ``webhookSupportedResources``, on the event loop: creating
+        and renewing call the subscriber, which must not hold the worker thread."""
+        principal = request.state.principal
+        return await subscriptions.handle(
+            self.webhooks,
+            call,
+            target,
+            # BC's userId is the user (for an app, its application user) that made the
+            # subscription; the emulator derives a stable GUID from the app's identity.
+            user_id=str(uuid.uuid5(uuid.NAMESPACE_URL, f"bcbridge-user/{principal.key}")),
+            routes=self.routes,
+            company=self._company_id,
+        )
+
+    async def _company_id(self, key: str) -> str:
+        def look_up() -> str:
+            with self.engine.connect() as conn:
+                return places.company_by_id(Records(self.schema, conn), key)
+
+        return await anyio.to_thread.run_sync(look_up, limiter=self._worker)
 
     def _run(self, call: Call) -> Result:
         with self.engine.begin() as conn:
