@@ -46,8 +46,9 @@ from dotenv import dotenv_values
 from dotenv.parser import parse_stream
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.error import CommentMark, YAMLError
 from ruamel.yaml.scalarstring import DoubleQuotedScalarString, SingleQuotedScalarString
+from ruamel.yaml.tokens import CommentToken
 
 from bcbridge import _redact
 from bcbridge._files import write_atomic
@@ -180,13 +181,20 @@ class ProjectFile:
         _check_section(section)
 
         def edit(document: CommentedMap, env: _EnvFile) -> None:
-            items = _section(document, section)
+            items = document.get(section)
+            if not isinstance(items, CommentedMap):  # a new section, placed once it has the item
+                items = CommentedMap()
+                items[name] = _node(_with_secrets(section, name, dict(data), None, env, document))
+                _place_section(document, section, items)
+                return
             current = items.get(name)
             value = _with_secrets(section, name, dict(data), current, env, document)
             if isinstance(current, CommentedMap) and isinstance(value, Mapping):
                 _merge(current, value)
-            else:
+            elif name in items:
                 items[name] = _node(value)
+            else:
+                _insert(items, len(items), name, _node(value))
 
         return self._change(version, edit)
 
@@ -199,7 +207,7 @@ class ProjectFile:
             items = document.get(section)
             if not isinstance(items, CommentedMap) or name not in items:
                 raise _not_found(section, name, items)
-            del items[name]
+            _delete(document, section, name)
 
         return self._change(version, edit)
 
@@ -231,7 +239,7 @@ class ProjectFile:
             if "store" in document:
                 document["store"] = _node(written)
             else:
-                document.insert(0, "store", _node(written))
+                _insert(document, 0, "store", _node(written))
 
         return self._change(version, edit)
 
@@ -461,19 +469,86 @@ def _field_problem(problem: Problem, temporary: str, source: str) -> FieldProble
     return FieldProblem(problem.path, message, text)
 
 
-def _section(document: CommentedMap, section: str) -> CommentedMap:
-    """The section's mapping, made (in the usual order of sections) when missing or empty."""
-    items = document.get(section)
-    if isinstance(items, CommentedMap):
-        return items
-    items = CommentedMap()
+def _place_section(document: CommentedMap, section: str, items: CommentedMap) -> None:
+    """A new section: in place of an empty one, else in the usual order of sections."""
     if section in document:
         document[section] = items
-        return items
+        return
     later = [name for name in SECTIONS[SECTIONS.index(section) + 1 :] if name in document]
     position = list(document).index(later[0]) if later else len(document)
-    document.insert(position, section, items)
-    return items
+    _insert(document, position, section, items)
+
+
+# ruamel keeps the comment lines after an entry with the deepest last value of that entry (as
+# the "end" of its line), so the heading of what follows belongs to what precedes it. An entry
+# inserted or deleted takes those lines along: these keep them above what they head.
+
+
+def _insert(mapping: CommentedMap, position: int, key: str, value: Any) -> None:
+    """Insert `key` at `position`; the comment lines after the entry before it stay below."""
+    mapping.insert(position, key, value)
+    if position > 0:
+        previous = list(mapping)[position - 1]
+        moved = _take_following_lines(mapping, previous)
+        if moved:
+            _add_following_lines(mapping, key, moved)
+
+
+def _delete(document: CommentedMap, section: str, name: str) -> None:
+    """Delete an item; the comment lines after it go to the entry before it (or its section)."""
+    items = document[section]
+    moved = _take_following_lines(items, name)
+    names = list(items)
+    position = names.index(name)
+    del items[name]
+    if not items:
+        items.fa.set_flow_style()  # `clients: {}`; a block style empty mapping is not YAML
+    if not moved:
+        return
+    if position > 0:
+        _add_following_lines(items, names[position - 1], moved)
+    else:
+        _add_following_lines(document, section, moved)
+
+
+def _end_slot(mapping: Any, key: Any) -> tuple[Any, Any, int]:
+    """Where the comment after the entry `key` of `mapping` is kept: the deepest last entry of
+    a block value; index 2 of a mapping's comment slot, 0 of a list's."""
+    container, slot, index = mapping, key, 2
+    value = container[slot]
+    while (
+        isinstance(value, CommentedMap | CommentedSeq) and len(value) and not value.fa.flow_style()
+    ):
+        container, index = value, 2 if isinstance(value, CommentedMap) else 0
+        slot = list(value)[-1] if isinstance(value, CommentedMap) else len(value) - 1
+        value = container[slot]
+    return container, slot, index
+
+
+def _take_following_lines(mapping: Any, key: Any) -> str:
+    """The comment lines after the end of the entry's own line, taken off it."""
+    container, slot, index = _end_slot(mapping, key)
+    comments = container.ca.items.get(slot)
+    token = comments[index] if comments and len(comments) > index else None
+    if not isinstance(token, CommentToken) or "\n" not in token.value:
+        return ""
+    own, _, rest = token.value.partition("\n")
+    if not rest.strip():
+        return ""
+    token.value = own + "\n"
+    return rest
+
+
+def _add_following_lines(mapping: Any, key: Any, lines: str) -> None:
+    container, slot, index = _end_slot(mapping, key)
+    comments = container.ca.items.setdefault(slot, [None, None, None, None])
+    while len(comments) <= index:
+        comments.append(None)
+    token = comments[index]
+    if isinstance(token, CommentToken):
+        token.value = token.value + lines
+    else:
+        comments[index] = CommentToken("\n" + lines, CommentMark(0), None)
 
 
 def _merge(node: CommentedMap, data: Mapping[str, Any]) -> None:
