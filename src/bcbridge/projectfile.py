@@ -273,7 +273,7 @@ class ProjectFile:
             document, yaml_writer = self._parse(text, env_text)
             env = _EnvFile(env_text)
             edit(document, env)
-            new_text = _dump(yaml_writer, document)
+            new_text = _keep_layout(text, _dump(yaml_writer, document))
             env.drop_unreferenced(new_text, old_text=text)
             new_env = env.text()
             self._refuse_new_problems(text, env_text, new_text, new_env)
@@ -576,7 +576,10 @@ def _node(value: Any) -> Any:
             mapping[_scalar(key)] = _node(item)
         return mapping
     if isinstance(value, list | tuple):
-        return CommentedSeq(_node(item) for item in value)
+        sequence = CommentedSeq(_node(item) for item in value)
+        if value and not any(isinstance(item, Mapping | list | tuple) for item in value):
+            sequence.fa.set_flow_style()  # [id, number] as people write it
+        return sequence
     return _scalar(value)
 
 
@@ -759,6 +762,63 @@ def _dump(writer: YAML, document: CommentedMap) -> str:
     out = io.StringIO()
     writer.dump(document, out)
     return out.getvalue()
+
+
+def _keep_layout(old_text: str, new_text: str) -> str:
+    """`new_text` with each item that the edit left as it was written as it was in `old_text`
+    (ruamel writes a flow mapping spread over lines on one line, for one); only when the
+    result reads as the same data, else `new_text` as it is."""
+    if not old_text.strip() or not new_text.strip():
+        return new_text
+    try:
+        old_items, new_items = _item_lines(old_text), _item_lines(new_text)
+        new_document = _round_trip(new_text).load(new_text)
+    except YAMLError:
+        return new_text
+    old_lines = old_text.splitlines(keepends=True)
+    lines = new_text.splitlines(keepends=True)
+    spans = sorted(new_items.items(), key=lambda entry: entry[1][0], reverse=True)
+    for key, (start, end, value) in spans:  # from the bottom, so lines above keep their index
+        if key not in old_items:
+            continue
+        old_start, old_end, old_value = old_items[key]
+        written = old_lines[old_start:old_end]
+        if old_value == value and written != lines[start:end]:
+            lines[start:end] = written
+    kept = "".join(lines)
+    try:
+        same = _plain(_round_trip(kept).load(kept)) == _plain(new_document)
+    except YAMLError:
+        same = False
+    return kept if same else new_text
+
+
+def _item_lines(text: str) -> dict[tuple[str, str], tuple[int, int, Any]]:
+    """Each item of a block-style section: its first line, the line after its last (comment
+    and blank lines after it not counted: they head what follows), and its data."""
+    document = _round_trip(text).load(text)
+    lines = text.splitlines()
+    if not isinstance(document, CommentedMap):
+        return {}
+    starts = {document.lc.key(key)[0] for key in document}
+    items: dict[tuple[str, str], int] = {}
+    for section in ITEM_SECTIONS:
+        values = document.get(section)
+        if isinstance(values, CommentedMap) and values and not values.fa.flow_style():
+            for name in values:
+                items[(section, str(name))] = values.lc.key(name)[0]
+    starts |= set(items.values())
+    ordered = sorted(starts)
+    found = {}
+    for (section, name), start in items.items():
+        later = [line for line in ordered if line > start]
+        end = later[0] if later else len(lines)
+        while end > start + 1 and (
+            not lines[end - 1].strip() or lines[end - 1].lstrip().startswith("#")
+        ):
+            end -= 1
+        found[(section, name)] = (start, end, _plain(document[section][name]))
+    return found
 
 
 def _env_line(name: str, value: str) -> str:
