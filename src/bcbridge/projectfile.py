@@ -196,7 +196,7 @@ class ProjectFile:
             else:
                 _insert(items, len(items), name, _node(value))
 
-        return self._change(version, edit)
+        return self._change(version, edit, touched={(section, name)})
 
     def delete(self, section: str, name: str, *, version: str) -> str:
         """Remove the item `name` of `section` (refused while other items refer to it); its
@@ -261,7 +261,14 @@ class ProjectFile:
                 f"{self.lock_timeout:g} s; try again (remove the lock file if no bcbridge runs)"
             ) from None
 
-    def _change(self, version: str, edit: Callable[[CommentedMap, _EnvFile], None]) -> str:
+    def _change(
+        self,
+        version: str,
+        edit: Callable[[CommentedMap, _EnvFile], None],
+        touched: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+    ) -> str:
+        """Apply `edit` to the files at `version`; `touched`: the items it rewrites, whose
+        layout is the new one even where their data reads the same (a quote style)."""
         with self._locked():
             text, env_text = self._texts()
             if _version_of(text, env_text) != version:
@@ -273,7 +280,7 @@ class ProjectFile:
             document, yaml_writer = self._parse(text, env_text)
             env = _EnvFile(env_text)
             edit(document, env)
-            new_text = _keep_layout(text, _dump(yaml_writer, document))
+            new_text = _keep_layout(text, _dump(yaml_writer, document), touched)
             env.drop_unreferenced(new_text, old_text=text)
             new_env = env.text()
             self._refuse_new_problems(text, env_text, new_text, new_env)
@@ -557,12 +564,21 @@ def _merge(node: CommentedMap, data: Mapping[str, Any]) -> None:
         del node[key]
     for key, value in data.items():
         old = node.get(key)
-        if key in node and _plain(old) == value and type(_plain(old)) is type(value):
+        if key in node and _same(old, value):
             continue
         if isinstance(old, CommentedMap) and isinstance(value, Mapping):
             _merge(old, value)
         else:
             node[_scalar(key)] = _node(value)
+
+
+def _same(old: Any, value: Any) -> bool:
+    """Whether `value` is what `old` holds, in the same quotes where it asks for some (a
+    ``${VAR}`` changes quotes with the secret it stands for)."""
+    if isinstance(value, DoubleQuotedScalarString | SingleQuotedScalarString):
+        return type(old) is type(value) and str(old) == str(value)
+    plain = _plain(old)
+    return bool(plain == value) and type(plain) is type(value)
 
 
 def _node(value: Any) -> Any:
@@ -764,7 +780,9 @@ def _dump(writer: YAML, document: CommentedMap) -> str:
     return out.getvalue()
 
 
-def _keep_layout(old_text: str, new_text: str) -> str:
+def _keep_layout(
+    old_text: str, new_text: str, touched: frozenset[tuple[str, str]] | set[tuple[str, str]]
+) -> str:
     """`new_text` with each item that the edit left as it was written as it was in `old_text`
     (ruamel writes a flow mapping spread over lines on one line, for one); only when the
     result reads as the same data, else `new_text` as it is."""
@@ -779,7 +797,7 @@ def _keep_layout(old_text: str, new_text: str) -> str:
     lines = new_text.splitlines(keepends=True)
     spans = sorted(new_items.items(), key=lambda entry: entry[1][0], reverse=True)
     for key, (start, end, value) in spans:  # from the bottom, so lines above keep their index
-        if key not in old_items:
+        if key not in old_items or key in touched:
             continue
         old_start, old_end, old_value = old_items[key]
         written = old_lines[old_start:old_end]
