@@ -406,18 +406,18 @@ def load_project(path: Path) -> ProjectConfig:
 
 
 def check_project(
-    path: Path, environ: Mapping[str, str] | None = None
+    path: Path, dotenv: Mapping[str, str] | None = None
 ) -> tuple[ProjectConfig | None, list[Problem]]:
     """The project at `path` and every problem a user can fix in it: YAML errors and keys given
     twice, unknown keys and names (with the closest valid one), entity sets, actions and fields
     unknown to the catalog, a missing key_field, steps that cannot be built, `python:` modules
     that cannot be imported, formats and database drivers. Relative paths are anchored to the
     file's folder. The project is None when the file cannot be read into one.
-    `environ`: the variables for ``${VAR}``; default the environment over the `.env` beside
-    `path`."""
+    Variables come from the environment over `dotenv`: the `.env` beside `path` by default
+    (an editor checking a would-be project passes its would-be `.env`)."""
     try:
-        dotenv = dotenv_beside(path) if environ is None else dict(environ)
-        data, lines = load_yaml(path, {**dotenv, **os.environ} if environ is None else environ)
+        dotenv = dotenv_beside(path) if dotenv is None else dict(dotenv)
+        data, lines = load_yaml(path, {**dotenv, **os.environ})
     except ConfigError as exc:
         return None, [Problem("", str(exc))]
     base = path.resolve().parent
@@ -430,7 +430,7 @@ def check_project(
         found = problems_of(exc, source=str(path), lines=lines, model=ProjectConfig)
         return None, problems.found + found
     config.lines = lines
-    config.dotenv = dotenv
+    config.dotenv = dict(dotenv)
     _anchor_paths(config, base)
     _check_names(config, problems)
     _check_entities(config, problems)

@@ -162,13 +162,14 @@ class ProjectFile:
     def version(self) -> str:
         return _version_of(*self._texts())
 
-    def read(self) -> Snapshot:
-        """The sections as plain data (see `Snapshot`)."""
+    def read(self, *, check: bool = True) -> Snapshot:
+        """The sections as plain data (see `Snapshot`); `check=False` leaves out the file's
+        problems (which take a load of the project)."""
         text, env_text = self._texts()
         document = self._parse(text, env_text)[0]
         environ = {**_dotenv(env_text), **os.environ}
         sections = {name: _shown(name, document.get(name), environ) for name in SECTIONS}
-        problems = self._problems(text, env_text) if text else []
+        problems = self._problems(text, env_text) if text and check else []
         return Snapshot(_version_of(text, env_text), sections, problems)
 
     # editing
@@ -330,8 +331,7 @@ class ProjectFile:
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 handle.write(text)
-            environ = {**_dotenv(env_text), **os.environ}
-            _, problems = check_project(Path(temporary), environ)
+            _, problems = check_project(Path(temporary), _dotenv(env_text))
         finally:
             Path(temporary).unlink(missing_ok=True)
         return [_field_problem(problem, temporary, str(self.path)) for problem in problems]
