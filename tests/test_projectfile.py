@@ -194,6 +194,23 @@ def test_a_replaced_secret_changes_the_quotes_it_needs(starter: Path) -> None:
         assert loaded is not None and loaded.get_secret_value() == secret
 
 
+def test_a_secret_written_in_the_yaml_by_hand_moves_to_the_env_file(starter: Path) -> None:
+    text = starter.read_text().replace(
+        "incoming:",
+        f"clients:\n  bc: {{tenant_id: t, client_id: c, client_secret: {CANARY}}}\n\nincoming:",
+        1,
+    )
+    starter.write_text(text)
+    project = ProjectFile(starter)
+    form = project.read().item("clients", "bc")
+    assert form == {"tenant_id": "t", "client_id": "c", "client_secret": Secret.SET}
+    project.put("clients", "bc", {**form, "environment": "sandbox"}, version=project.version())
+    assert CANARY not in starter.read_text()
+    assert (starter.parent / ".env").read_text() == f"BCBRIDGE_BC_CLIENT_SECRET='{CANARY}'\n"
+    secret = load_project(starter).client_settings("bc").client_secret
+    assert secret is not None and secret.get_secret_value() == CANARY
+
+
 def test_the_environment_wins_over_the_env_file(
     starter: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

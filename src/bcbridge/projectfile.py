@@ -643,11 +643,13 @@ def _client_secret(
 ) -> None:
     secret = data.get("client_secret", Secret.SET)
     if isinstance(secret, Secret):  # the form's "set" / "not set": the secret stays as it is
-        if "client_secret" in current:
-            data["client_secret"] = current["client_secret"]
-        else:
+        secret = current.get("client_secret")
+        if not isinstance(secret, str) or "${" in secret:  # none, or a ${VAR} already
             data.pop("client_secret", None)
-        return
+            if secret is not None:
+                data["client_secret"] = secret
+            return
+        # written in the YAML by hand: moved to the .env below, as a new one would be
     if secret is None:
         data.pop("client_secret")
         return
