@@ -286,6 +286,38 @@ def test_an_invalid_change_is_refused_at_its_fields(starter: Path) -> None:
     assert not list(starter.parent.glob(".*check*"))  # nor a checked copy left behind
 
 
+def test_a_file_broken_by_hand_can_be_mended_one_item_at_a_time(starter: Path) -> None:
+    starter.write_text(starter.read_text().replace("entity: items", "entity: itemz"))
+    project = ProjectFile(starter)
+    snapshot = project.read()
+    assert [p.path for p in snapshot.problems] == ["outgoing.items.entity"]
+    version = project.put(  # an edit elsewhere adds no problem: saved
+        "incoming", "vendors", {"entity": "vendors", "company": "X"}, version=snapshot.version
+    )
+    with pytest.raises(InvalidChange) as refused:  # one that adds a problem is refused
+        project.put("incoming", "more", {"entity": "nope"}, version=version)
+    assert [p.path for p in refused.value.problems] == ["incoming.more.entity"]
+    outgoing = project.read().item("outgoing", "items")
+    assert outgoing is not None
+    project.put("outgoing", "items", {**outgoing, "entity": "items"}, version=version)
+    assert project.read().problems == []
+
+
+def test_a_problem_that_stops_the_loader_blocks_every_edit_but_its_mend(starter: Path) -> None:
+    """A wrong type stops the loader before it checks names and entity sets: an edit then
+    cannot be checked, so it is refused with that problem, until it is mended."""
+    starter.write_text(starter.read_text().replace("schedule: 15m", "schedule: every now"))
+    project = ProjectFile(starter)
+    version = project.read().version
+    with pytest.raises(InvalidChange) as refused:
+        project.put("incoming", "more", {"entity": "nope"}, version=version)
+    assert [p.path for p in refused.value.problems] == ["flows.customers_to_file.schedule"]
+    flow = project.read().item("flows", "customers_to_file")
+    assert flow is not None
+    project.put("flows", "customers_to_file", {**flow, "schedule": "1h"}, version=version)
+    assert project.read().problems == []
+
+
 def test_a_rename_follows_the_references(starter: Path) -> None:
     project = ProjectFile(starter)
     version = project.put(

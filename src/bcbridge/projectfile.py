@@ -322,25 +322,34 @@ class ProjectFile:
         return document, yaml_rt
 
     def _problems(self, text: str, env_text: str) -> list[FieldProblem]:
+        return self._check(text, env_text)[1]
+
+    def _check(self, text: str, env_text: str) -> tuple[bool, list[FieldProblem]]:
         """What the CLI's loader says of `text` as this project file, with `env_text` as its
-        .env: the file checked is a temporary one beside the project (so relative paths mean
-        what they mean in the project), named as the project in the messages."""
+        .env, and whether it checked it all (a wrong type or key stops it before the names,
+        entity sets and steps). The file checked is a temporary one beside the project (so
+        relative paths mean what they mean in the project), named as the project in the
+        messages."""
         descriptor, temporary = tempfile.mkstemp(
             dir=self.path.parent, prefix=f".{self.path.stem}.check-", suffix=self.path.suffix
         )
         try:
             with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
                 handle.write(text)
-            _, problems = check_project(Path(temporary), _dotenv(env_text))
+            project, problems = check_project(Path(temporary), _dotenv(env_text))
         finally:
             Path(temporary).unlink(missing_ok=True)
-        return [_field_problem(problem, temporary, str(self.path)) for problem in problems]
+        found = [_field_problem(problem, temporary, str(self.path)) for problem in problems]
+        return project is not None, found
 
     def _refuse_new_problems(self, text: str, env_text: str, new_text: str, new_env: str) -> None:
+        """Problems the file had do not block a change; new ones do, and so does any problem
+        that stops the loader half-way (the rest of the change would go unchecked)."""
         before = {(p.path, p.message) for p in self._problems(text, env_text)} if text else set()
-        added = [p for p in self._problems(new_text, new_env) if (p.path, p.message) not in before]
-        if added:
-            raise InvalidChange(added)
+        complete, found = self._check(new_text, new_env)
+        added = [p for p in found if (p.path, p.message) not in before]
+        if added or (found and not complete):
+            raise InvalidChange(added or found)
 
 
 # reading helpers
