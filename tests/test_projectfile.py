@@ -138,6 +138,7 @@ def test_text_that_yaml_would_read_as_something_else_is_quoted(starter: Path) ->
 def test_a_secret_goes_to_the_env_file_and_nowhere_else(starter: Path) -> None:
     env = starter.parent / ".env"
     env.write_text("# mine\nOTHER=1  # kept\n")
+    starter.chmod(0o640)
     project = ProjectFile(starter)
     project.put(
         "clients", "bc", {**CLIENT, "client_secret": CANARY}, version=project.read().version
@@ -147,6 +148,7 @@ def test_a_secret_goes_to_the_env_file_and_nowhere_else(starter: Path) -> None:
     assert 'client_secret: "${BCBRIDGE_BC_CLIENT_SECRET}"' in starter.read_text()
     assert env.read_text() == f"# mine\nOTHER=1  # kept\nBCBRIDGE_BC_CLIENT_SECRET='{CANARY}'\n"
     assert stat.S_IMODE(env.stat().st_mode) == 0o600
+    assert stat.S_IMODE(starter.stat().st_mode) == 0o640  # the project's own mode kept
     snapshot = project.read()
     assert CANARY not in repr(snapshot) and CANARY not in json.dumps(snapshot.sections)
     assert snapshot.sections["clients"]["bc"]["client_secret"] == Secret.SET
@@ -278,10 +280,12 @@ def test_an_invalid_change_is_refused_at_its_fields(starter: Path) -> None:
     with pytest.raises(InvalidChange) as refused:
         project.rename("incoming", "customers", "customers", version=version)
     assert refused.value.problems[0].path == "incoming.customers"
-    with pytest.raises(InvalidChange):
+    with pytest.raises(InvalidChange) as refused:
         project.put(
             "clients", "bc", {**CLIENT, "client_secret": CANARY, "tenant": "x"}, version=version
         )
+    assert [p.path for p in refused.value.problems] == ["clients.bc.tenant"]
+    assert CANARY not in repr(refused.value.problems) and CANARY not in str(refused.value)
     assert files_of(starter) == before  # neither file touched, no .env made
     assert not list(starter.parent.glob(".*check*"))  # nor a checked copy left behind
 

@@ -12,7 +12,9 @@ keeps its comments, key order and layout (ruamel.yaml's round trip). Each edit i
 - **never blind**: every read returns a `version` (a hash of the project file and its `.env`);
   a save with a version that is no longer the files' is refused with `Conflict`.
 - **atomic and serialised**: files are replaced by one rename (`_files.write_atomic`), under a
-  lock file (`.<name>.lock` beside the project) that every `ProjectFile` takes, in any process.
+  lock file (`.bcbridge/<name>.lock` beside the project, in the folder `bcbridge init`'s
+  .gitignore leaves out) that every `ProjectFile` takes, in any process. The lock is an
+  advisory `flock`: an editor taking none (a person's) is caught by the version instead.
 - **secret-free**: a client's `client_secret` and a URL's password (the store's, a flow's
   reader or writer) go to the `.env` beside the project (mode 0600; other lines kept), and the
   YAML gets ``${VAR}``. Variables are named `BCBRIDGE_<CLIENT>_CLIENT_SECRET`,
@@ -33,6 +35,7 @@ import io
 import itertools
 import os
 import re
+import stat
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -154,7 +157,7 @@ class ProjectFile:
     def __init__(self, path: Path, *, lock_timeout: float = LOCK_TIMEOUT):
         self.path = Path(path)
         self.env_path = self.path.parent / DOTENV
-        self.lock_path = self.path.parent / f".{self.path.name}.lock"
+        self.lock_path = self.path.parent / ".bcbridge" / f"{self.path.name}.lock"
         self.lock_timeout = lock_timeout
 
     # reading
@@ -252,13 +255,14 @@ class ProjectFile:
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
+        self.lock_path.parent.mkdir(exist_ok=True)
         lock = filelock.FileLock(str(self.lock_path), timeout=self.lock_timeout)
         try:
             with lock:
                 yield
         except filelock.Timeout:
             raise Busy(
-                f"{self.path}: another edit of this project has held {self.lock_path.name} for "
+                f"{self.path}: another edit of this project has held {self.lock_path} for "
                 f"{self.lock_timeout:g} s; try again (remove the lock file if no bcbridge runs)"
             ) from None
 
@@ -302,7 +306,10 @@ class ProjectFile:
         if grown.text() != env_text:
             write_atomic(self.env_path, grown.text(), private=True)
         if new_text != text:
+            mode = stat.S_IMODE(self.path.stat().st_mode) if self.path.exists() else None
             write_atomic(self.path, new_text)
+            if mode is not None:
+                os.chmod(self.path, mode)  # a project kept private stays so
         if new_env != grown.text():
             write_atomic(self.env_path, new_env, private=True)
         if self.env_path.exists():
