@@ -65,6 +65,7 @@ __all__ = [
     "Conflict",
     "FieldProblem",
     "InvalidChange",
+    "ProjectEditError",
     "ProjectFile",
     "Secret",
     "Snapshot",
