@@ -1,15 +1,18 @@
 """Client settings: typed, from YAML or the environment, secrets masked everywhere.
 
-``${VAR}`` and ``${VAR:-default}`` in YAML are expanded from the environment before validation;
-a value expanded for a key that looks secret (client_secret, password, token, *_key), a variable
-named so (BC_CLIENT_SECRET, DB_PASSWORD) or a URL's password is registered with `_redact`, so no
-message, log line or stored error shows it. Validation errors name the file, the line and the
-field path (and the BC_* variable a setting came from) and never show a value.
+``${VAR}`` and ``${VAR:-default}`` in YAML are expanded before validation, from the
+environment and, under it, from a `.env` file beside the YAML file (`dotenv_beside`: a value
+already in the environment wins; `.env` values are taken literally, no ``$`` expansion inside
+them). A value expanded for a key that looks secret (client_secret, password, token, *_key), a
+variable named so (BC_CLIENT_SECRET, DB_PASSWORD) or a URL's password is registered with
+`_redact`, so no message, log line or stored error shows it. Validation errors name the file,
+the line and the field path (and the BC_* variable a setting came from), never a value.
 """
 
 from __future__ import annotations
 
 import difflib
+import io
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -20,6 +23,7 @@ from typing import Any, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
+from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -45,6 +49,7 @@ __all__ = [
     "anchor_settings_paths",
     "config_error",
     "did_you_mean",
+    "dotenv_beside",
     "expand_env",
     "line_of",
     "load_yaml",
@@ -555,15 +560,40 @@ def expand_env(text: str, environ: Mapping[str, str] | None = None) -> str:
     )
 
 
-def load_yaml(path: Path) -> tuple[dict[str, Any], dict[str, int]]:
-    """The YAML mapping after ``${VAR}`` expansion, and the line of each dotted key path."""
+DOTENV = ".env"
+
+
+def dotenv_beside(path: Path) -> dict[str, str]:
+    """The variables of the `.env` file in the folder of `path` ({} when there is none): the
+    convention of Meltano, docker compose and python-dotenv, and where the dashboard keeps
+    secrets. Values are literal (no ``${VAR}`` expansion inside .env: a secret may hold a $)."""
+    dotenv = path.parent / DOTENV
+    try:
+        text = dotenv.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc)
+        raise ConfigError(f"cannot read the file: {reason}", source=str(dotenv)) from None
+    values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    return {name: value for name, value in values.items() if value is not None}
+
+
+def load_yaml(
+    path: Path, environ: Mapping[str, str] | None = None
+) -> tuple[dict[str, Any], dict[str, int]]:
+    """The YAML mapping after ``${VAR}`` expansion, and the line of each dotted key path.
+    `environ`: the variables to expand; default the environment over the `.env` beside
+    `path` (a variable set in the environment wins)."""
     try:
         raw = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         reason = getattr(exc, "strerror", None) or str(exc)
         raise ConfigError(f"cannot read the file: {reason}", source=str(path)) from None
+    if environ is None:
+        environ = {**dotenv_beside(path), **os.environ}
     try:
-        text = expand_env(raw)
+        text = expand_env(raw, environ)
     except ConfigError as exc:  # an unset ${VAR}: name the file and the line it is on
         line = next(
             (

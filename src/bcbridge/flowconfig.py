@@ -17,6 +17,8 @@ flows:
     schedule: 5m                            # or a cron expression
 ```
 Without a `clients:` section the `default` client comes from the BC_* environment variables.
+``${VAR}`` and the BC_* variables are read from the environment and, under it, from a `.env`
+file beside the project file (a variable set in the environment wins).
 Relative paths (the store, readers, writers, SQLite URLs, clients' CA bundle, certificate and
 log file) are relative to the project file. Errors name the file, the line and the key path;
 unknown names list the valid ones; a key given twice is an error, not "the last one wins".
@@ -55,6 +57,7 @@ from bcbridge.config import (
     ClientSettings,
     Problem,
     anchor_settings_paths,
+    dotenv_beside,
     line_of,
     load_yaml,
     problems_of,
@@ -191,12 +194,14 @@ class ProjectConfig(_Strict):
     # set by load_project, not keys of the file (so never offered as valid keys)
     source: str = Field("environment", exclude=True)
     lines: dict[str, int] = Field(default_factory=dict, exclude=True)
+    # the `.env` beside the file: under the environment, for the `default` client's BC_* too
+    dotenv: dict[str, str] = Field(default_factory=dict, exclude=True, repr=False)
 
     def client_settings(self, name: str) -> ClientSettings:
         if name in self.clients:
             return self.clients[name]
         if name == DEFAULT_CLIENT:
-            return ClientSettings.from_env()
+            return ClientSettings.from_env({**self.dotenv, **os.environ})
         closest = _closest(name, self.client_names, "defined")
         raise ConfigError(f"no client named {name!r}{closest}", source=self.source)
 
@@ -400,14 +405,19 @@ def load_project(path: Path) -> ProjectConfig:
     return config
 
 
-def check_project(path: Path) -> tuple[ProjectConfig | None, list[Problem]]:
+def check_project(
+    path: Path, dotenv: Mapping[str, str] | None = None
+) -> tuple[ProjectConfig | None, list[Problem]]:
     """The project at `path` and every problem a user can fix in it: YAML errors and keys given
     twice, unknown keys and names (with the closest valid one), entity sets, actions and fields
     unknown to the catalog, a missing key_field, steps that cannot be built, `python:` modules
     that cannot be imported, formats and database drivers. Relative paths are anchored to the
-    file's folder. The project is None when the file cannot be read into one."""
+    file's folder. The project is None when the file cannot be read into one.
+    Variables come from the environment over `dotenv`: the `.env` beside `path` by default
+    (an editor checking a would-be project passes its would-be `.env`)."""
     try:
-        data, lines = load_yaml(path)
+        dotenv = dotenv_beside(path) if dotenv is None else dict(dotenv)
+        data, lines = load_yaml(path, {**dotenv, **os.environ})
     except ConfigError as exc:
         return None, [Problem("", str(exc))]
     base = path.resolve().parent
@@ -420,6 +430,7 @@ def check_project(path: Path) -> tuple[ProjectConfig | None, list[Problem]]:
         found = problems_of(exc, source=str(path), lines=lines, model=ProjectConfig)
         return None, problems.found + found
     config.lines = lines
+    config.dotenv = dict(dotenv)
     _anchor_paths(config, base)
     _check_names(config, problems)
     _check_entities(config, problems)

@@ -15,7 +15,7 @@ from rich.markup import escape
 from bcbridge import _json, _redact, catalog
 from bcbridge.cli._settings import fail
 from bcbridge.client import BusinessCentralClient
-from bcbridge.config import ClientSettings, Problem, line_of
+from bcbridge.config import Problem, line_of
 from bcbridge.errors import EXIT_OK, EXIT_USAGE, BCBridgeError, ConfigError, exit_code
 from bcbridge.flowconfig import DEFAULT_CLIENT, ProjectConfig, check_project, find_config
 
@@ -110,7 +110,7 @@ def _check_default_client(project: ProjectConfig, section: Section) -> None:
     if DEFAULT_CLIENT in project.clients or DEFAULT_CLIENT not in _clients_in_use(project):
         return
     try:
-        ClientSettings.from_env()
+        project.client_settings(DEFAULT_CLIENT)  # the BC_* variables, .env beside the project too
     except ConfigError as exc:
         for line in str(exc).splitlines():  # e.g. BC_TENANT_ID is not set: export ...
             section.add(f"client {DEFAULT_CLIENT!r} (from the BC_* environment): {line}")
