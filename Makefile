@@ -36,13 +36,14 @@ typecheck: $(DEV_STAMP)
 postgres:
 	.ci/ensure-postgres
 
-# Test files run side by side (pytest-xdist, one file per worker so module fixtures stay
-# private): most of the time is spent waiting on emulator and CLI processes, so more workers
+# Tests run side by side (pytest-xdist; worksteal: an idle worker takes tests from a busy one,
+# so one file of long crash tests does not hold the end back; each worker has its own module
+# fixtures): most of the time is spent waiting on emulator and CLI processes, so more workers
 # than cores pay off. TEST_WORKERS=0 runs them one after the other.
 TEST_WORKERS ?= 4
 
 test: postgres lint typecheck
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadfile
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
 # The quick loop while coding: no PostgreSQL, none of the long subprocess/crash/matrix tests.
 test-fast: $(DEV_STAMP)
