@@ -42,7 +42,10 @@ def test_entities_json_is_the_catalog() -> None:
     assert invoices["actions"] == list(catalog.get("salesInvoices").actions)
     assert invoices["operations"] == ["GET", "POST", "PATCH", "DELETE"]
     assert listed["companies"]["operations"] == ["GET"]
-    assert listed["bankAccounts"]["fields"] is None  # not described
+    assert listed["bankAccounts"]["fields"] == len(catalog.get("bankAccounts").fields)
+    assert listed["bankAccounts"]["write_rules_known"] is False  # fields from $metadata only
+    assert listed["customers"]["write_rules_known"] is True
+    assert listed["approvalEntries"]["fields"] is None  # not in BC's $metadata: not described
 
 
 def test_entity_details_show_operations_actions_and_fields() -> None:
@@ -75,9 +78,15 @@ def test_entity_details_as_json() -> None:
 
 
 def test_an_undescribed_set_says_so() -> None:
-    result = cli("entities", "bankAccounts")
+    result = cli("entities", "approvalEntries")
     assert result.exit_code == 0
     assert "not described" in result.stdout
+
+
+def test_a_set_known_from_metadata_lists_its_fields_and_says_what_is_unknown() -> None:
+    result = cli("entities", "bankAccounts", env={"COLUMNS": "120"})
+    assert result.exit_code == 0
+    assert "from BC's $metadata" in result.stdout and "Fields of bankAccounts" in result.stdout
 
 
 @pytest.mark.parametrize(

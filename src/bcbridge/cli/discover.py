@@ -115,7 +115,8 @@ def _summary(entity_set: EntitySet) -> dict[str, Any]:
         "entity": entity_set.entity,
         "operations": _operations(entity_set),
         "actions": list(entity_set.actions),
-        "fields": len(entity_set.fields) if entity_set.described else None,
+        "fields": len(entity_set.fields) if entity_set.fields else None,
+        "write_rules_known": entity_set.described,
     }
 
 
@@ -157,9 +158,15 @@ def _sets_table(sets: list[EntitySet]) -> Table:
             entity_set.name,
             " ".join(_operations(entity_set)),
             " ".join(entity_set.actions) or "-",
-            str(len(entity_set.fields)) if entity_set.described else "not described",
+            _fields_cell(entity_set),
         )
     return table
+
+
+def _fields_cell(entity_set: EntitySet) -> str:
+    if not entity_set.fields:
+        return "not described"
+    return f"{len(entity_set.fields)}" + ("" if entity_set.described else " (from $metadata)")
 
 
 def _print_details(entity_set: EntitySet) -> None:
@@ -181,12 +188,17 @@ def _print_details(entity_set: EntitySet) -> None:
         console.print(f"[bold]{label}:[/] {escape(value)}")
     if entity_set.notes:
         console.print(f"[bold]Notes:[/] {escape(entity_set.notes)}")
-    if not entity_set.described:
+    if not entity_set.fields:
         console.print(
             "Fields: not described in the catalog (BC serves them; bcbridge cannot check a "
             "payload for this set)."
         )
         return
+    if not entity_set.described:
+        console.print(
+            "Fields: from BC's $metadata; BC's rules for writing them (read-only fields, "
+            "checks) are not known yet, so a payload is checked for names and types only."
+        )
     table = Table(title=f"Fields of {entity_set.name}")
     table.add_column("Name", no_wrap=True)
     table.add_column("Type", overflow="fold")
