@@ -99,3 +99,62 @@ def test_ctrl_c_stops_serve_cleanly(serve: subprocess.Popen[str]) -> None:
     assert "stopping" in err and "Traceback" not in err
     with pytest.raises(httpx.ConnectError):
         httpx.get(announced["url"] + "/login")
+
+
+def test_a_run_in_flight_finishes_its_chunk_when_serve_is_stopped(tmp_path: Path) -> None:
+    """SIGTERM while a scheduled run works: the chunk in flight is written and recorded, the
+    run ends `interrupted` (not crashed), its lease is released, and serve exits 0."""
+    (tmp_path / "slow_step.py").write_text(
+        "import time\n\n\ndef step(record, context):\n    time.sleep(0.02)\n    return record\n"
+    )
+    copy_project(tmp_path, [])
+    lines = "".join(f'{{"id": "{n}", "price": "1"}}\n' for n in range(2000))
+    (tmp_path / "in.jsonl").write_text(lines)
+    project = tmp_path / "bcbridge.yaml"
+    flow = {
+        "from": "in.jsonl",
+        "transform": [{"python": "slow_step:step"}],
+        "to": "out.jsonl",
+        "chunk_size": 20,
+        "schedule": "1s",
+    }
+    project.write_text(json.dumps({"store": "sqlite:///state.db", "flows": {"slow": flow}}))
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bcbridge",
+            "serve",
+            "--config",
+            str(project),
+            "--port",
+            "0",
+            "--json",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        _announced(process)
+        store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+        try:
+            deadline = time.monotonic() + 20
+            while not store.count_tasks("slow").get("done"):
+                assert time.monotonic() < deadline, "the scheduled run did not start"
+                time.sleep(0.05)
+            code, _, err = _ended(process, signal.SIGTERM)
+            assert code == 0, err
+            (run,) = store.runs("slow")
+            assert run["status"] == "interrupted", run
+            done = store.count_tasks("slow")["done"]
+            assert 0 < done < 2000 and done % 20 == 0  # whole chunks only
+            assert run["counts"]["read"] == done
+            assert store.lease("slow") is None
+        finally:
+            store.close()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
