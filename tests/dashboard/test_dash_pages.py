@@ -156,3 +156,21 @@ async def test_runs_are_listed_with_durations_and_charted(tmp_path: Path) -> Non
         assert len(chart["labels"]) == 3 and chart["labels"][0].startswith("#1 ")
         assert chart["records"] == [2, 2, 2]
         assert chart["failures"] == [1, 1, 1]
+
+
+async def test_a_flow_running_in_another_process_is_shown_and_not_run_twice(
+    tmp_path: Path,
+) -> None:
+    async with open_dashboard(copy_project(tmp_path, [GOOD])) as dashboard:
+        await dashboard.sign_in()
+        other = Store(dashboard.store.url)
+        lease = other.acquire_lease("copy", holder="elsewhere:1:x")
+        try:
+            flows = await dashboard.client.get("/flows")
+            assert "running held by pid" in flows.text
+            fragment = await run_now(dashboard)
+            assert "busy" in fragment
+            assert dashboard.store.runs("copy") == []
+        finally:
+            other.release_lease(lease)
+            other.close()

@@ -240,11 +240,17 @@ class Pages:
         project = self.service.project
 
         def read() -> list[dict[str, Any]]:
-            return [_flow_json(name, flow, self.store) for name, flow in project.flows.items()]
+            flows = []
+            for name, flow in project.flows.items():
+                shown = _flow_json(name, flow, self.store)
+                shown["running"] = self.service.running(name) is not None
+                lease = None if shown["running"] else self.store.lease(name)
+                alive = lease is not None and lease.expires_at > datetime.now(UTC)
+                shown["elsewhere"] = lease.describe() if lease is not None and alive else None
+                flows.append(shown)
+            return flows
 
         flows = await anyio.to_thread.run_sync(read)
-        for flow in flows:
-            flow["running"] = self.service.running(flow["name"]) is not None
         return _page(request, "flows.html", flows=flows, source=project.source)
 
     def _flow_name(self, request: Request) -> str | None:
