@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bcbridge.cli import main
 from bcbridge.store import Store
 from tests.dashboard.conftest import GOOD, copy_project
 
@@ -158,3 +160,18 @@ def test_a_run_in_flight_finishes_its_chunk_when_serve_is_stopped(tmp_path: Path
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_a_port_in_use_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = copy_project(tmp_path, [GOOD])
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(SystemExit) as ended:
+            main(["serve", "--config", str(project), "--port", str(port)])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"--port {port}: cannot listen there" in err

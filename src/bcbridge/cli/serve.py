@@ -126,7 +126,8 @@ def serve(
     try:
         with ctrl_c_stops(stop, (signal.SIGINT, signal.SIGTERM)):
             asyncio.run(_serve(server, sock, service, announce, json_output))
-            stderr.print("stopping: waiting for the runs in flight to finish their chunk")
+            if service.busy():
+                stderr.print("stopping: waiting for the runs in flight to finish their chunk")
             service.join()
     finally:
         sock.close()

@@ -39,6 +39,7 @@ from bcbridge.store import Task, TaskSearch, TaskStatus
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
+WRONG_PASSWORD_DELAY = 1.0  # seconds
 CHART_RUNS = 200  # the latest runs the chart draws
 NEED_A_PERSON = (TaskStatus.FAILED, TaskStatus.UNKNOWN)  # what "all matching" retries or skips
 
@@ -218,6 +219,7 @@ class Pages:
         password = form.get("password")
         if isinstance(password, str) and self.sessions.password_matches(password):
             return self._signed_in(request)
+        await anyio.sleep(WRONG_PASSWORD_DELAY)  # guessing costs time
         _flash(request, "wrong password")
         return RedirectResponse("/login", status_code=303)
 

@@ -101,6 +101,11 @@ class FlowService:
             run = self._running.get(name)
             return run and Running(run.started_at, Counter(run.counts))
 
+    def busy(self) -> list[str]:
+        """The flows running in this process."""
+        with self._lock:
+            return sorted(self._running)
+
     def retry(self, tasks: Sequence[Task]) -> list[RunResult]:
         """Deliver tasks again, as `bcbridge tasks retry` does (blocks: call it in a thread)."""
         return anyio.run(self.runner().retry, list(tasks))
