@@ -99,6 +99,7 @@ def serve(
     Example: bcbridge serve --config examples/bcbridge.yaml --port 8080
     """
     from bcbridge.dashboard import PASSWORD_VARIABLE, FlowService, Sessions, create_app
+    from bcbridge.dashboard.service import mask_secrets_in_logs
 
     password = os.environ.get(PASSWORD_VARIABLE) or None
     try:
@@ -122,6 +123,7 @@ def serve(
     app = create_app(service, Sessions(password=password, login_token=token))
     url = _url(host, sock.getsockname()[1])
     server = _Server(uvicorn.Config(app, log_level="warning", proxy_headers=True))
+    mask_secrets_in_logs()  # after uvicorn's Config, which sets up its loggers
     announce = {"url": url, "login_url": f"{url}/login?token={quote(token)}"}
     try:
         with ctrl_c_stops(stop, (signal.SIGINT, signal.SIGTERM)):

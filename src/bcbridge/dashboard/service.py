@@ -10,7 +10,9 @@ store's calls block: the dashboard's pages stay quick while flows run.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -19,12 +21,39 @@ from functools import partial
 
 import anyio
 
+from bcbridge import _redact
 from bcbridge.flowconfig import ProjectConfig
 from bcbridge.flows import ClientFactory, FlowRunner, RunResult
 from bcbridge.schedule import parse_schedule, sleep_until
 from bcbridge.store import RunStatus, Store, Task
 
 log = logging.getLogger("bcbridge.serve")
+SERVER_LOGGERS = ("bcbridge.serve", "uvicorn.error")  # where an unexpected error is logged
+
+
+class MaskSecrets(logging.Filter):
+    """Log records with their secrets masked, the traceback too (a message may quote one);
+    the traceback is kept only with BCBRIDGE_DEBUG=1, as the CLI does."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.exc_info:
+            if os.environ.get("BCBRIDGE_DEBUG", "") not in ("", "0"):
+                message += "\n" + "".join(traceback.format_exception(*record.exc_info))
+            else:
+                error = record.exc_info[1]
+                message += f": {type(error).__name__}: {error} (BCBRIDGE_DEBUG=1 for the traceback)"
+        record.msg, record.args = _redact.text(message), None
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+def mask_secrets_in_logs() -> None:
+    """Mask secrets in what the server and the runs log (once per process)."""
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, MaskSecrets) for f in logger.filters):
+            logger.addFilter(MaskSecrets())
 
 
 @dataclass
