@@ -120,6 +120,8 @@ async def test_every_answer_has_a_csp_without_inline_script(tmp_path: Path) -> N
             for tag in re.findall(r"<script[^>]*>", answer.text):
                 assert "src=" in tag, tag  # no inline script
             assert " on" not in " ".join(re.findall(r"<[a-z]+ [^>]*\bon[a-z]+=", answer.text))
+            static = answer.url.path.startswith("/static/")
+            assert (answer.headers["cache-control"] == "no-store") is not static
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,7 @@ CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SESSION_IDLE = 12 * 3600.0  # seconds a session lives unused
 OPEN_PATHS = ("/login", "/static/")  # the only paths answered without a session
+STATIC_CACHE = "private, max-age=3600"  # the vendored files carry their version in their name
 
 CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -41,7 +42,7 @@ HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "no-referrer",  # a login URL's token never leaves in a Referer
-    "Cache-Control": "no-store",
+    "Cache-Control": "no-store",  # pages show live data, and the CSRF token
 }
 
 
@@ -144,6 +145,8 @@ class SessionMiddleware(BaseHTTPMiddleware):
             response = RedirectResponse("/login", status_code=303)
         else:
             response = PlainTextResponse("sign in first", status_code=401)
+        if request.url.path.startswith(OPEN_PATHS[1]) and response.status_code == 200:
+            response.headers["Cache-Control"] = STATIC_CACHE  # no data in them: cacheable
         for name, value in HEADERS.items():
             response.headers.setdefault(name, value)
         return response
