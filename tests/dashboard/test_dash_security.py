@@ -208,3 +208,17 @@ async def test_no_secret_of_the_project_in_any_page_or_answer(
         progress = await dashboard.client.get("/flows/to_db/progress")
         assert "error" in progress.text  # the writer's error is shown, its password masked
         assert seen > 5000
+
+
+def test_sessions_are_bounded_and_the_least_recently_used_goes() -> None:
+    from bcbridge.dashboard.security import MAX_SESSIONS, Sessions
+
+    sessions = Sessions(password=None, login_token=None)
+    kept, _ = sessions.new(signed_in=True)
+    first, _ = sessions.new()
+    for _ in range(MAX_SESSIONS):
+        sessions.get(kept)  # in use: stays
+        sessions.new()
+    assert sessions.get(kept) is not None
+    assert sessions.get(first) is None
+    assert len(sessions._sessions) == MAX_SESSIONS

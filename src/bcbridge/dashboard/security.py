@@ -29,6 +29,7 @@ COOKIE = "bcbridge_session"
 CSRF_FIELD = "csrf_token"
 CSRF_HEADER = "x-csrf-token"
 SESSION_IDLE = 12 * 3600.0  # seconds a session lives unused
+MAX_SESSIONS = 1000  # then the least recently used one goes
 OPEN_PATHS = ("/login", "/static/")  # the only paths answered without a session
 STATIC_CACHE = "private, max-age=3600"  # the vendored files carry their version in their name
 
@@ -90,6 +91,8 @@ class Sessions:
         with self._lock:
             for old in [k for k, s in self._sessions.items() if now - s.used_at > SESSION_IDLE]:
                 del self._sessions[old]
+            if len(self._sessions) >= MAX_SESSIONS:  # the sign-in page opens one per visit
+                del self._sessions[min(self._sessions, key=lambda k: self._sessions[k].used_at)]
             self._sessions[session_id] = session
         return session_id, session
 
