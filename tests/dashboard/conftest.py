@@ -17,6 +17,7 @@ import pytest
 
 from bcbridge.dashboard import FlowService, Sessions, create_app
 from bcbridge.flowconfig import load_project
+from bcbridge.flows import ClientFactory
 from bcbridge.store import Store
 from tests.flows.conftest import write_project
 
@@ -74,12 +75,16 @@ class Dashboard:
 
 @asynccontextmanager
 async def open_dashboard(
-    project: Path, *, password: str | None = None, base_url: str = "http://testserver"
+    project: Path,
+    *,
+    password: str | None = None,
+    base_url: str = "http://testserver",
+    client_factory: ClientFactory | None = None,
 ) -> AsyncIterator[Dashboard]:
     config = load_project(project)
     store = Store(config.store)
     stop = threading.Event()
-    service = FlowService(config, store, stop)
+    service = FlowService(config, store, stop, client_factory=client_factory)
     app = create_app(service, Sessions(password=password, login_token=LOGIN_TOKEN))
     transport = httpx.ASGITransport(app=app)
     try:
