@@ -100,3 +100,16 @@ async def open_dashboard(
 def dashboard_of() -> Iterator[Callable[..., Any]]:
     """`async with dashboard_of(project) as dashboard:` (an async context manager)."""
     yield open_dashboard
+
+
+async def run_now(dashboard: Dashboard, flow: str = "copy") -> str:
+    """Press Run now as htmx does; the progress fragment when the run has ended."""
+    csrf = await dashboard.csrf()
+    headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
+    started = await dashboard.client.post(f"/flows/{flow}/run", headers=headers)
+    assert started.status_code == 200
+    assert 'hx-trigger="load delay:1s"' in started.text  # it polls while the flow runs
+    dashboard.wait_for_runs()
+    done = await dashboard.client.get(f"/flows/{flow}/progress")
+    assert "hx-trigger" not in done.text  # the polling stops once the run has ended
+    return done.text

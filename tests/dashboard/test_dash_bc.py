@@ -10,8 +10,7 @@ import pytest
 
 from bcbridge.store import RunStatus, TaskStatus
 from bcbridge.testing import EmulatorControl
-from tests.dashboard.conftest import open_dashboard
-from tests.dashboard.test_dash_pages import run_now
+from tests.dashboard.conftest import open_dashboard, run_now
 from tests.flows.conftest import CRONUS, bc_env, emulator, write_project
 
 IN_PROCESS = True  # the module's emulator (tests/flows/conftest.py) runs in this process

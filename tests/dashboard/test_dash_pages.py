@@ -14,22 +14,9 @@ import pytest
 from bcbridge.dashboard import FlowService
 from bcbridge.flowconfig import load_project
 from bcbridge.store import RunStatus, Store, TaskStatus
-from tests.dashboard.conftest import BAD, GOOD, Dashboard, copy_project, open_dashboard
+from tests.dashboard.conftest import BAD, GOOD, copy_project, open_dashboard, run_now
 
 pytestmark = pytest.mark.anyio
-
-
-async def run_now(dashboard: Dashboard, flow: str = "copy") -> str:
-    """Press Run now as htmx does; the progress fragment when the run has ended."""
-    csrf = await dashboard.csrf()
-    headers = {"HX-Request": "true", "X-CSRF-Token": csrf}
-    started = await dashboard.client.post(f"/flows/{flow}/run", headers=headers)
-    assert started.status_code == 200
-    assert 'hx-trigger="load delay:1s"' in started.text  # it polls while the flow runs
-    dashboard.wait_for_runs()
-    done = await dashboard.client.get(f"/flows/{flow}/progress")
-    assert "hx-trigger" not in done.text  # the polling stops once the run has ended
-    return done.text
 
 
 async def test_run_now_runs_the_flow_and_shows_how_it_ended(tmp_path: Path) -> None:
