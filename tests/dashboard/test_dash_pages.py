@@ -99,13 +99,16 @@ async def test_retry_all_that_match_reruns_the_failed_tasks(tmp_path: Path) -> N
         before = {task.id: task.updated_at for task in dashboard.store.tasks("copy")}
         csrf = await dashboard.csrf()
         await dashboard.client.post("/tasks/retry", data={"csrf_token": csrf, "flow": "copy"})
+        dashboard.wait_for_runs()  # "all that match" are retried in the background
         failed = dashboard.store.tasks("copy", TaskStatus.FAILED)
         assert len(failed) == 2
         assert all(task.updated_at > before[task.id] for task in failed)  # transformed again
         (done,) = dashboard.store.tasks("copy", TaskStatus.DONE)
         assert done.updated_at == before[done.id]  # a done task is left alone
         page = await dashboard.client.get("/tasks?flow=copy")
-        assert "retried 2 task(s): copy: failed" in page.text
+        assert "copy: retrying 2 task(s), see Flows" in page.text
+        progress = await dashboard.client.get("/flows/copy/progress")
+        assert "failed:" in progress.text and "failed 2" in progress.text
 
 
 async def test_tasks_are_searched_and_paged(tmp_path: Path) -> None:

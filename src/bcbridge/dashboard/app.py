@@ -401,8 +401,18 @@ class Pages:
         return found, f"/tasks?{urlencode(fields)}"
 
     async def retry_matching(self, request: Request) -> Response:
+        """Retry in the background (they may be many): progress and result on Flows."""
         tasks, page = await self._matching(await request.form())
-        await self._retry(request, tasks)
+        if not tasks:
+            _flash(request, "nothing to retry")
+        for name, started in self.service.start_retry(tasks).items():
+            count = sum(task.flow == name for task in tasks)
+            _flash(
+                request,
+                f"{name}: retrying {count:,} task(s), see Flows for its progress"
+                if started
+                else f"{name}: running already; retry its tasks when it has ended",
+            )
         return RedirectResponse(page, status_code=303)
 
     async def skip_matching(self, request: Request) -> Response:

@@ -14,10 +14,9 @@ import os
 import threading
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
 
 import anyio
 
@@ -54,6 +53,9 @@ def mask_secrets_in_logs() -> None:
         logger = logging.getLogger(name)
         if not any(isinstance(f, MaskSecrets) for f in logger.filters):
             logger.addFilter(MaskSecrets())
+
+
+Work = Callable[[FlowRunner], Awaitable[RunResult]]  # what a flow's thread does: run, retry
 
 
 @dataclass
@@ -95,23 +97,24 @@ class FlowService:
             client_factory=self.client_factory,
         )
 
-    def start(self, name: str) -> bool:
-        """Start a run of flow `name`; False (nothing queued) when one is under way here or
-        the service is stopping."""
+    def start(self, name: str, work: Work | None = None) -> bool:
+        """Start a run of flow `name` (or `work` on it, e.g. a retry of its tasks); False
+        (nothing queued) when one is under way here or the service is stopping."""
         with self._lock:
             if name in self._running or self.stop.is_set():
                 return False
             self._running[name] = Running(datetime.now(UTC))
             thread = threading.Thread(
-                target=self._run, args=(name,), name=f"flow {name}", daemon=True
+                target=self._run, args=(name, work), name=f"flow {name}", daemon=True
             )
             self._threads = [t for t in self._threads if t.is_alive()] + [thread]
         thread.start()
         return True
 
-    def _run(self, name: str) -> None:
+    def _run(self, name: str, work: Work | None) -> None:
+        runner = self.runner(self._progress)
         try:
-            result = anyio.run(partial(self.runner(self._progress).run, name))
+            result = anyio.run(work or _run_flow(name), runner)
         except BaseException as exc:  # a bug: recorded as an error run by the runner
             log.exception("flow %s stopped on an unexpected error", name)
             result = RunResult(name, None, RunStatus.ERROR, Counter(), error=type(exc).__name__)
@@ -138,6 +141,20 @@ class FlowService:
     def retry(self, tasks: Sequence[Task]) -> list[RunResult]:
         """Deliver tasks again, as `bcbridge tasks retry` does (blocks: call it in a thread)."""
         return anyio.run(self.runner().retry, list(tasks))
+
+    def start_retry(self, tasks: Sequence[Task]) -> dict[str, bool]:
+        """Deliver tasks again in the background, one thread per flow as for a run (its
+        progress and result shown alike); per flow, False when it is running here already."""
+        started = {}
+        for name in sorted({task.flow for task in tasks}):
+            mine = [task for task in tasks if task.flow == name]
+
+            async def retry(runner: FlowRunner, mine: list[Task] = mine) -> RunResult:
+                (result,) = await runner.retry(mine)
+                return result
+
+            started[name] = self.start(name, retry)
+        return started
 
     def join(self, timeout: float | None = None) -> None:
         """Wait for the runs under way (after `stop` is set, they end after their chunk)."""
@@ -166,3 +183,12 @@ class FlowService:
             now = datetime.now(UTC)
             following = plans[name](due[name])  # a steady beat, from the time it was due
             due[name] = following if following > now else plans[name](now)
+
+
+def _run_flow(name: str) -> Work:
+    """A flow's run, as `bcbridge run NAME` does it."""
+
+    async def run(runner: FlowRunner) -> RunResult:
+        return await runner.run(name)
+
+    return run
