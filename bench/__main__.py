@@ -12,6 +12,7 @@ BENCHMARKS = (
     "bench_push",
     "bench_push_memory",
     "bench_flow",
+    "bench_dashboard",
 )
 
 

@@ -50,6 +50,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Task",
+    "TaskSearch",
     "TaskStatus",
     "TaskUpdate",
     "migrate",
@@ -122,6 +123,7 @@ tasks = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.UniqueConstraint("flow", "hash", name="uq_tasks_flow_hash"),
     sa.Index("ix_tasks_flow_status", "flow", "status"),
+    sa.Index("ix_tasks_record_key", "record_key"),  # the dashboard's search by identifier
 )
 leases = sa.Table(
     "leases",
@@ -303,6 +305,33 @@ class TaskUpdate:
     error: str | None = None
     result_id: str | None = None
     payload: dict[str, Any] | None = None  # replaces the stored payload (a retried transform)
+
+
+@dataclass(frozen=True)
+class TaskSearch:
+    """Which tasks `Store.search_tasks` finds: of `flow`, in `status`, whose record key is
+    `key`, created from `since` and before `until` (UTC); None matches anything."""
+
+    flow: str | None = None
+    status: str | None = None
+    key: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def where(self) -> list[sa.ColumnElement[bool]]:
+        """The SQL conditions; each one an index can serve (flow and status, record key)."""
+        conditions: list[sa.ColumnElement[bool]] = []
+        if self.flow:
+            conditions.append(tasks.c.flow == self.flow)
+        if self.status:
+            conditions.append(tasks.c.status == self.status)
+        if self.key:
+            conditions.append(tasks.c.record_key == self.key)
+        if self.since is not None:
+            conditions.append(tasks.c.created_at >= self.since)
+        if self.until is not None:
+            conditions.append(tasks.c.created_at < self.until)
+        return conditions
 
 
 # --- opening and migrating ----------------------------------------------------------------------
@@ -636,9 +665,12 @@ class Store:
                 .values(ended_at=_now(), status=status, counts=orjson.dumps(counts).decode())
             )
 
-    def runs(self, flow: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
-        """The latest runs (of `flow`, or of all flows), newest first, as dicts."""
-        stmt = sa.select(runs).order_by(runs.c.id.desc()).limit(limit)
+    def runs(
+        self, flow: str | None = None, limit: int = 20, offset: int = 0
+    ) -> list[dict[str, Any]]:
+        """The latest runs (of `flow`, or of all flows), newest first, as dicts; `offset`
+        leaves out that many of the newest (a page of a long history)."""
+        stmt = sa.select(runs).order_by(runs.c.id.desc()).limit(limit).offset(offset)
         if flow:
             stmt = stmt.where(runs.c.flow == flow)
         with self._connect() as conn:
@@ -894,6 +926,43 @@ class Store:
                 stmt = sa.select(tasks).where(tasks.c.id.in_(new[start : start + 500]))
                 found.extend(_task(row) for row in conn.execute(stmt).mappings())
         return sorted(found, key=lambda task: task.id)
+
+    def count_runs(self, flow: str | None = None) -> int:
+        """How many runs (of `flow`) the store holds."""
+        stmt = sa.select(sa.func.count()).select_from(runs)
+        if flow:
+            stmt = stmt.where(runs.c.flow == flow)
+        with self._connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def search_tasks(
+        self, search: TaskSearch, *, limit: int | None = 50, offset: int = 0
+    ) -> list[Task]:
+        """The tasks `search` matches, newest first; `offset` leaves out that many."""
+        stmt = sa.select(tasks).where(*search.where()).order_by(tasks.c.id.desc())
+        stmt = stmt.limit(limit).offset(offset)
+        with self._connect() as conn:
+            return [_task(row) for row in conn.execute(stmt).mappings()]
+
+    def count_search(self, search: TaskSearch) -> int:
+        """How many tasks `search` matches."""
+        stmt = sa.select(sa.func.count()).select_from(tasks).where(*search.where())
+        with self._connect() as conn:
+            return int(conn.execute(stmt).scalar_one())
+
+    def skip(self, chosen: Sequence[Task]) -> None:
+        """Settle tasks by hand (`bcbridge tasks skip`, the dashboard's Skip): they are never
+        sent again, not even when their record comes again; the error keeps what they were."""
+        self.settle(
+            [
+                TaskUpdate(
+                    task.id,
+                    TaskStatus.SKIPPED,
+                    error=f"skipped by hand (was {task.status}: {task.last_error or '-'})",
+                )
+                for task in chosen
+            ]
+        )
 
     def count_tasks(self, flow: str) -> dict[str, int]:
         """How many tasks of `flow` are in each status."""

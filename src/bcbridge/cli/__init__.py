@@ -105,7 +105,8 @@ def _register() -> None:
 
     if app.registered_commands or app.registered_groups:
         return  # main() called again in the same process (tests)
-    for module in ("init", "emulator", "client", "pull", "push", "flows", "check", "discover"):
+    modules = ("init", "emulator", "client", "pull", "push", "flows", "check", "discover")
+    for module in (*modules, "serve"):
         try:
             mod = import_module(f"bcbridge.cli.{module}")
         except ModuleNotFoundError as exc:

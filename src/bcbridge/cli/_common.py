@@ -53,8 +53,11 @@ COLUMNS = (
 
 
 @contextmanager
-def ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
-    """First Ctrl-C: finish the records in flight, save, stop. Second: stop at once."""
+def ctrl_c_stops(
+    stop: threading.Event, signals: Sequence[signal.Signals] = (signal.SIGINT,)
+) -> Iterator[None]:
+    """First Ctrl-C: finish the records in flight, save, stop. Second: stop at once. A service
+    (`bcbridge serve`) passes SIGTERM too, which is how systemd and docker stop it."""
 
     def handler(signum: int, frame: object) -> None:
         if stop.is_set():
@@ -62,11 +65,12 @@ def ctrl_c_stops(stop: threading.Event) -> Iterator[None]:
         stop.set()
         stderr.print("[yellow]stopping after the records in flight (Ctrl-C again to abort)[/]")
 
-    previous = signal.signal(signal.SIGINT, handler)
+    previous = {signum: signal.signal(signum, handler) for signum in signals}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, earlier in previous.items():
+            signal.signal(signum, earlier)
 
 
 class _Display:

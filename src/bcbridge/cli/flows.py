@@ -39,7 +39,7 @@ from bcbridge.errors import (
 from bcbridge.flowconfig import FlowConfig, ProjectConfig, find_config, load_project
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.schedule import parse_schedule, sleep_until
-from bcbridge.store import Store, Task, TaskStatus, TaskUpdate
+from bcbridge.store import Store, Task, TaskStatus
 
 PROJECT_OPTION = typer.Option(
     None, "--config", help="Project file (default: $BCBRIDGE_CONFIG, else ./bcbridge.yaml)."
@@ -410,16 +410,7 @@ def tasks_skip(
     except BCBridgeError as exc:
         store.close()
         raise fail(exc) from None
-    store.settle(
-        [
-            TaskUpdate(
-                task.id,
-                TaskStatus.SKIPPED,
-                error=f"skipped by hand (was {task.status}: {task.last_error or '-'})",
-            )
-            for task in tasks
-        ]
-    )
+    store.skip(tasks)
     skipped = [t for t in (store.task(task.id) for task in tasks) if t]
     store.close()
     if json_output:
