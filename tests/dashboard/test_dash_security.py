@@ -12,7 +12,7 @@ import pytest
 from starlette.routing import Mount, Route
 
 from bcbridge.cli import main
-from bcbridge.dashboard import create_app
+from bcbridge.dashboard import Sessions, create_app
 from tests.dashboard.conftest import (
     BAD,
     GOOD,
@@ -29,7 +29,7 @@ pytestmark = pytest.mark.anyio
 
 def _paths(dashboard: Dashboard) -> list[tuple[str, str]]:
     """(method, path) of every route of the app, its parameters filled in."""
-    app = create_app(dashboard.service, dashboard.service and _sessions())
+    app = create_app(dashboard.service, Sessions(password=None, login_token=None))
     found = []
     for route in app.routes:
         if isinstance(route, Mount):
@@ -39,12 +39,6 @@ def _paths(dashboard: Dashboard) -> list[tuple[str, str]]:
         path = route.path.replace("{name}", "copy").replace("{task_id:int}", "1")
         found += [(method, path) for method in sorted(route.methods or ()) if method != "HEAD"]
     return found
-
-
-def _sessions():  # type: ignore[no-untyped-def]
-    from bcbridge.dashboard import Sessions
-
-    return Sessions(password=None, login_token=None)
 
 
 async def test_every_page_needs_sign_in(tmp_path: Path) -> None:

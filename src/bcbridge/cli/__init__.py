@@ -36,6 +36,18 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,  # locals may hold secrets
 )
 DEBUG_VARIABLE = "BCBRIDGE_DEBUG"
+# bcbridge.cli.<module> for each command or group, in the order `--help` lists them
+COMMAND_MODULES = (
+    "init",
+    "emulator",
+    "client",
+    "pull",
+    "push",
+    "flows",
+    "check",
+    "discover",
+    "serve",
+)
 
 
 def _print_version(value: bool) -> None:
@@ -105,8 +117,7 @@ def _register() -> None:
 
     if app.registered_commands or app.registered_groups:
         return  # main() called again in the same process (tests)
-    modules = ("init", "emulator", "client", "pull", "push", "flows", "check", "discover")
-    for module in (*modules, "serve"):
+    for module in COMMAND_MODULES:
         try:
             mod = import_module(f"bcbridge.cli.{module}")
         except ModuleNotFoundError as exc:
