@@ -47,7 +47,7 @@ test: postgres lint typecheck
 
 # The quick loop while coding: no PostgreSQL, none of the long subprocess/crash/matrix tests.
 test-fast: $(DEV_STAMP)
-	$(BIN)/pytest -m "not slow and not postgres and not live"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow and not postgres and not live"
 
 demo: $(STAMP)
 	$(BIN)/bcbridge demo

@@ -462,6 +462,7 @@ def test_retry_and_skip_json(
     assert f"no failed tasks for flow {LONG_FLOW}: nothing to retry" in err
 
 
+@pytest.mark.slow  # real processes or a wide notification window
 def test_run_every_json_prints_one_line_per_round(
     failing_project: tuple[Path, list[str]],
 ) -> None:

@@ -416,6 +416,7 @@ for number in range(4):
 """
 
 
+@pytest.mark.slow  # real processes or a wide notification window
 def test_processes_saving_at_once_lose_no_update(starter: Path) -> None:
     root = Path(__file__).resolve().parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)])}

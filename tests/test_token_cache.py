@@ -58,6 +58,7 @@ def env(bc_emulator: RunningEmulator, cache_home: Path) -> dict[str, str]:
     return {**os.environ, **bc_emulator.info.env(), "XDG_CACHE_HOME": str(cache_home)}
 
 
+@pytest.mark.slow  # real processes or a wide notification window
 def test_a_session_of_commands_takes_one_token_and_logout_forgets_it(
     bc_emulator: RunningEmulator, env: dict[str, str], cache_home: Path
 ) -> None:
@@ -139,6 +140,7 @@ def test_a_damaged_cache_file_costs_a_warning_and_a_new_token(
         assert tokens_issued(bc_emulator) == before + 1
 
 
+@pytest.mark.slow  # real processes or a wide notification window
 def test_the_warning_is_one_line_on_stderr_of_a_real_process(
     env: dict[str, str], cache_home: Path
 ) -> None:

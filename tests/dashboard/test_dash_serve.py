@@ -20,6 +20,8 @@ from bcbridge.cli import main
 from bcbridge.store import Store
 from tests.dashboard.conftest import GOOD, copy_project
 
+pytestmark = pytest.mark.slow  # real `bcbridge serve` processes: left out of `make test-fast`
+
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:

@@ -307,6 +307,7 @@ def test_delete_removes_a_subscription(api: httpx.Client, receiver: Receiver, co
 # --- notifications ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # real processes or a wide notification window
 def test_changes_are_notified_once_per_record_after_the_delay(
     api: httpx.Client, emulator: EmulatorControl, receiver: Receiver, company: str
 ) -> None:
@@ -370,6 +371,7 @@ def test_only_committed_changes_are_notified(
     assert len(items) == 1
 
 
+@pytest.mark.slow  # real processes or a wide notification window
 def test_more_changes_than_the_threshold_become_one_collection(
     api: httpx.Client, emulator: EmulatorControl, receiver: Receiver, company: str
 ) -> None:
@@ -448,6 +450,7 @@ def test_bound_actions_notify_what_they_change(
     assert kinds["salesInvoices"]["changeType"] == "created"
 
 
+@pytest.mark.slow  # real processes or a wide notification window
 def test_subscriptions_on_one_url_share_a_post(
     api: httpx.Client, emulator: EmulatorControl, receiver: Receiver, company: str
 ) -> None:
@@ -583,6 +586,7 @@ def test_start_emulator_checks_webhook_settings_before_starting() -> None:
         start_emulator(webhook_delay_s=-1)
 
 
+@pytest.mark.slow  # real processes or a wide notification window
 def test_the_emulator_process_sends_notifications_too(
     bc_emulator_factory: Callable[..., EmulatorControl],
 ) -> None:
