@@ -7,6 +7,7 @@ import sys
 
 BENCHMARKS = (
     "bench_emulator",
+    "bench_incremental",
     "bench_client",
     "bench_pull",
     "bench_push",

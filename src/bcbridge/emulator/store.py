@@ -113,6 +113,15 @@ class Schema:
         sa.Index(f"ix_{table_name}_company_id", table.c._company, table.c.id, unique=True)
         if entity_set.parent_field:
             sa.Index(f"ix_{table_name}_parent", table.c[entity_set.parent_field])
+        if "lastModifiedDateTime" in table.c:
+            # incremental reads (filter, order and page by it, as the subscriber asks) walk this
+            # index instead of sorting the company's whole set for every page
+            sa.Index(
+                f"ix_{table_name}_modified",
+                table.c._company,
+                table.c.lastModifiedDateTime,
+                table.c._seq,
+            )
         if entity_set.natural_key and entity_set.natural_key in table.c:
             # lookups and the duplicate check go by number/code: keep them off full scans
             sa.Index(f"ix_{table_name}_natural", table.c._company, table.c[entity_set.natural_key])
