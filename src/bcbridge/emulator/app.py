@@ -110,6 +110,9 @@ class EmulatorApp:
             return
         assert isinstance(outcome, Response)
         outcome.headers.setdefault("request-id", correlation_id)
+        # BC answers as an OData 4.0 service (bc-api.md: seen on $batch answers; assumed on the
+        # others and on errors, UNCONFIRMED for those)
+        outcome.headers.setdefault("odata-version", "4.0")
         self.limits.stats.by_status[str(outcome.status_code)] += 1
         await outcome(scope, receive, send)
 

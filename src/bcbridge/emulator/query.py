@@ -115,7 +115,8 @@ def filter_clause(table: sa.Table, entity_set: EntitySet, text: str) -> Any:
         return AstToSqlAlchemyCoreVisitor(table).visit(tree)  # type: ignore[arg-type]
     except odata_errors.InvalidFieldException as exc:
         raise bad_request(
-            f"Could not find a property named '{exc}' on type 'Microsoft.NAV.{entity_set.entity}'."
+            f"Could not find a property named '{exc.field_name}' on type "
+            f"'Microsoft.NAV.{entity_set.entity}'."
         ) from exc
     except (odata_errors.ODataException, NotImplementedError, TypeError) as exc:
         raise bad_request(f"The filter '{text}' is not valid: {exc}") from exc
