@@ -17,11 +17,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 
 from bcbridge import _redact
-from bcbridge.flowconfig import ProjectConfig
+from bcbridge.flowconfig import ProjectConfig, load_project
 from bcbridge.flows import ClientFactory, FlowRunner, RunResult
 from bcbridge.schedule import parse_schedule, sleep_until
 from bcbridge.store import RunStatus, Store, Task
@@ -86,6 +87,12 @@ class FlowService:
         self._running: dict[str, Running] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+
+    def reload_project(self) -> None:
+        """Load the project file again (after the dashboard saved a change): the next run
+        and the scheduler's next start use it; a run under way keeps the project it began with.
+        A file that no longer loads leaves the project as it was (ConfigError)."""
+        self.project = load_project(Path(self.project.source))
 
     def runner(self, progress: Callable[[str, Counter[str]], None] | None = None) -> FlowRunner:
         """A FlowRunner on the project and store, stopped by the service's stop event."""
