@@ -9,13 +9,14 @@ import re
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from bcbridge.projectfile import ProjectFile
 from bcbridge.store import RunStatus
 from bcbridge.testing import EmulatorControl
-from tests.dashboard.conftest import Dashboard, open_dashboard, run_now
+from tests.dashboard.conftest import GOOD, Dashboard, copy_project, open_dashboard, run_now
 from tests.flows.conftest import CRONUS, emulator, write_project
 
 IN_PROCESS = True  # the module's emulator (tests/flows/conftest.py) runs in this process
@@ -88,7 +89,7 @@ async def test_the_seed_steps_from_a_client_to_a_flow_run(
         tokens = await form_tokens(dashboard, "/clients/edit/bc")
         granted = await dashboard.client.post("/clients/grant/bc", data=tokens)
         assert "Access granted" in granted.text, granted.text
-        assert CRONUS.replace(",", ",") in granted.text and "Expires" in granted.text
+        assert f"<td>{CRONUS}</td>" in granted.text and "Expires" in granted.text
 
         incoming = {"name": "customers", "client": "bc", "entity": "customers"}
         companies = await post_form(dashboard, "/incoming/new", {**incoming, "do": "companies"})
@@ -267,3 +268,38 @@ async def test_the_actions_offered_are_the_entitys(tmp_path: Path) -> None:
         )
         offered = re.findall(r'<datalist id="actions">(.*?)</datalist>', answer.text)[0]
         assert 'value="upsert"' in offered and 'value="post"' in offered
+
+
+async def test_grant_access_shows_entras_error_with_the_clis_hint(
+    tmp_path: Path, emulator: EmulatorControl
+) -> None:
+    async with open_dashboard(
+        empty_project(tmp_path), client_factory=emulator.client_for
+    ) as dashboard:
+        await dashboard.sign_in()
+        await post_form(dashboard, "/clients/new", client_fields(emulator, client_secret="wrong"))
+        tokens = await form_tokens(dashboard, "/clients/edit/bc")
+        answer = await dashboard.client.post("/clients/grant/bc", data=tokens)
+        error = re.search(r'id="grant-error">([^<]*)<', answer.text)
+        assert error and "AADSTS7000215" in error.group(1) and "Hint:" in error.group(1)
+        assert "Access granted" not in answer.text
+
+
+async def test_a_schedule_saved_in_the_dashboard_is_run_by_the_scheduler(tmp_path: Path) -> None:
+    project = copy_project(tmp_path, [GOOD])
+    async with open_dashboard(project) as dashboard:
+        service = dashboard.service
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(service.schedule)
+            await anyio.sleep(0.2)  # the scheduler has planned the project: nothing to run
+            await dashboard.sign_in()
+            saved = await post_form(
+                dashboard,
+                "/flows/edit/copy",
+                {"from": "in.jsonl", "to": "out.jsonl", "schedule": "1s"},
+            )
+            assert saved.status_code == 303, saved.text
+            with anyio.fail_after(15):
+                while len(dashboard.store.runs("copy")) < 2:
+                    await anyio.sleep(0.1)
+            service.stop.set()
