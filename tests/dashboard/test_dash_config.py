@@ -303,3 +303,40 @@ async def test_a_schedule_saved_in_the_dashboard_is_run_by_the_scheduler(tmp_pat
                 while len(dashboard.store.runs("copy")) < 2:
                     await anyio.sleep(0.1)
             service.stop.set()
+
+
+async def test_a_certificate_replaces_the_secret(tmp_path: Path, emulator: EmulatorControl) -> None:
+    project = empty_project(tmp_path)
+    (tmp_path / "app.pem").write_text("not read until a token is asked for\n")
+    async with open_dashboard(project) as dashboard:
+        await dashboard.sign_in()
+        await post_form(dashboard, "/clients/new", client_fields(emulator))
+        edit = client_fields(
+            emulator, certificate_key_path="app.pem", certificate_thumbprint="AB12"
+        )
+        del edit["name"], edit["client_secret"]
+        saved = await post_form(dashboard, "/clients/edit/bc", edit)
+        assert saved.status_code == 303, saved.text
+        written = project.read_text()
+        assert "private_key_path: app.pem" in written and "client_secret" not in written
+        assert "BCBRIDGE_BC_CLIENT_SECRET" not in (tmp_path / ".env").read_text()
+        page = await dashboard.client.get("/clients/edit/bc")
+        assert 'value="app.pem"' in page.text and 'class="secret-state"' not in page.text
+        missing = await post_form(
+            dashboard, "/clients/edit/bc", {**edit, "certificate_key_path": "gone.pem"}
+        )
+        assert missing.status_code == 422 and "gone.pem" in field_error(missing.text, "certificate")
+
+
+async def test_the_catalog_lists_follow_the_entity_typed(tmp_path: Path) -> None:
+    async with open_dashboard(empty_project(tmp_path)) as dashboard:
+        await dashboard.sign_in()
+        actions = await dashboard.client.get("/catalog/actions?entity=salesInvoices")
+        assert '<option value="post">' in actions.text
+        assert (
+            '<option value="upsert">'
+            not in (await dashboard.client.get("/catalog/actions?entity=generalLedgerEntries")).text
+        )
+        fields = await dashboard.client.get("/catalog/fields?entity=customers")
+        assert "displayName" in fields.text and "fields</summary>" in fields.text
+        assert (await dashboard.client.get("/catalog/fields?entity=nope")).text.strip() == ""

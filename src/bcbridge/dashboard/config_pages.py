@@ -80,6 +80,8 @@ def config_routes(service: FlowService) -> list[Route]:
         Route("/flows/edit/{name}", pages.form_page("flows")),
         Route("/flows/edit/{name}", csrf_checked(pages.submit("flows")), methods=["POST"]),
         Route("/clients/grant/{name}", csrf_checked(pages.grant), methods=["POST"]),
+        Route("/catalog/actions", pages.actions_options),
+        Route("/catalog/fields", pages.entity_fields),
     ]
     return routes
 
@@ -110,6 +112,7 @@ def form_values(section: str, item: dict[str, Any] | None) -> dict[str, Any]:
     item = item or {}
     if section == "clients":
         secret = item.get("client_secret", Secret.NOT_SET)
+        certificate = _mapping(item.get("certificate"))
         return {
             "base_url": _text(item.get("base_url", DEFAULT_BASE_URL)),
             "authority_url": _text(item.get("authority_url")),
@@ -119,6 +122,8 @@ def form_values(section: str, item: dict[str, Any] | None) -> dict[str, Any]:
             "secret_state": secret if isinstance(secret, Secret) else Secret.SET,
             "scopes": "\n".join(item.get("scopes") or [BC_SCOPE]),
             "log_requests": bool(item.get("log_requests")),
+            "certificate_key_path": _text(certificate.get("private_key_path")),
+            "certificate_thumbprint": _text(certificate.get("thumbprint")),
         }
     if section in ("incoming", "outgoing"):
         values: dict[str, Any] = {
@@ -136,6 +141,10 @@ def form_values(section: str, item: dict[str, Any] | None) -> dict[str, Any]:
         "to": _endpoint_text(item.get("to")),
         "schedule": _text(item.get("schedule")),
     }
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _field(form: FormData, key: str) -> str:
@@ -197,6 +206,7 @@ def item_data(
         scopes = _field(form, "scopes").split()
         _set(data, "scopes", [] if scopes == [BC_SCOPE] else scopes)
         _set(data, "log_requests", form.get("log_requests") == "on" or None)
+        _certificate(data, form)
     elif section in ("incoming", "outgoing"):
         keys = ["client", "entity", "company", "key"]
         keys += ["cursor"] if section == "incoming" else ["action", "key_field", "etag"]
@@ -221,6 +231,20 @@ def item_data(
         _set(data, "transform", steps)
         _set(data, "schedule", _field(form, "schedule"))
     return data, problems
+
+
+def _certificate(data: dict[str, Any], form: FormData) -> None:
+    """A certificate instead of a secret: given, it replaces a secret not typed anew (the
+    loader refuses both); its other keys (the public certificate's path) are kept."""
+    key_path = _field(form, "certificate_key_path")
+    thumbprint = _field(form, "certificate_thumbprint")
+    if not key_path and not thumbprint:
+        data.pop("certificate", None)
+        return
+    old = _mapping(data.get("certificate"))
+    data["certificate"] = {**old, "private_key_path": key_path, "thumbprint": thumbprint}
+    if isinstance(data.get("client_secret"), Secret):
+        data["client_secret"] = None  # removed: the certificate is the credential now
 
 
 def _shown_value(section: str, form: FormData, secret_state: Any) -> dict[str, Any]:
@@ -265,6 +289,13 @@ def _actions_of(entity: str) -> list[str]:
         if all(entity_set.allows(method) for method in methods)
     ]
     return [*writes, *entity_set.actions]
+
+
+def _fields_of(entity: str) -> list[str]:
+    try:
+        return list(catalog.get(entity).field_names) if entity else []
+    except BCBridgeError:
+        return []
 
 
 class ConfigPages:
@@ -338,6 +369,7 @@ class ConfigPages:
             clients=project.client_names,
             entities=catalog.names(),
             actions=_actions_of(state.values.get("entity", "")),
+            fields=_fields_of(state.values.get("entity", "")),
             etags=ETAG_POLICIES,
             incoming=list(project.incoming),
             outgoing=list(project.outgoing),
@@ -388,13 +420,28 @@ class ConfigPages:
             except BCBridgeError as exc:  # the lock held too long, a file that cannot be read
                 state = FormState(shown, version, {}, [_redact.text(str(exc))])
                 return self._form(request, section, request.path_params.get("name"), state, 409)
-            await anyio.to_thread.run_sync(self.service.reload_project)
-            _flash(request, f"{section}: {name} saved")
+            try:
+                await anyio.to_thread.run_sync(self.service.reload_project)
+                _flash(request, f"{section}: {name} saved")
+            except BCBridgeError as exc:  # e.g. a ${VAR} set in the file's .env only later
+                _flash(request, f"{section}: {name} saved, but the project did not load: {exc}")
             target = "/flows" if section == "flows" else f"/{section}/edit/{name}"
             return RedirectResponse(target, status_code=303)
 
         submit.__name__ = f"{section}_submit"
         return submit
+
+    # --- the catalog, for the forms' lists (htmx fragments) ------------------------------------
+
+    async def actions_options(self, request: Request) -> Response:
+        """The actions of an entity set as the options of the Outgoing form's action list."""
+        entity = request.query_params.get("entity", "")
+        return _page(request, "_catalog.html", actions=_actions_of(entity), fields=None)
+
+    async def entity_fields(self, request: Request) -> Response:
+        """The properties of an entity set, shown under the Incoming form's entity."""
+        entity = request.query_params.get("entity", "")
+        return _page(request, "_catalog.html", actions=None, fields=_fields_of(entity))
 
     # --- talking to Business Central ------------------------------------------------------------
 
