@@ -338,3 +338,29 @@ async def test_the_catalog_lists_follow_the_entity_typed(tmp_path: Path) -> None
         fields = await dashboard.client.get("/catalog/fields?entity=customers")
         assert "displayName" in fields.text and "fields</summary>" in fields.text
         assert (await dashboard.client.get("/catalog/fields?entity=nope")).text.strip() == ""
+
+
+async def test_delete_is_refused_while_referred_to_and_names_are_checked(
+    tmp_path: Path, emulator: EmulatorControl
+) -> None:
+    project = empty_project(tmp_path)
+    async with open_dashboard(project) as dashboard:
+        await dashboard.sign_in()
+        bad = await post_form(dashboard, "/clients/new", client_fields(emulator, name="a/b"))
+        assert bad.status_code == 422 and "letters, digits" in field_error(bad.text, "name")
+        await post_form(dashboard, "/clients/new", client_fields(emulator))
+        incoming = {"name": "c", "client": "bc", "entity": "customers", "company": CRONUS}
+        assert (await post_form(dashboard, "/incoming/new", incoming)).status_code == 303
+        tokens = await form_tokens(dashboard, "/clients/edit/bc")
+        refused = await dashboard.client.post("/clients/delete/bc", data=tokens)
+        assert refused.status_code == 409, refused.text
+        assert re.search(r'class="form-error" role="alert">[^<]*unknown client', refused.text)
+        assert "clients:" in project.read_text()
+        tokens = await form_tokens(dashboard, "/incoming/edit/c")
+        gone = await dashboard.client.post("/incoming/delete/c", data=tokens)
+        assert gone.status_code == 303 and gone.headers["location"] == "/incoming"
+        tokens = await form_tokens(dashboard, "/clients/edit/bc")
+        gone = await dashboard.client.post("/clients/delete/bc", data=tokens)
+        assert gone.status_code == 303
+        assert "  bc:" not in project.read_text() and "bc" not in dashboard.service.project.clients
+        assert "BCBRIDGE_BC_CLIENT_SECRET" not in (tmp_path / ".env").read_text()

@@ -14,6 +14,7 @@ flow's chunk_size): the item read is the base, the form's fields are laid over i
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,6 +48,7 @@ PREVIEW_ROWS = 20  # records of the first page an incoming's Preview shows
 PREVIEW_COLUMNS = 12  # properties shown as columns (the rest stay out of a page-wide table)
 PARAM_ROWS = 3  # empty query-parameter rows a form offers beside those filled in
 CONFLICT = "changed on disk since you opened it: reload the page and make the change again"
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 SECTIONS = {"clients": "Clients", "incoming": "Incoming", "outgoing": "Outgoing", "flows": "Flows"}
 
 
@@ -74,6 +76,10 @@ def config_routes(service: FlowService) -> list[Route]:
                 f"/{section}/edit/{{name}}", csrf_checked(pages.submit(section)), methods=["POST"]
             ),
         ]
+    routes += [
+        Route(f"/{section}/delete/{{name}}", csrf_checked(pages.delete(section)), methods=["POST"])
+        for section in SECTIONS
+    ]
     routes += [
         Route("/flows/new", pages.form_page("flows")),
         Route("/flows/new", csrf_checked(pages.submit("flows")), methods=["POST"]),
@@ -401,6 +407,10 @@ class ConfigPages:
             problems = dict(early)
             if not name:
                 problems.setdefault("name", []).append("give the item a name")
+            elif not NAME.fullmatch(name):
+                problems.setdefault("name", []).append(
+                    "use letters, digits, _ , - and . only (the name is part of the page's URL)"
+                )
             elif "name" in form and name in (snapshot.sections.get(section) or {}):
                 problems.setdefault("name", []).append(f"there is already one named {name!r}")
             if problems:
@@ -430,6 +440,36 @@ class ConfigPages:
 
         submit.__name__ = f"{section}_submit"
         return submit
+
+    def delete(self, section: str) -> Any:
+        async def delete(request: Request) -> Response:
+            form = await request.form()
+            name = str(request.path_params["name"])
+            version = _field(form, "version")
+            try:
+                await anyio.to_thread.run_sync(
+                    lambda: self.project_file.delete(section, name, version=version)
+                )
+            except BCBridgeError as exc:
+                snapshot = await self._read()
+                item = snapshot.item(section, name)
+                if item is None:
+                    return HTMLResponse(f"no {section} item named {name}", status_code=404)
+                if isinstance(exc, InvalidChange):
+                    general = [problem.text for problem in exc.problems]
+                else:
+                    general = [CONFLICT if isinstance(exc, Conflict) else _redact.text(str(exc))]
+                state = FormState(form_values(section, item), version, {}, general)
+                return self._form(request, section, name, state, 409)
+            try:
+                await anyio.to_thread.run_sync(self.service.reload_project)
+                _flash(request, f"{section}: {name} deleted")
+            except BCBridgeError as exc:
+                _flash(request, f"{section}: {name} deleted, but the project did not load: {exc}")
+            return RedirectResponse(f"/{section}", status_code=303)
+
+        delete.__name__ = f"{section}_delete"
+        return delete
 
     # --- the catalog, for the forms' lists (htmx fragments) ------------------------------------
 
