@@ -90,6 +90,9 @@ async def test_the_seed_steps_from_a_client_to_a_flow_run(
         granted = await dashboard.client.post("/clients/grant/bc", data=tokens)
         assert "Access granted" in granted.text, granted.text
         assert f"<td>{CRONUS}</td>" in granted.text and "Expires" in granted.text
+        assert "<td>API.ReadWrite.All</td>" in granted.text  # the roles of the token
+        key = re.search(r"<th>Key</th><td><code>([^<]*)</code>", granted.text)
+        assert key and "…" in key.group(1) and len(key.group(1)) < 20  # redacted, never whole
 
         incoming = {"name": "customers", "client": "bc", "entity": "customers"}
         companies = await post_form(dashboard, "/incoming/new", {**incoming, "do": "companies"})
