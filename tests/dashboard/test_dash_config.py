@@ -100,6 +100,8 @@ async def test_the_seed_steps_from_a_client_to_a_flow_run(
         incoming |= {"company": CRONUS, "param_name": "$select", "param_value": "id,number"}
         preview = await post_form(dashboard, "/incoming/new", {**incoming, "do": "preview"})
         assert 'id="preview"' in preview.text and "<th>number</th>" in preview.text, preview.text
+        fields = re.search(r'<div id="entity-fields">(.*?)</div>', preview.text, re.S)
+        assert fields and "displayName" in fields.group(1) and "<option" not in fields.group(1)
         assert "customers" not in dashboard.service.project.incoming  # a preview saves nothing
         saved = await post_form(dashboard, "/incoming/new", {**incoming, "do": "save"})
         assert saved.status_code == 303, saved.text
