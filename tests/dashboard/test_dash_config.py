@@ -369,3 +369,20 @@ async def test_delete_is_refused_while_referred_to_and_names_are_checked(
         assert gone.status_code == 303
         assert "  bc:" not in project.read_text() and "bc" not in dashboard.service.project.clients
         assert "BCBRIDGE_BC_CLIENT_SECRET" not in (tmp_path / ".env").read_text()
+
+
+async def test_create_without_a_key_field_needs_allow_duplicates(
+    tmp_path: Path, emulator: EmulatorControl
+) -> None:
+    project = empty_project(tmp_path)
+    async with open_dashboard(project) as dashboard:
+        await dashboard.sign_in()
+        await post_form(dashboard, "/clients/new", client_fields(emulator))
+        outgoing = {"name": "o", "client": "bc", "entity": "items", "action": "create"}
+        refused = await post_form(dashboard, "/outgoing/new", outgoing)
+        assert refused.status_code == 422 and "allow_duplicates" in refused.text
+        saved = await post_form(dashboard, "/outgoing/new", {**outgoing, "allow_duplicates": "on"})
+        assert saved.status_code == 303, saved.text
+        assert "allow_duplicates: true" in project.read_text()
+        page = await dashboard.client.get("/outgoing/edit/o")
+        assert re.search(r'name="allow_duplicates"\s+checked', page.text)

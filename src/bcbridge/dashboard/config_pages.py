@@ -140,6 +140,7 @@ def form_values(section: str, item: dict[str, Any] | None) -> dict[str, Any]:
         values["params_transform"] = _yaml_text(item.get("params_transform"))
         values["page_size"] = _text(item.get("page_size"))
         values["etag"] = _text(item.get("etag", "fetch"))
+        values["allow_duplicates"] = bool(item.get("allow_duplicates"))
         return values
     return {
         "from": _endpoint_text(item.get("from")),
@@ -218,8 +219,10 @@ def item_data(
         keys += ["cursor"] if section == "incoming" else ["action", "key_field", "etag"]
         for key in keys:
             _set(data, key, _field(form, key))
-        if section == "outgoing" and data.get("etag") == "fetch":
-            data.pop("etag")  # the default
+        if section == "outgoing":
+            if data.get("etag") == "fetch":
+                data.pop("etag")  # the default
+            _set(data, "allow_duplicates", form.get("allow_duplicates") == "on" or None)
         _set(data, "params", _params(form))
         if section == "incoming":
             chain = _parsed_yaml(
@@ -260,6 +263,7 @@ def _shown_value(section: str, form: FormData, secret_state: Any) -> dict[str, A
         if isinstance(values[key], str):
             values[key] = _field(form, key)
     values["log_requests"] = form.get("log_requests") == "on"
+    values["allow_duplicates"] = form.get("allow_duplicates") == "on"
     values["params"] = list(_params(form).items())
     values["secret_state"] = secret_state
     return values
