@@ -48,6 +48,8 @@ templates = Jinja2Templates(directory=HERE / "templates")
 
 def create_app(service: FlowService, sessions: Sessions) -> Starlette:
     """The dashboard of `service`'s project, signed in through `sessions`."""
+    from bcbridge.dashboard.config_pages import config_routes  # it uses this module's helpers
+
     pages = Pages(service, sessions)
     routes = [
         Route("/", pages.home),
@@ -65,6 +67,7 @@ def create_app(service: FlowService, sessions: Sessions) -> Starlette:
         Route("/tasks/{task_id:int}", pages.task),
         Route("/tasks/{task_id:int}/retry", csrf_checked(pages.retry_one), methods=["POST"]),
         Route("/tasks/{task_id:int}/skip", csrf_checked(pages.skip_one), methods=["POST"]),
+        *config_routes(service),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     return Starlette(routes=routes, middleware=[Middleware(SessionMiddleware, sessions=sessions)])

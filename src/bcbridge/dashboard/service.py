@@ -17,17 +17,19 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 
 from bcbridge import _redact
-from bcbridge.flowconfig import ProjectConfig
+from bcbridge.flowconfig import ProjectConfig, load_project
 from bcbridge.flows import ClientFactory, FlowRunner, RunResult
-from bcbridge.schedule import parse_schedule, sleep_until
+from bcbridge.schedule import parse_schedule
 from bcbridge.store import RunStatus, Store, Task
 
 log = logging.getLogger("bcbridge.serve")
 SERVER_LOGGERS = ("bcbridge.serve", "uvicorn.error")  # where an unexpected error is logged
+RECHECK = 0.5  # seconds between the scheduler's looks at the clock, the stop and a reload
 
 
 class MaskSecrets(logging.Filter):
@@ -86,6 +88,13 @@ class FlowService:
         self._running: dict[str, Running] = {}
         self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
+        self._schedules: dict[str, str] = {}  # the schedules the scheduler planned, by flow
+
+    def reload_project(self) -> None:
+        """Load the project file again (after the dashboard saved a change): the next run
+        and the scheduler's next start use it; a run under way keeps the project it began with.
+        A file that no longer loads leaves the project as it was (ConfigError)."""
+        self.project = load_project(Path(self.project.source))
 
     def runner(self, progress: Callable[[str, Counter[str]], None] | None = None) -> FlowRunner:
         """A FlowRunner on the project and store, stopped by the service's stop event."""
@@ -166,23 +175,43 @@ class FlowService:
     async def schedule(self) -> None:
         """Start each flow that has a `schedule:` at its times until `stop` is set. The first
         start is one interval (or the next cron time) after now; a start that finds the flow
-        still running is dropped, never queued, and missed times are not made up."""
-        plans = {
-            name: parse_schedule(flow.schedule)
-            for name, flow in self.project.flows.items()
-            if flow.schedule
-        }
-        now = datetime.now(UTC)
-        due = {name: next_start(now) for name, next_start in plans.items()}
-        while due:
-            name = min(due, key=lambda flow: due[flow])
-            if not await sleep_until(due[name], self.stop):
-                return
+        still running is dropped, never queued, and missed times are not made up. A project
+        reloaded meanwhile (`reload_project`) is planned again: a flow whose schedule is
+        unchanged keeps its next time, a new or changed schedule starts from now."""
+        planned: ProjectConfig | None = None
+        plans: dict[str, Callable[[datetime], datetime]] = {}
+        due: dict[str, datetime] = {}
+        while not self.stop.is_set():
+            if self.project is not planned:
+                planned = self.project
+                plans, due = self._plan(planned, plans, due)
+            now = datetime.now(UTC)
+            name = min(due, key=lambda flow: due[flow]) if due else None
+            if name is None or due[name] > now:
+                wait = (due[name] - now).total_seconds() if name else RECHECK
+                await anyio.sleep(min(wait, RECHECK))
+                continue
             if not self.start(name):
                 log.info("flow %s is still running: its scheduled start is dropped", name)
-            now = datetime.now(UTC)
             following = plans[name](due[name])  # a steady beat, from the time it was due
             due[name] = following if following > now else plans[name](now)
+
+    def _plan(
+        self,
+        project: ProjectConfig,
+        plans: dict[str, Callable[[datetime], datetime]],
+        due: dict[str, datetime],
+    ) -> tuple[dict[str, Callable[[datetime], datetime]], dict[str, datetime]]:
+        """The schedules of `project`, and when each flow is next due."""
+        now = datetime.now(UTC)
+        schedules = {name: flow.schedule for name, flow in project.flows.items() if flow.schedule}
+        new_plans, new_due = {}, {}
+        for name, text in schedules.items():
+            same = self._schedules.get(name) == text and name in due
+            new_plans[name] = plans[name] if same else parse_schedule(text)
+            new_due[name] = due[name] if same else new_plans[name](now)
+        self._schedules = schedules
+        return new_plans, new_due
 
 
 def _run_flow(name: str) -> Work:
