@@ -264,23 +264,19 @@ def _stop_a_detached_emulator(walk: Walk) -> None:
 
 
 @pytest.mark.slow  # a process per line: ~1 s each on an idle machine
-@pytest.mark.parametrize("step", README_STEPS.steps, ids=str)
-def test_readme_line(step: Step, walk: Walk) -> None:
-    if step.not_run is not None:
-        pytest.skip(f"the README says not run: {step.not_run}")
-    done = walk.result(step)
-    before = [
-        f"README.md:{s.line} exited {walk.results[s.line].returncode}"
-        for s in README_STEPS.steps
-        if s.line < step.line and s.line in walk.results
-        if walk.results[s.line].returncode != s.exit_code
-    ]
-    assert done.returncode == step.exit_code, (
-        f"README.md:{step.line}: {step.text}\nexit code {done.returncode}, the README says "
-        f"{step.exit_code}{' (after a failure: ' + ', '.join(before) + ')' if before else ''}\n"
-        f"--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
-    )
-    assert "Traceback" not in done.stderr, done.stderr
+def test_the_readme_walk(walk: Walk) -> None:
+    """Every line, in order, as one test: each line depends on the ones before it, so they run
+    in one process (parallel workers would each replay the walk up to their line)."""
+    for step in README_STEPS.steps:
+        if step.not_run is not None:
+            continue  # marked with its reason: `test_the_readme_shell_blocks_are_well_formed`
+        done = walk.result(step)
+        assert done.returncode == step.exit_code, (
+            f"README.md:{step.line}: {step.text}\nexit code {done.returncode}, the README says "
+            f"{step.exit_code}\n--- stdout\n{done.stdout[-3000:]}"
+            f"\n--- stderr\n{done.stderr[-3000:]}"
+        )
+        assert "Traceback" not in done.stderr, f"README.md:{step.line}: {done.stderr}"
 
 
 def test_the_readme_shell_blocks_are_well_formed() -> None:
