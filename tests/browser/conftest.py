@@ -11,6 +11,7 @@ docs/screenshots/ when BCBRIDGE_SCREENSHOTS=1 (the README shows a few).
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import secrets
@@ -33,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 SCREENSHOTS = ROOT / "docs" / "screenshots"
 SCREENSHOTS_VARIABLE = "BCBRIDGE_SCREENSHOTS"
 CANARY_VARIABLE = "BROWSER_CANARY_SECRET"
-WINDOW = (1200, 760)  # big enough for the tables, small enough for small PNGs
+WINDOW = (1280, 800)  # big enough for the tables, small enough for small PNGs
+MAX_SHOT_HEIGHT = 1000  # a list of 40 tasks is cut there: the PNGs stay small
 RECORDS = 40  # with GATE's 50 ms each: a run of about 2 s, long enough to watch its progress
 HELD = ("7", "8")  # records the gate holds back while a file hold-ID lies beside the project
 
@@ -135,10 +137,9 @@ def gated_project(folder: Path) -> Path:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
+def served() -> Iterator[Served]:
     """`bcbridge serve --port 0 --json` on `gated_project`, no password (sign-in by link)."""
-    folder = tmp_path / "project"
-    folder.mkdir()
+    folder = Path(tempfile.mkdtemp(prefix="bcbridge-"))  # short: the pages show its paths
     project = gated_project(folder)
     canary = f"CANARY-s3cr3t-{secrets.token_hex(8)}"
     env = {k: v for k, v in os.environ.items() if k != "BCBRIDGE_DASHBOARD_PASSWORD"}
@@ -166,6 +167,7 @@ def served(tmp_path: Path) -> Iterator[Served]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
@@ -185,11 +187,15 @@ def screenshot(browser: webdriver.Chrome, tmp_path: Path) -> Screenshot:
     BCBRIDGE_SCREENSHOTS=1); its path in tmp_path."""
 
     def save(name: str) -> Path:
-        height = browser.execute_script("return document.documentElement.scrollHeight")
-        browser.set_window_size(WINDOW[0], max(WINDOW[1], min(int(height), 2000)))
+        # the whole page (up to MAX_SHOT_HEIGHT), not just the window: Chromium's own capture
+        size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+        clip = {"x": 0, "y": 0, "width": WINDOW[0], "scale": 1}
+        clip["height"] = min(int(size["height"]), MAX_SHOT_HEIGHT)
+        shot = browser.execute_cdp_cmd(
+            "Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}
+        )
         path = tmp_path / f"{name}.png"
-        assert browser.save_screenshot(str(path)), name
-        browser.set_window_size(*WINDOW)
+        path.write_bytes(base64.b64decode(shot["data"]))
         if os.environ.get(SCREENSHOTS_VARIABLE) == "1":
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, SCREENSHOTS / path.name)
