@@ -121,8 +121,10 @@ def test_run_now_shows_live_progress_then_the_run_on_runs_and_its_tasks_on_tasks
     browser.find_element(By.CSS_SELECTOR, "select[name=status]").send_keys("failed")
     browser.find_element(By.XPATH, "//button[normalize-space()='Search']").click()
     wait(browser, lambda b: "status=failed" in b.current_url)
-    records = {row.find_elements(By.TAG_NAME, "td")[3].text for row in _rows(browser)}
-    assert records == set(HELD[1:])
+    records = wait(
+        browser, lambda b: [row.find_elements(By.TAG_NAME, "td")[3].text for row in _rows(b)]
+    )
+    assert records == list(HELD[1:])
 
 
 def _rows(browser: webdriver.Chrome) -> list[Any]:
