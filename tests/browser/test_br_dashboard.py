@@ -18,6 +18,10 @@ from tests.browser.conftest import HELD, RECORDS, Screenshot, Served
 pytestmark = pytest.mark.browser  # a real browser and a serve process: not in `make test-fast`
 
 PAGES = ("/", "/flows", "/runs", "/tasks", "/tasks?status=failed", "/tasks/1", "/runs/chart.json")
+# the configuration pages (Clients, Incoming, Outgoing, flow forms): the client's secret is the
+# canary (where a branch has no such page yet, its "not found" is checked all the same)
+CONFIG_PAGES = ("/clients", "/clients/edit/default", "/clients/new", "/incoming", "/outgoing")
+CONFIG_PAGES_FLOWS = ("/flows/new", "/flows/edit/copy")
 
 
 def heading(browser: webdriver.Chrome) -> str:
@@ -61,7 +65,7 @@ def task_id_of(browser: webdriver.Chrome, served: Served, record: str) -> int:
 def test_every_page_asks_a_fresh_browser_to_sign_in_and_the_link_works_once(
     browser: webdriver.Chrome, served: Served, screenshot: Screenshot
 ) -> None:
-    for path in PAGES:
+    for path in (*PAGES, *CONFIG_PAGES, *CONFIG_PAGES_FLOWS):
         browser.get(served.url + path)
         assert browser.current_url == f"{served.url}/login", path
         assert heading(browser) == "Sign in", path
@@ -229,6 +233,7 @@ def test_the_canary_secret_is_in_no_page(signed_in: webdriver.Chrome, served: Se
     task_ids = [task_id_of(browser, served, str(n)) for n in (1, *HELD)]
     pages = ["/flows", "/runs", "/runs/chart.json", "/tasks", "/tasks?status=failed"]
     pages += ["/flows/copy/progress", *(f"/tasks/{task_id}" for task_id in task_ids)]
+    pages += [*CONFIG_PAGES, *CONFIG_PAGES_FLOWS]
     seen = 0
     for path in pages:
         browser.get(served.url + path)
