@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV_STAMP := $(VENV)/.installed-dev
 
-.PHONY: demo test test-fast lint typecheck install dev postgres bench clean
+.PHONY: demo test test-fast lint typecheck install dev postgres browser bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,18 +36,23 @@ typecheck: $(DEV_STAMP)
 postgres:
 	.ci/ensure-postgres
 
+# Debian's chromium and chromium-driver for tests/browser (about 40 s to install)
+browser:
+	.ci/ensure-chromium
+
 # Tests run side by side (pytest-xdist; worksteal: an idle worker takes tests from a busy one,
 # so one file of long crash tests does not hold the end back; each worker has its own module
 # fixtures): most of the time is spent waiting on emulator and CLI processes, so more workers
 # than cores pay off. TEST_WORKERS=0 runs them one after the other.
 TEST_WORKERS ?= 4
 
-test: postgres lint typecheck
+test: postgres browser lint typecheck
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal
 
-# The quick loop while coding: no PostgreSQL, none of the long subprocess/crash/matrix tests.
+# The quick loop while coding: no PostgreSQL, no browser, none of the long subprocess/crash/matrix
+# tests.
 test-fast: $(DEV_STAMP)
-	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow and not postgres and not live"
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow and not postgres and not live and not browser"
 
 demo: $(STAMP)
 	$(BIN)/bcbridge demo
