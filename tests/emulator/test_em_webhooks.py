@@ -97,6 +97,15 @@ def wait_for(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
     raise AssertionError("the condition did not come true in time")
 
 
+def delivered_status(emulator: EmulatorControl, count: int = 1) -> dict[str, Any]:
+    """The emulator's webhook status once it has counted `count` deliveries: the receiver sees a
+    POST before the emulator has read the answer and counted it."""
+    status: dict[str, Any] = wait_for(
+        lambda: (found := emulator.webhooks())["delivered"] >= count and found
+    )
+    return status
+
+
 @pytest.fixture(scope="module")
 def emulator() -> Iterator[InProcessEmulator]:
     from bcbridge.testing import start_inprocess_emulator
@@ -345,7 +354,7 @@ def test_changes_are_notified_once_per_record_after_the_delay(
     assert item["clientState"] == "s3cret"
     assert item["expirationDateTime"] == created["expirationDateTime"]
     assert item["lastModifiedDateTime"] == touched["lastModifiedDateTime"]
-    status = emulator.webhooks()
+    status = delivered_status(emulator)
     assert (status["delivered"], status["notifications"], status["retried"]) == (1, 3, 0)
     assert status["log"][-1]["outcome"] == "delivered"
 
@@ -478,7 +487,7 @@ def test_408_429_and_5xx_are_retried_until_delivered(
     assert [p["status"] for p in receiver.posts] == [503, 429, 408, 200]
     assert all(p["value"] == receiver.posts[0]["value"] for p in receiver.posts)
     assert items[0]["resource"] == record_url(company, "customers", fresh["id"])
-    status = emulator.webhooks()
+    status = delivered_status(emulator)
     assert (status["retried"], status["delivered"], status["dropped"]) == (3, 1, 0)
     waits = [e["wait_s"] for e in status["log"] if e["outcome"] == "retrying"]
     assert waits == [60.0, 120.0, 240.0]
@@ -599,7 +608,7 @@ def test_the_emulator_process_sends_notifications_too(
             fresh = new_customer(api, company, "Process Ltd")
             items = wait_for(receiver.delivered)
         assert items[0]["resource"] == record_url(company, "customers", fresh["id"])
-        assert running.webhooks()["delivered"] == 1
+        assert delivered_status(running)["delivered"] == 1
         assert running.configure()["webhook_delay_s"] == DELAY_S
     finally:
         receiver.stop()
