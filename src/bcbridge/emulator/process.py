@@ -9,9 +9,11 @@ really uses the emulator's CA even where REQUESTS_CA_BUNDLE is set (bc-api.md §
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -388,7 +390,7 @@ def start_detached(
     """Start an emulator that outlives this process: its own session (a Ctrl-C in this terminal
     does not reach it), stderr appended to `log_file`. Returns its pid and what it announced,
     once it answers; RuntimeError (with the log's tail) if it does not start within `timeout`."""
-    with log_file.open("a") as log:
+    with log_file.open("a") as log, _ctrl_c_held_back() as pressed:
         process = subprocess.Popen(
             emulator_command(options, port=port, progress=progress is not None),
             stdin=subprocess.DEVNULL,
@@ -398,6 +400,8 @@ def start_detached(
             start_new_session=True,
         )
     try:
+        if pressed:
+            raise KeyboardInterrupt
         info = _announced(process, timeout, lambda: log_file.read_text(errors="replace"), progress)
     except BaseException:  # Ctrl-C while it seeds: no emulator may be left running unrecorded
         process.kill()
@@ -406,6 +410,22 @@ def start_detached(
     if process.stdout:
         process.stdout.close()  # it announces once; nothing reads it after we exit
     return process.pid, info
+
+
+@contextlib.contextmanager
+def _ctrl_c_held_back() -> Iterator[list[bool]]:
+    """A Ctrl-C in the block is noted (the list gets True) instead of raised: one raised inside
+    Popen would leave its child running before the caller can know it. Only the main thread
+    can change signal handlers; elsewhere Ctrl-C does not reach the block anyway."""
+    pressed: list[bool] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield pressed
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: pressed.append(True))
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _announced(
