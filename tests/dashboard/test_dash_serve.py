@@ -27,29 +27,27 @@ pytestmark = pytest.mark.slow  # real `bcbridge serve` processes: left out of `m
 def serve(tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
     """`bcbridge serve --port 0 --json` on a project whose flow runs every second."""
     project = copy_project(tmp_path, [GOOD], schedule="1s")
-    env = {k: v for k, v in os.environ.items() if k != "BCBRIDGE_DASHBOARD_PASSWORD"}
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bcbridge",
-            "serve",
-            "--config",
-            str(project),
-            "--port",
-            "0",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-    )
+    process = start_serve(project, tmp_path)
     yield process
     if process.poll() is None:
         process.kill()
         process.wait()
+
+
+SERVE = [sys.executable, "-m", "bcbridge", "serve"]
+
+
+def start_serve(project: Path, folder: Path) -> subprocess.Popen[str]:
+    """`bcbridge serve --port 0 --json` on `project`, signed in only by its login link."""
+    env = {k: v for k, v in os.environ.items() if k != "BCBRIDGE_DASHBOARD_PASSWORD"}
+    return subprocess.Popen(
+        [*SERVE, "--config", str(project), "--port", "0", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=folder,
+    )
 
 
 def _announced(process: subprocess.Popen[str]) -> dict[str, str]:
@@ -123,23 +121,7 @@ def test_a_run_in_flight_finishes_its_chunk_when_serve_is_stopped(tmp_path: Path
         "schedule": "1s",
     }
     project.write_text(json.dumps({"store": "sqlite:///state.db", "flows": {"slow": flow}}))
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bcbridge",
-            "serve",
-            "--config",
-            str(project),
-            "--port",
-            "0",
-            "--json",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=tmp_path,
-    )
+    process = start_serve(project, tmp_path)
     try:
         _announced(process)
         store = Store(f"sqlite:///{tmp_path / 'state.db'}")
