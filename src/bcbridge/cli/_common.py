@@ -18,11 +18,21 @@ from typing import Any
 
 import anyio
 import typer
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.markup import escape
 from rich.measure import Measurement
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Task as ProgressTask
 from rich.table import Column, Table
+from rich.text import Text
 
 from bcbridge import _json, _redact
 from bcbridge.errors import (
@@ -449,14 +459,42 @@ def print_json(data: object, *, lines: bool = False) -> None:
     typer.echo(_json.dumps(data, option=0 if lines else _json.OPT_INDENT_2).decode())
 
 
-def progress_bar(total: int | None = None) -> Progress:
-    """A records bar on stderr (determinate when `total` is known)."""
+class _BarOrSpinner(ProgressColumn):
+    """A bar when the total is known; a spinner otherwise, never a bar that is full from the
+    first second."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bar, self.spinner = BarColumn(), SpinnerColumn()
+
+    def render(self, task: ProgressTask) -> RenderableType:
+        return self.bar.render(task) if task.total is not None else self.spinner.render(task)
+
+
+class _Records(ProgressColumn):
+    """``1,234/10,000 records`` when the total is known, ``1,234 records`` otherwise."""
+
+    def render(self, task: ProgressTask) -> RenderableType:
+        if task.total is None:
+            return Text(f"{task.completed:,.0f} records")
+        return Text(f"{task.completed:,.0f}/{task.total:,.0f} records")
+
+
+class _Remaining(TimeRemainingColumn):
+    def render(self, task: ProgressTask) -> Text:
+        return super().render(task) if task.total is not None else Text("")
+
+
+def progress_bar() -> Progress:
+    """A records bar on stderr for pull and push: determinate once a task's total is known
+    (BC's count, the lines of an input file), a spinner until then."""
     return Progress(
         TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:,}" + (f"/{total:,}" if total else "") + " records"),
+        _BarOrSpinner(),
+        _Records(),
         TextColumn("{task.fields[detail]}"),
         TimeElapsedColumn(),
+        _Remaining(),
         console=stderr,
         transient=False,
     )

@@ -23,21 +23,10 @@ from typing import Any
 
 import anyio
 import typer
-from rich.console import Console, RenderableType
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
-from rich.progress import Task as ProgressTask
-from rich.text import Text
+from rich.console import Console
 
 from bcbridge._files import write_atomic
-from bcbridge.cli._common import counts_table, file_of
+from bcbridge.cli._common import counts_table, file_of, progress_bar
 from bcbridge.cli._complete import entity_names
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
 from bcbridge.client import BusinessCentralClient
@@ -367,7 +356,7 @@ async def _copy(
     as BC sent them (a transform may drop the fields it needs), filtered ones included."""
     context = {"cursor": cursor, "company": request.company, "entity": request.entity}
     steps = request.record_steps
-    with _progress() as bar:
+    with progress_bar() as bar:
         task = bar.add_task(f"pull {request.entity}", total=None, detail="")
         try:
             async for record in subscriber.records():
@@ -420,46 +409,6 @@ def _warn_of_lost_options(request: PullRequest, subscriber: Subscriber) -> None:
             f"[yellow]--params-transform removed {', '.join(lost)} from the request; "
             "to transform the records, use --transform[/]"
         )
-
-
-class _BarOrSpinner(ProgressColumn):
-    """A bar when the total is known; a spinner otherwise, never a bar that is full from the
-    first second."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bar, self.spinner = BarColumn(), SpinnerColumn()
-
-    def render(self, task: ProgressTask) -> RenderableType:
-        return self.bar.render(task) if task.total is not None else self.spinner.render(task)
-
-
-class _Records(ProgressColumn):
-    """``1,234/10,000 records`` when the total is known, ``1,234 records`` otherwise."""
-
-    def render(self, task: ProgressTask) -> RenderableType:
-        if task.total is None:
-            return Text(f"{task.completed:,.0f} records")
-        return Text(f"{task.completed:,.0f}/{task.total:,.0f} records")
-
-
-class _Remaining(TimeRemainingColumn):
-    def render(self, task: ProgressTask) -> Text:
-        return super().render(task) if task.total is not None else Text("")
-
-
-def _progress() -> Progress:
-    """The pull's bar on stderr: determinate once BC has said how many records come."""
-    return Progress(
-        TextColumn("{task.description}"),
-        _BarOrSpinner(),
-        _Records(),
-        TextColumn("{task.fields[detail]}"),
-        TimeElapsedColumn(),
-        _Remaining(),
-        console=stderr,
-        transient=False,
-    )
 
 
 def register(app: typer.Typer) -> None:

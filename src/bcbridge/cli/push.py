@@ -652,7 +652,7 @@ class _FailedJournal:
 
 class _PushDisplay:
     def __init__(self, plan: _Push, total: int | None):
-        self.bar = progress_bar(total)
+        self.bar = progress_bar()
         self.task = self.bar.add_task(plan.label, total=total, detail="")
 
     def update(self, counts: Counter[str]) -> None:
