@@ -363,17 +363,23 @@ _METHODS_OF = {
 }
 
 
-def _check_action(
-    path: str, entity_set: catalog.EntitySet, outgoing: OutgoingConfig, problems: _Problems
-) -> None:
-    """The action is one the entity set allows (a write its operations permit, or one of its
-    bound actions), with the key_field it needs."""
+def actions_for(entity_set: catalog.EntitySet) -> list[str]:
+    """The actions an outgoing can take on `entity_set`: the writes its operations allow, then
+    its bound actions."""
     writes = [
         action
         for action, methods in _METHODS_OF.items()
         if all(entity_set.allows(method) for method in methods)
     ]
-    valid = [*writes, *entity_set.actions]
+    return [*writes, *entity_set.actions]
+
+
+def _check_action(
+    path: str, entity_set: catalog.EntitySet, outgoing: OutgoingConfig, problems: _Problems
+) -> None:
+    """The action is one the entity set allows (a write its operations permit, or one of its
+    bound actions), with the key_field it needs."""
+    valid = actions_for(entity_set)
     if outgoing.action not in valid:
         closest = _closest(outgoing.action, valid)
         problems.add(

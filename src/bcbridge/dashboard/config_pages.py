@@ -36,7 +36,7 @@ from bcbridge.dashboard.app import _flash, _page
 from bcbridge.dashboard.security import csrf_checked
 from bcbridge.dashboard.service import FlowService
 from bcbridge.errors import BCBridgeError
-from bcbridge.flowconfig import _METHODS_OF, IncomingConfig
+from bcbridge.flowconfig import IncomingConfig, actions_for
 from bcbridge.projectfile import Conflict, FieldProblem, InvalidChange, ProjectFile, Secret
 from bcbridge.publisher import ETAG_POLICIES
 from bcbridge.publisher import preview as preview_payload
@@ -293,12 +293,7 @@ def _actions_of(entity: str) -> list[str]:
         entity_set = catalog.get(entity)
     except BCBridgeError:
         return []
-    writes = [
-        action
-        for action, methods in _METHODS_OF.items()
-        if all(entity_set.allows(method) for method in methods)
-    ]
-    return [*writes, *entity_set.actions]
+    return actions_for(entity_set)
 
 
 def _fields_of(entity: str) -> list[str]:
