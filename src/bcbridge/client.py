@@ -187,9 +187,12 @@ class BusinessCentralClient:
         json: Any = None,
         headers: Mapping[str, str] | None = None,
         idempotent: bool | None = None,
+        content: bytes | None = None,
     ) -> httpx.Response:
         """Send one API request; retries, throttling and token renewal happen here.
 
+        `json` is sent as JSON; `content` (when `json` is None) as raw bytes, with the
+        Content-Type the caller gives in `headers`.
         Raises a `BCAPIError` subclass for an HTTP error, `TransportError` when no answer came.
         """
         method = method.upper()
@@ -199,7 +202,9 @@ class BusinessCentralClient:
         attempts: list[Attempt] = []
         refused: Token | None = None  # the token BC just answered 401 to
         # Decimals go out as JSON numbers with their exact digits ($batch bodies pass here too)
-        content = _json.dumps(json) if json is not None else None
+        is_json = json is not None
+        if is_json:
+            content = _json.dumps(json)
         while True:
             number = len(attempts) + 1
             token = await self.tokens.token(stale=refused)
@@ -207,7 +212,7 @@ class BusinessCentralClient:
                 "Authorization": f"Bearer {token.value}",
                 "Accept": "application/json",
             }
-            if content is not None:
+            if is_json:
                 request_headers["Content-Type"] = "application/json"
             request_headers.update(headers or {})
             started = time.monotonic()
@@ -291,6 +296,34 @@ class BusinessCentralClient:
         response = await self.request("GET", path_or_url, params=params)
         body: dict[str, Any] = orjson.loads(response.content)
         return body
+
+    # --- streams (attachment content, pictures, PDF documents) ---------------------------------
+
+    async def download_stream(self, path_or_url: str) -> tuple[bytes, str]:
+        """GET a stream property (``.../attachments({id})/attachmentContent``,
+        ``.../items({id})/picture/pictureContent``, ``.../pdfDocument/pdfDocumentContent``):
+        its bytes and content type; ``(b"", "")`` when the stream is empty (204)."""
+        response = await self.request("GET", path_or_url, headers={"Accept": "*/*"})
+        if response.status_code == 204:
+            return b"", ""
+        return response.content, response.headers.get("content-type", "")
+
+    async def upload_stream(
+        self,
+        path_or_url: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        etag: str = "*",
+    ) -> None:
+        """PATCH a stream property with `data`. BC wants the record's ETag in If-Match (``*``
+        overwrites whatever is there) and a Content-Type; the record's ETag changes."""
+        await self.request(
+            "PATCH",
+            path_or_url,
+            content=data,
+            headers={"Content-Type": content_type, "If-Match": etag},
+        )
 
     # --- paging ----------------------------------------------------------------------------------
 

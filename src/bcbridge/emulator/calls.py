@@ -29,6 +29,8 @@ class Call:
     headers: Mapping[str, str]  # lower-case names
     body: Any
     root_url: str  # absolute URL of the route's root, no trailing slash
+    raw: bytes = b""  # the body as sent: a stream's bytes (from HTTP only, not inside $batch)
+    not_json: bool = False  # a body that is not JSON: only a stream upload may send one
 
 
 @dataclass

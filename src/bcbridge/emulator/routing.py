@@ -47,6 +47,7 @@ class Kind(StrEnum):
     DELETE = "delete"
     RELATED = "related"  # a single-valued navigation, e.g. salesOrders({id})/customer
     ACTION = "action"
+    STREAM = "stream"  # a record's Edm.Stream property: GET, PATCH or DELETE its bytes
     WEBHOOK_RESOURCES = "webhook supported resources"
 
 
@@ -89,6 +90,9 @@ def resolve(
         return Target(Kind.SERVICE_DOCUMENT)
     if path == "$metadata":
         return Target(Kind.METADATA)
+    stream = _stream(method, path, options, sets)
+    if stream is not None:
+        return stream
     segments = [_segment(part) for part in split_top_level(path, "/")]
     name, key = segments[0]
     if name == "subscriptions":  # outside a $batch, `webhook_target` routes them first
@@ -101,6 +105,28 @@ def resolve(
             return _companies(method, key)
         company_key, segments = key, segments[1:]
     return _below_company(method, segments, sets, company_key)
+
+
+def _stream(
+    method: str, path: str, options: Mapping[str, str], sets: Mapping[str, EntitySet]
+) -> Target | None:
+    """``<record>/<stream property>[/$value]``: the record's bytes; None for any other path."""
+    head, _, last = path.rpartition("/")
+    if last == "$value":
+        head, _, last = head.rpartition("/")
+    try:
+        record = resolve("GET", head, options, sets) if head else None
+    except BCError:
+        return None  # not a record: the path answers its own error
+    if record is None or record.kind not in (Kind.READ, Kind.RELATED):
+        return None
+    if record.entity_set is None or last not in record.entity_set.streams:
+        return None
+    if method not in ("GET", "PATCH", "DELETE"):
+        raise method_not_allowed(f"'{method}' is not allowed on '{last}'.")
+    return Target(
+        Kind.STREAM, record.entity_set, record.key, record.company_key, record.parent, record.via
+    )
 
 
 def webhook_target(route: str, method: str, path: str) -> Target | None:
@@ -199,6 +225,10 @@ def _navigation(
         if next_key is None:
             return _on_set(method, target, company_key, parent)
         return _on_record(method, target, company_key, next_key, parent)
+    if method == "DELETE" and target.allows("DELETE"):  # items({id})/picture
+        return Target(
+            Kind.DELETE, target, company_key=company_key, parent=parent, via=navigation.via
+        )
     if method != "GET":
         raise method_not_allowed(f"'{method}' is not allowed on '{next_name}'.")
     return Target(Kind.RELATED, target, company_key=company_key, parent=parent, via=navigation.via)

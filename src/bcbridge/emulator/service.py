@@ -18,10 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from bcbridge.catalog import EntitySet, _fields
-from bcbridge.emulator import changes
+from bcbridge.emulator import changes, streams
 from bcbridge.emulator.calls import Call, Result, to_response
 from bcbridge.emulator.errors import bad_request, not_emulated
 from bcbridge.emulator.handlers import actions, batch, places, reads, subscriptions, writes
+from bcbridge.emulator.handlers import streams as stream_handlers
 from bcbridge.emulator.handlers.places import Address
 from bcbridge.emulator.records import Records
 from bcbridge.emulator.routing import (
@@ -117,10 +118,11 @@ class DataService:
                 "Only JSON batches are emulated; send Content-Type: application/json."
             )
         raw = await request.body()
+        body, not_json = None, False
         try:
             body = orjson.loads(raw) if raw.strip() else None
         except orjson.JSONDecodeError:
-            raise bad_request("Invalid Request Body: the body is not valid JSON.") from None
+            not_json = True  # refused in `dispatch` unless the call uploads a stream
         base = str(request.url).split("?", 1)[0]
         hook_target = webhook_target(route, request.method, path)
         call = Call(
@@ -131,6 +133,8 @@ class DataService:
             headers={k.lower(): v for k, v in request.headers.items()},
             body=body,
             root_url=base[: base.index("/api/") + len("/api/")] + route,
+            raw=raw,
+            not_json=not_json,
         )
         if hook_target is not None:
             return to_response(await self._subscriptions(request, call, hook_target))
@@ -173,6 +177,8 @@ class DataService:
         """Route `call`, find its records, and run its handler inside `conn`'s transaction."""
         sets = self.routes[call.route]
         target = resolve(call.method, call.path, call.query, sets)
+        if call.not_json and target.kind is not Kind.STREAM:
+            raise bad_request("Invalid Request Body: the body is not valid JSON.")
         if target.kind is Kind.SERVICE_DOCUMENT:
             return reads.service_document(call, sets)
         if target.kind is Kind.METADATA:
@@ -181,4 +187,8 @@ class DataService:
         if target.kind is Kind.COMPANIES:
             company_id = places.company_by_id(records, target.key) if target.key else None
             return reads.companies(records, call, company_id)
-        return HANDLERS[target.kind](records, call, places.locate(records, call, target))
+        address = places.locate(records, call, target)
+        if address.key is not None:  # a picture or PDF exists for every record that has one
+            streams.materialize(records, address.place, address.key)
+        special = stream_handlers.handler_for(target.kind, address.place.name)
+        return (special or HANDLERS[target.kind])(records, call, address)

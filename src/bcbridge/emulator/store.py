@@ -93,6 +93,18 @@ class Schema:
             sa.Column("set_name", sa.String, primary_key=True),
             sa.Column("last", sa.Integer, nullable=False),
         )
+        # Edm.Stream content (attachments, pictures), kept apart from the records
+        self.streams = sa.Table(
+            "_streams",
+            self.metadata,
+            sa.Column("route", sa.String, primary_key=True),
+            sa.Column("set_name", sa.String, primary_key=True),
+            sa.Column("company", sa.String(36), primary_key=True),
+            sa.Column("record_id", sa.String(36), primary_key=True),
+            sa.Column("property", sa.String, primary_key=True),
+            sa.Column("content_type", sa.String, nullable=False),
+            sa.Column("content", sa.LargeBinary, nullable=False),
+        )
 
     def add(self, route: str, entity_set: EntitySet) -> sa.Table:
         table_name = entity_set.name if route == STANDARD_ROUTE else f"{route}/{entity_set.name}"
