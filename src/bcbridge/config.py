@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import UnionType
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -126,6 +126,9 @@ class ClientSettings(BaseModel):
     certificate: CertificateCredential | None = None
     scopes: list[str] = Field(default_factory=lambda: [BC_SCOPE])
     api_route: str = "v2.0"
+    # $schemaversion sent with every read of a Subscriber; None: 2.1 only when a $filter needs it
+    # (the `in` operator, nested functions; bcbridge.odata.needs_schema_21)
+    schema_version: Literal["1.0", "2.0", "2.1"] | None = None
     company: str | None = None
     ca_bundle: FilePath | None = None
     log_requests: bool = False

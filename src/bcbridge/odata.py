@@ -7,9 +7,11 @@ quotes doubled (``subscriptions('a''b')``), datetimes as UTC ISO 8601 with milli
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Any
 
 from bcbridge.catalog import CATALOG, EntitySet, Scope, is_guid
 from bcbridge.errors import ConfigError
@@ -123,3 +125,50 @@ def entity_path(
             raise ConfigError("a bound action needs the record's key", field="key")
         parts.append(f"Microsoft.NAV.{action}")
     return "/".join(parts)
+
+
+SCHEMA_21 = "2.1"
+_STRING_LITERAL = re.compile(r"'(?:[^']|'')*'")
+_IN_LIST = re.compile(r"\sin\s*\(")
+
+
+def needs_schema_21(filter_text: str | None) -> bool:
+    """Whether a $filter uses what BC serves only with ``$schemaversion=2.1`` (bc-api.md §4.1):
+    the ``in`` operator or a nested function call such as ``contains(tolower(x),'a')``.
+    A filter the parser cannot read (odata-query reads ``x in ('a')``, a one-value list, as a
+    syntax error) is checked for an ``in (`` outside its string literals."""
+    if not filter_text:
+        return False
+    from odata_query import ast, exceptions
+    from odata_query.grammar import ODataLexer, ODataParser
+
+    try:
+        tree = ODataParser().parse(ODataLexer().tokenize(filter_text))
+    except exceptions.ODataException:
+        return bool(_IN_LIST.search(_STRING_LITERAL.sub("''", filter_text)))
+
+    def gated(node: object) -> bool:
+        if isinstance(node, ast.Compare) and isinstance(node.comparator, ast.In):
+            return True
+        if isinstance(node, ast.Call) and any(isinstance(a, ast.Call) for a in node.args):
+            return True
+        children = vars(node).values() if isinstance(node, ast._Node) else ()
+        return any(
+            gated(item)
+            for child in children
+            for item in (child if isinstance(child, list | tuple) else [child])
+        )
+
+    return gated(tree)
+
+
+def with_schema_version(params: dict[str, Any], configured: str | None) -> dict[str, Any]:
+    """`params` with ``$schemaversion``: the one given there, else the `configured` one, else
+    ``2.1`` when the $filter needs it (`needs_schema_21`), else none."""
+    if "$schemaversion" in params:
+        return params
+    if configured:
+        return {**params, "$schemaversion": configured}
+    if needs_schema_21(params.get("$filter")):
+        return {**params, "$schemaversion": SCHEMA_21}
+    return params

@@ -28,7 +28,14 @@ from bcbridge import catalog
 from bcbridge.catalog import EntitySet, Scope
 from bcbridge.client import BusinessCentralClient, Page
 from bcbridge.errors import BCAPIError, ConfigError
-from bcbridge.odata import entity_path, format_datetime, is_guid, key_segment, literal
+from bcbridge.odata import (
+    entity_path,
+    format_datetime,
+    is_guid,
+    key_segment,
+    literal,
+    with_schema_version,
+)
 from bcbridge.transform import Chain
 
 __all__ = ["CursorState", "Subscriber"]
@@ -160,7 +167,7 @@ class Subscriber:
                 "company": self.company,
             }
             params = self.transform.apply(params, context) or {}
-        return params
+        return with_schema_version(params, self.client.settings.schema_version)
 
     async def records(self) -> AsyncIterator[dict[str, Any]]:
         """The records, page by page: only one page is held in memory at a time."""

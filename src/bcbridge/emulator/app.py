@@ -62,6 +62,7 @@ class EmulatorApp:
         self.faults = Faults()
         self.info: dict[str, Any] = {}
         service.webhooks.settings = webhook_settings(config)
+        service.gated = frozenset(config.schemaversion_gates)
         self.control = Starlette(routes=self._routes())
 
     def _routes(self) -> list[Route]:
@@ -178,6 +179,7 @@ class EmulatorApp:
             self.config.queue_timeout_s,
         )
         self.service.webhooks.settings = webhook_settings(self.config)
+        self.service.gated = frozenset(self.config.schemaversion_gates)
         return JSONResponse(self.config.model_dump(mode="json", exclude={"state_dir", "data"}))
 
     def _changed_config(self, changes: dict[str, Any]) -> EmulatorConfig:

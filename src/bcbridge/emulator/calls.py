@@ -31,6 +31,8 @@ class Call:
     root_url: str  # absolute URL of the route's root, no trailing slash
     raw: bytes = b""  # the body as sent: a stream's bytes (from HTTP only, not inside $batch)
     not_json: bool = False  # a body that is not JSON: only a stream upload may send one
+    # $filter features refused without $schemaversion=2.1 (the emulator's schemaversion_gates)
+    gated: frozenset[str] = frozenset({"in", "nested"})
 
 
 @dataclass

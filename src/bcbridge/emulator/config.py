@@ -39,6 +39,10 @@ CollectionThreshold = Annotated[int, Field(ge=1, le=1_000_000)]
 WebhookTimeScale = Annotated[float, Field(ge=1, le=1e9)]
 SubscriptionLifetime = Annotated[float, Field(gt=0, le=30 * 86_400)]
 HandshakeMethod = Literal["POST", "GET"]
+# $filter features BC serves only with $schemaversion=2.1 (bc-api.md §4.1); whether BC refuses
+# nested calls without it or gives "undefined results" is UNCONFIRMED, so either gate can be
+# lifted (see bcbridge.emulator.query.SCHEMA_GATES)
+SchemaGate = Literal["in", "nested"]
 
 
 def default_state_dir() -> Path:
@@ -122,6 +126,10 @@ def _expected(item: Any, known: Mapping[str, object] | None) -> str:
     return f"{message[:1].lower()}{message[1:]} (got {shown})"
 
 
+def _all_schema_gates() -> list[SchemaGate]:
+    return ["in", "nested"]
+
+
 class EmulatorConfig(BaseModel):
     host: str = "127.0.0.1"
     port: int = Field(8080, ge=0, le=65535)
@@ -141,6 +149,7 @@ class EmulatorConfig(BaseModel):
     webhook_time_scale: WebhookTimeScale = 1.0
     subscription_lifetime_s: SubscriptionLifetime = 3 * 86_400.0
     webhook_handshake_method: HandshakeMethod = "POST"
+    schemaversion_gates: list[SchemaGate] = Field(default_factory=_all_schema_gates)
 
     @field_validator("scale", mode="before")
     @classmethod

@@ -25,6 +25,7 @@ from bcbridge.emulator.config import (
     MaxQueue,
     QueueTimeout,
     ScaleCount,
+    SchemaGate,
     SubscriptionLifetime,
     TokenLifetime,
     WebhookDelay,
@@ -87,6 +88,7 @@ class ConfigUpdate(ControlBody):
     webhook_time_scale: WebhookTimeScale | None = None
     subscription_lifetime_s: SubscriptionLifetime | None = None
     webhook_handshake_method: HandshakeMethod | None = None
+    schemaversion_gates: list[SchemaGate] | None = None
 
     @field_validator("rate_limit")
     @classmethod

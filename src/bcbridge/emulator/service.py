@@ -61,6 +61,8 @@ class DataService:
             RUNTIME_ROUTE: {},  # only companies({id})/webhookSupportedResources
         }
         self._worker = anyio.CapacityLimiter(1)
+        # $filter features refused without $schemaversion=2.1 (EmulatorConfig.schemaversion_gates)
+        self.gated: frozenset[str] = frozenset({"in", "nested"})
         self.webhooks = Webhooks()
         changes.watch(self.engine, self.webhooks.committed)
 
@@ -135,6 +137,7 @@ class DataService:
             root_url=base[: base.index("/api/") + len("/api/")] + route,
             raw=raw,
             not_json=not_json,
+            gated=self.gated,
         )
         if hook_target is not None:
             return to_response(await self._subscriptions(request, call, hook_target))

@@ -116,6 +116,7 @@ def _inner_call(outer: Call, request: Any) -> Call:
         headers=headers,
         body=request.get("body"),
         root_url=outer.root_url,
+        gated=outer.gated,
     )
 
 

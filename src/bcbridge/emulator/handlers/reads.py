@@ -62,7 +62,8 @@ def list_records(records: Records, call: Call, at: Address) -> Result:
     entity_set, table = place.entity_set, records.table(place)
     clauses = records.scope(place)
     if "$filter" in call.query:
-        clauses.append(query.filter_clause(table, entity_set, call.query["$filter"]))
+        gates = query.gates_in_force(call.query, call.gated)
+        clauses.append(query.filter_clause(table, entity_set, call.query["$filter"], gates))
     keys = query.order_keys(entity_set, call.query.get("$orderby"))
     names = query.select_names(entity_set, call.query.get("$select"))
     expands = query.parse_expand(call.query.get("$expand"))
@@ -90,7 +91,8 @@ def list_records(records: Records, call: Call, at: Address) -> Result:
     if call.query.get("$count", "").lower() == "true":
         count_stmt = sa.select(sa.func.count()).select_from(table).where(*clauses)
         body["@odata.count"] = records.conn.execute(count_stmt).scalar()
-    body["value"] = render(records, place, rows, names, expands)
+    gates = query.gates_in_force(call.query, call.gated)
+    body["value"] = render(records, place, rows, names, expands, gates)
     if more and (top is None or delivered + limit < top):
         after = query.PagePosition([rows[-1][name] for name, _ in keys], delivered + limit, size)
         body["@odata.nextLink"] = _next_link(call, after)
@@ -109,7 +111,8 @@ def read_record(records: Records, call: Call, at: Address) -> Result:
     row = records.get(at.place, at.key)
     names = query.select_names(at.place.entity_set, call.query.get("$select"))
     expands = query.parse_expand(call.query.get("$expand"))
-    body = render(records, at.place, [row], names, expands)[0]
+    gates = query.gates_in_force(call.query, call.gated)
+    body = render(records, at.place, [row], names, expands, gates)[0]
     return Result(200, {"@odata.context": context(call, at.place, "/$entity"), **body})
 
 
@@ -119,17 +122,25 @@ def render(
     rows: Sequence[Row],
     names: list[str],
     expands: list[query.Expand],
+    gates: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """Rows as BC's JSON: the selected properties, then each expanded navigation."""
+    """Rows as BC's JSON: the selected properties, then each expanded navigation (`gates`:
+    what a $filter inside $expand may not use, `query.gates_in_force`)."""
     bodies = [row_to_json(row, names) for row in rows]
     for expand in expands:
-        values = _expand(records, place, rows, expand)
+        values = _expand(records, place, rows, expand, gates)
         for body, value in zip(bodies, values, strict=True):
             body[expand.name] = value
     return bodies
 
 
-def _expand(records: Records, place: Place, rows: Sequence[Row], expand: query.Expand) -> list[Any]:
+def _expand(
+    records: Records,
+    place: Place,
+    rows: Sequence[Row],
+    expand: query.Expand,
+    gates: frozenset[str],
+) -> list[Any]:
     """For each row, its expanded navigation: a list of bodies, or one body (or None)."""
     navigation = place.entity_set.navigation(expand.name)
     target = records.schema.sets.get((place.route, navigation.target)) if navigation else None
@@ -154,9 +165,10 @@ def _expand(records: Records, place: Place, rows: Sequence[Row], expand: query.E
             *records.scope(target_place), column.in_(ids[start : start + 900])
         )
         if navigation.many and "$filter" in expand.options:
-            stmt = stmt.where(query.filter_clause(table, target, expand.options["$filter"]))
+            condition = query.filter_clause(table, target, expand.options["$filter"], gates)
+            stmt = stmt.where(condition)
         found += records.conn.execute(stmt.order_by(table.c._seq)).mappings()
-    rendered = render(records, target_place, found, names, nested)
+    rendered = render(records, target_place, found, names, nested, gates)
     if navigation.many:
         groups: dict[str, list[dict[str, Any]]] = {}
         for row, body in zip(found, rendered, strict=True):
