@@ -194,3 +194,29 @@ def test_library_downloads_and_uploads_streams(
 
     assert anyio.run(round_trip) == (image, "image/png")
     assert api.get(picture).json()["width"] == 4
+
+
+def test_records_carry_media_read_links_clients_follow(api: httpx.Client, company: str) -> None:
+    invoice = first_id(api, company, "salesInvoices")
+    document = api.get(f"{company}/salesInvoices({invoice})/pdfDocument").json()
+    link = document["pdfDocumentContent@odata.mediaReadLink"]
+    # BC's example (api/dynamics_pdfdocument_get.md): the record's URL as asked, then the property
+    assert link.endswith(f"/{company}/salesInvoices({invoice})/pdfDocument/pdfDocumentContent")
+    assert api.get(link).content.startswith(b"%PDF-")
+    created = api.post(
+        f"{company}/salesInvoices({invoice})/attachments", json={"fileName": "a.txt"}
+    ).json()
+    assert created["attachmentContent@odata.mediaReadLink"].endswith(
+        f"/salesInvoices({invoice})/attachments({created['id']})/attachmentContent"
+    )
+    listed = api.get(f"{company}/attachments").json()["value"]
+    assert all(
+        row["attachmentContent@odata.mediaReadLink"].endswith(
+            f"/{company}/attachments({row['id']})/attachmentContent"
+        )
+        for row in listed
+    )
+    assert (
+        "pictureContent@odata.mediaReadLink"
+        in api.get(f"{company}/customers({first_id(api, company, 'customers')})/picture").json()
+    )

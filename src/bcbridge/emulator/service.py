@@ -194,4 +194,5 @@ class DataService:
         if address.key is not None:  # a picture or PDF exists for every record that has one
             streams.materialize(records, address.place, address.key)
         special = stream_handlers.handler_for(target.kind, address.place.name)
-        return (special or HANDLERS[target.kind])(records, call, address)
+        result = (special or HANDLERS[target.kind])(records, call, address)
+        return stream_handlers.with_media_links(result, call, target.kind, address.place.entity_set)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from bcbridge.catalog import Operation, Refusal
+from bcbridge.catalog import EntitySet, Operation, Refusal
 from bcbridge.emulator import streams
 from bcbridge.emulator.calls import Call, Result
 from bcbridge.emulator.errors import (
@@ -193,6 +193,29 @@ def _parent_set(records: Records, place: Place, parent_id: str) -> str:
     if found is None:
         raise record_not_found("parent record", f"parentId='{parent_id}'")
     return found[0]
+
+
+def with_media_links(result: Result, call: Call, kind: Kind, entity_set: EntitySet) -> Result:
+    """`result` with ``<stream>@odata.mediaReadLink`` on each record of a set with streams, as
+    BC writes it (api/dynamics_pdfdocument_get.md: the record's URL as requested, then the
+    property); clients follow that link to download the bytes."""
+    if not entity_set.streams or not isinstance(result.body, dict):
+        return result
+    path = f"{call.root_url}/{call.path.strip('/')}"
+    if kind in (Kind.READ, Kind.RELATED, Kind.UPDATE):
+        _link(result.body, path, entity_set.streams)
+    elif kind is Kind.CREATE:
+        _link(result.body, f"{path}({result.body.get('id')})", entity_set.streams)
+    elif kind is Kind.LIST:
+        for body in result.body.get("value", []):
+            _link(body, f"{path}({body.get('id')})", entity_set.streams)
+    return result
+
+
+def _link(body: dict[str, Any], record_url: str, names: tuple[str, ...]) -> None:
+    if "id" in body:  # a $select without the key leaves nothing to link to
+        for name in names:
+            body[f"{name}@odata.mediaReadLink"] = f"{record_url}/{name}"
 
 
 def handler_for(kind: Kind, set_name: str) -> Handler | None:
