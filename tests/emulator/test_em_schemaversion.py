@@ -138,3 +138,14 @@ def test_which_filters_need_schema_21() -> None:
     assert "$schemaversion" not in with_schema_version({"$filter": "a eq 'x'"}, None)
     kept = {"$filter": "a in ('x')", "$schemaversion": "2.0"}
     assert with_schema_version(kept, "2.1") == kept
+
+
+def test_in_with_one_value(api: httpx.Client, company: str) -> None:
+    wanted = two_customers(api, company)[0]
+    params = {"$filter": f"number in ('{wanted}')", "$schemaversion": "2.1"}
+    assert numbers(api.get(f"{company}/customers", params=params)) == [wanted]
+    assert_bc_error(
+        api.get(f"{company}/customers", params={"$filter": f"number in ('{wanted}')"}),
+        400,
+        "BadRequest",
+    )

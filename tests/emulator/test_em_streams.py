@@ -220,3 +220,24 @@ def test_records_carry_media_read_links_clients_follow(api: httpx.Client, compan
         "pictureContent@odata.mediaReadLink"
         in api.get(f"{company}/customers({first_id(api, company, 'customers')})/picture").json()
     )
+
+
+def test_an_empty_upload_and_one_inside_a_batch_are_refused(
+    api: httpx.Client, company: str
+) -> None:
+    customer = first_id(api, company, "customers")
+    created = api.post(
+        f"{company}/documentAttachments", json={"parentId": customer, "fileName": "e.txt"}
+    ).json()
+    url = f"{company}/documentAttachments({created['id']})/attachmentContent"
+    headers = {"Content-Type": "text/plain", "If-Match": "*"}
+    assert_bc_error(api.patch(url, content=b"", headers=headers), 400, "BadRequest")
+    batch = api.post(
+        "$batch",
+        json={
+            "requests": [{"id": "1", "method": "PATCH", "url": url, "headers": headers, "body": {}}]
+        },
+    )
+    assert batch.json()["responses"][0]["status"] == 400, batch.text
+    after = api.get(f"{company}/documentAttachments({created['id']})").json()
+    assert after["@odata.etag"] == created["@odata.etag"]

@@ -148,15 +148,31 @@ def _is_boolean(node: Any, entity_set: EntitySet) -> bool:
     return isinstance(node, odata_ast.CollectionLambda)  # refused later as not emulated
 
 
+# ``x in ('a')``: a one-value list, valid OData that odata-query's grammar reads as a
+# parenthesised value and refuses; it is read as ``x in ('a','a')``, which means the same.
+_ONE_VALUE_IN = re.compile(r"(\sin\s*\(\s*)('(?:[^']|'')*'|[^,()'\s]+)(\s*\))")
+
+
+def _parse_filter(text: str) -> Any:
+    try:
+        return ODataParser().parse(ODataLexer().tokenize(text))
+    except odata_errors.ODataException as exc:
+        error = exc
+    doubled = _ONE_VALUE_IN.sub(r"\1\2,\2\3", text)
+    if doubled != text:
+        try:
+            return ODataParser().parse(ODataLexer().tokenize(doubled))
+        except odata_errors.ODataException:
+            pass
+    raise query_syntax(f"Bad Request - Error in query syntax. {error}") from error
+
+
 def filter_clause(
     table: sa.Table, entity_set: EntitySet, text: str, gates: frozenset[str] = frozenset()
 ) -> Any:
     """The SQL condition of a $filter; `gates`: features refused for want of
     $schemaversion=2.1 (`gates_in_force`)."""
-    try:
-        tree = ODataParser().parse(ODataLexer().tokenize(text))
-    except odata_errors.ODataException as exc:
-        raise query_syntax(f"Bad Request - Error in query syntax. {exc}") from exc
+    tree = _parse_filter(text)
     if not _is_boolean(tree, entity_set):
         # ODL's wording, which BC passes on (UNCONFIRMED for BC)
         raise bad_request("The $filter expression must evaluate to a single boolean value.")

@@ -81,6 +81,12 @@ def content(records: Records, call: Call, at: Address) -> Result:
             f"(e.g. {BINARY} or the file's type)."
         )
     data = call.raw
+    if not data:
+        # inside a $batch a body is JSON, never a stream's bytes (raw stays empty there)
+        raise bad_request(
+            f"Uploading '{prop}' needs the bytes as the request body; to clear it, send DELETE."
+            " Stream uploads inside a $batch are not emulated."
+        )
     changes = _described(at.place, data)
     streams.write(records, at.place, row["id"], prop, streams.Content(data, content_type))
     records.update(at.place, row, changes)
