@@ -241,3 +241,24 @@ def test_an_empty_upload_and_one_inside_a_batch_are_refused(
     assert batch.json()["responses"][0]["status"] == 400, batch.text
     after = api.get(f"{company}/documentAttachments({created['id']})").json()
     assert after["@odata.etag"] == created["@odata.etag"]
+
+
+def test_expanded_pictures_and_pdfs_exist_and_link_their_bytes(
+    api: httpx.Client, company: str
+) -> None:
+    invoices = api.get(
+        f"{company}/salesInvoices", params={"$top": "2", "$expand": "pdfDocument"}
+    ).json()["value"]
+    assert len(invoices) == 2
+    for invoice in invoices:
+        document = invoice["pdfDocument"]
+        assert document["parentId"] == invoice["id"]
+        link = document["pdfDocumentContent@odata.mediaReadLink"]
+        assert link.endswith(f"/salesInvoices({invoice['id']})/pdfDocument/pdfDocumentContent")
+        pdf = pypdf.PdfReader(io.BytesIO(api.get(link).content))
+        assert invoice["number"] in pdf.pages[0].extract_text()
+    item = first_id(api, company, "items")
+    expanded = api.get(f"{company}/items({item})", params={"$expand": "picture"}).json()
+    assert expanded["picture"]["pictureContent@odata.mediaReadLink"].endswith(
+        f"/items({item})/picture/pictureContent"
+    )

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from bcbridge import catalog
 from bcbridge.catalog import EntitySet
-from bcbridge.emulator import query
+from bcbridge.emulator import query, streams
 from bcbridge.emulator.calls import Call, Result
 from bcbridge.emulator.errors import bad_request
 from bcbridge.emulator.handlers.places import Address
@@ -159,6 +159,8 @@ def _expand(
     else:
         ids = sorted({str(row[navigation.via]) for row in rows})
         column = table.c.id
+        for record_id in ids:  # a document's pdfDocument, a customer's picture, ...
+            streams.materialize(records, target_place, record_id)
     found: list[Row] = []
     for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
         stmt = sa.select(table).where(

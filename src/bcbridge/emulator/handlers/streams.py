@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from bcbridge import catalog
 from bcbridge.catalog import EntitySet, Operation, Refusal
 from bcbridge.emulator import streams
 from bcbridge.emulator.calls import Call, Result
@@ -202,26 +203,39 @@ def _parent_set(records: Records, place: Place, parent_id: str) -> str:
 
 
 def with_media_links(result: Result, call: Call, kind: Kind, entity_set: EntitySet) -> Result:
-    """`result` with ``<stream>@odata.mediaReadLink`` on each record of a set with streams, as
-    BC writes it (api/dynamics_pdfdocument_get.md: the record's URL as requested, then the
-    property); clients follow that link to download the bytes."""
-    if not entity_set.streams or not isinstance(result.body, dict):
+    """`result` with ``<stream>@odata.mediaReadLink`` on each record of a set with streams,
+    expanded ones included, as BC writes it (api/dynamics_pdfdocument_get.md: the record's URL
+    as requested, then the property); clients follow that link to download the bytes."""
+    expanded = "$expand" in call.query
+    if not isinstance(result.body, dict) or not (entity_set.streams or expanded):
         return result
     path = f"{call.root_url}/{call.path.strip('/')}"
     if kind in (Kind.READ, Kind.RELATED, Kind.UPDATE):
-        _link(result.body, path, entity_set.streams)
+        _annotate(result.body, path, entity_set)
     elif kind is Kind.CREATE:
-        _link(result.body, f"{path}({result.body.get('id')})", entity_set.streams)
+        _annotate(result.body, f"{path}({result.body.get('id')})", entity_set)
     elif kind is Kind.LIST:
         for body in result.body.get("value", []):
-            _link(body, f"{path}({body.get('id')})", entity_set.streams)
+            _annotate(body, f"{path}({body.get('id')})", entity_set)
     return result
 
 
-def _link(body: dict[str, Any], record_url: str, names: tuple[str, ...]) -> None:
-    if "id" in body:  # a $select without the key leaves nothing to link to
-        for name in names:
+def _annotate(body: dict[str, Any], record_url: str, entity_set: EntitySet) -> None:
+    """Links on `body` (at `record_url`) and on the records expanded inside it."""
+    if entity_set.streams and "id" in body:  # a $select without the key leaves no URL
+        for name in entity_set.streams:
             body[f"{name}@odata.mediaReadLink"] = f"{record_url}/{name}"
+    for navigation in entity_set.navigations:
+        value = body.get(navigation.name)
+        target = catalog.CATALOG.get(navigation.target)
+        if target is None or not isinstance(value, dict | list):
+            continue
+        if isinstance(value, dict):
+            _annotate(value, f"{record_url}/{navigation.name}", target)
+            continue
+        for item in value:
+            if isinstance(item, dict):
+                _annotate(item, f"{record_url}/{navigation.name}({item.get('id')})", target)
 
 
 def handler_for(kind: Kind, set_name: str) -> Handler | None:
