@@ -99,6 +99,25 @@ class Client:
         """Run operations through `$batch`; one result per operation, in order."""
         return self._portal.call(lambda: self._client.batch(operations, **kwargs))
 
+    def download_stream(self, path_or_url: str) -> tuple[bytes, str]:
+        """`BusinessCentralClient.download_stream`: a stream property's bytes and content type."""
+        return self._portal.call(self._client.download_stream, path_or_url)
+
+    def upload_stream(
+        self,
+        path_or_url: str,
+        data: bytes,
+        *,
+        content_type: str = "application/octet-stream",
+        etag: str = "*",
+    ) -> None:
+        """`BusinessCentralClient.upload_stream`: PATCH a stream property with If-Match."""
+        self._portal.call(
+            lambda: self._client.upload_stream(
+                path_or_url, data, content_type=content_type, etag=etag
+            )
+        )
+
     def companies(self) -> list[Company]:
         """The environment's companies."""
         return self._portal.call(self._client.companies)

@@ -262,3 +262,15 @@ def test_expanded_pictures_and_pdfs_exist_and_link_their_bytes(
     assert expanded["picture"]["pictureContent@odata.mediaReadLink"].endswith(
         f"/items({item})/picture/pictureContent"
     )
+
+
+def test_blocking_client_moves_stream_bytes(
+    emulator: InProcessEmulator, api: httpx.Client, company: str
+) -> None:
+    employee = first_id(api, company, "employees")
+    url = f"{company}/employees({employee})/picture/pictureContent"
+    with emulator.sync_client() as bc:
+        bc.upload_stream(url, png(2, 9), content_type="image/png")
+        assert bc.download_stream(url) == (png(2, 9), "image/png")
+    picture = api.get(f"{company}/employees({employee})/picture").json()
+    assert (picture["parentType"], picture["width"], picture["height"]) == ("Employee", 2, 9)
