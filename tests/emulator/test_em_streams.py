@@ -274,3 +274,21 @@ def test_blocking_client_moves_stream_bytes(
         assert bc.download_stream(url) == (png(2, 9), "image/png")
     picture = api.get(f"{company}/employees({employee})/picture").json()
     assert (picture["parentType"], picture["width"], picture["height"]) == ("Employee", 2, 9)
+
+
+@pytest.mark.parametrize(
+    ("set_name", "party", "title"),
+    [
+        ("salesQuotes", "customerName", "Sales Quote"),
+        ("purchaseInvoices", "vendorName", "Purchase Invoice"),
+    ],
+)
+def test_pdf_of_other_documents(
+    api: httpx.Client, company: str, set_name: str, party: str, title: str
+) -> None:
+    document = api.get(f"{company}/{set_name}", params={"$top": "1"}).json()["value"][0]
+    pdf = api.get(f"{company}/{set_name}({document['id']})/pdfDocument/pdfDocumentContent")
+    assert pdf.status_code == 200, pdf.text
+    text = pypdf.PdfReader(io.BytesIO(pdf.content)).pages[0].extract_text()
+    assert f"{title} {document['number']}" in text and document[party] in text
+    assert f"{document['totalAmountIncludingTax']:.2f}" in text
