@@ -34,6 +34,7 @@ import anyio
 import sqlalchemy as sa
 
 from bcbridge.config import ClientSettings
+from bcbridge.store import _explain, migrate
 
 __all__ = ["Budget", "SharedBudget", "budget_name", "shared_budget"]
 
@@ -98,6 +99,7 @@ class SharedBudget:
         self.rate = (requests - self.capacity) / (per_seconds + RATE_SLACK)
         # a signed 32-bit key; the (int, int) advisory locks never meet the store's bigint one
         self.lock = zlib.crc32(name.encode()) - 2**31
+        self._url = url
         self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         self._conn: sa.Connection | None = None
         self._mutex = threading.Lock()
@@ -132,7 +134,7 @@ class SharedBudget:
                 return result.first() if result.returns_rows else None
             except sa.exc.DBAPIError as exc:
                 if not exc.connection_invalidated or attempt == 2:
-                    raise
+                    raise _explain(self._url, exc) from None
                 self._conn = None
         return None  # not reached
 
@@ -199,12 +201,16 @@ _budgets_lock = threading.Lock()
 def shared_budget(store_url: str, settings: ClientSettings) -> SharedBudget | None:
     """The budget of `settings`' app and environment in the store at `store_url`, one per
     process; None for a store that is not PostgreSQL (the in-process limiter applies). The
-    store must be migrated (opening a `Store` does it)."""
+    store's schema is brought up to date first (as opening a `Store` does)."""
     if sa.engine.make_url(store_url).get_backend_name() != "postgresql":
         return None
     key = (store_url, budget_name(settings))
     with _budgets_lock:
         if key not in _budgets:
+            try:
+                migrate(store_url)
+            except sa.exc.DBAPIError as exc:
+                raise _explain(store_url, exc) from None
             _budgets[key] = SharedBudget(
                 store_url,
                 key[1],

@@ -14,12 +14,13 @@ import time
 from typing import Any
 
 import anyio
+import pytest
 
 from bcbridge.budget import SharedBudget, budget_name, shared_budget
 from bcbridge.config import ClientSettings
-from bcbridge.store import migrate
+from bcbridge.store import StoreError, migrate
 from bcbridge.testing import InProcessEmulator
-from tests.pg_server import PostgresServer
+from tests.pg_server import PostgresServer, free_port
 
 # BC's rate (6,000 per 300 s: 20 a second) over a 5-second window, and its 5 in flight. No
 # queue: a sixth request in flight is answered 429 at once, so any overlap shows.
@@ -157,3 +158,14 @@ def test_a_store_that_is_not_postgresql_keeps_the_process_limiter(tmp_path: Any)
         {"BC_TENANT_ID": "t", "BC_CLIENT_ID": "c", "BC_CLIENT_SECRET": "s"}
     )
     assert shared_budget(f"sqlite:///{tmp_path / 'state.db'}", settings) is None
+
+
+def test_a_store_that_cannot_be_reached_is_one_line_naming_it() -> None:
+    settings = ClientSettings.from_env(
+        {"BC_TENANT_ID": "t", "BC_CLIENT_ID": "c", "BC_CLIENT_SECRET": "s"}
+    )
+    url = f"postgresql+psycopg://bcbridge:secret@127.0.0.1:{free_port()}/state"
+    with pytest.raises(StoreError) as failed:
+        shared_budget(url, settings)
+    message = str(failed.value)
+    assert "127.0.0.1" in message and "secret" not in message and "\n" not in message
