@@ -73,7 +73,7 @@ def child(store: str | None, rate_limit: str, start_at: float, seconds: float) -
         async with BusinessCentralClient(settings, budget=budget) as bc:
             await bc.tokens.token()
             await anyio.sleep(max(0.0, start_at - time.time()))
-            deadline = time.time() + seconds
+            deadline = start_at + seconds  # the same end for every process
 
             async def sender() -> None:
                 nonlocal done

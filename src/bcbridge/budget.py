@@ -14,8 +14,8 @@ flight and 6,000 per 5-minute sliding window, per user/app and environment).
 - A 429 that still comes (another tool on the same app, a BC-side change of the limits) empties
   the bucket for its Retry-After, so every process waits, not only the one that was told.
 
-Per request: one statement takes a slot and a token, one frees the slot (two round trips, run in
-a worker thread on one connection per process; bench/bench_budget.py measures the overhead).
+Per request: one statement takes a slot and a token, one frees the slot (two round trips on one
+async connection per process and event loop; bench/bench_budget.py measures the overhead).
 With a SQLite store (one machine, one process) the in-process limiter (`bcbridge._limits`)
 stays in use: `shared_budget` returns None for it.
 """
@@ -25,12 +25,15 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import weakref
 import zlib
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import anyio
+import psycopg
 import sqlalchemy as sa
 
 from bcbridge.config import ClientSettings
@@ -43,34 +46,32 @@ __all__ = ["Budget", "SharedBudget", "budget_name", "shared_budget"]
 RATE_SLACK = 0.1
 POLL_FIRST, POLL_MAX = 0.002, 0.025  # waiting for a free slot: first poll, longest poll
 
-_TAKE = sa.text(
-    """
+_TAKE = """
     WITH slot AS (
-        SELECT s FROM generate_series(0, :slots - 1) AS s
+        SELECT s FROM generate_series(0, %(slots)s - 1) AS s
         -- CASE fixes the order: never re-take (stack) a lock this session already holds
-        WHERE CASE WHEN s = ANY(CAST(:held AS int[])) THEN false
-                   ELSE pg_try_advisory_lock(:lock, s) END
+        WHERE CASE WHEN s = ANY(CAST(%(held)s AS int[])) THEN false
+                   ELSE pg_try_advisory_lock(%(lock)s, s) END
         LIMIT 1
     ), now AS (SELECT clock_timestamp() AS t), taken AS (
         UPDATE bc_budget SET
-            tokens = LEAST(:capacity,
-                           tokens + EXTRACT(EPOCH FROM (now.t - updated_at)) * :rate) - 1,
+            tokens = LEAST(%(capacity)s,
+                           tokens + EXTRACT(EPOCH FROM (now.t - updated_at)) * %(rate)s) - 1,
             updated_at = now.t
         FROM now
-        WHERE budget = :budget AND EXISTS (SELECT 1 FROM slot)
+        WHERE budget = %(budget)s AND EXISTS (SELECT 1 FROM slot)
         RETURNING tokens
     )
     SELECT (SELECT s FROM slot), (SELECT tokens FROM taken)
-    """
-)
-_RELEASE = sa.text("SELECT pg_advisory_unlock(:lock, :slot)")
-_CREATE = sa.text(
-    "INSERT INTO bc_budget (budget, tokens, updated_at) VALUES (:budget, :capacity, now()) "
+"""
+_RELEASE = "SELECT pg_advisory_unlock(%(lock)s, %(slot)s)"
+_CREATE = (
+    "INSERT INTO bc_budget (budget, tokens, updated_at) VALUES (%(budget)s, %(capacity)s, now()) "
     "ON CONFLICT (budget) DO NOTHING"
 )
-_THROTTLED = sa.text(
-    "UPDATE bc_budget SET tokens = LEAST(tokens, :debt), updated_at = clock_timestamp() "
-    "WHERE budget = :budget"
+_THROTTLED = (
+    "UPDATE bc_budget SET tokens = LEAST(tokens, %(debt)s), updated_at = clock_timestamp() "
+    "WHERE budget = %(budget)s"
 )
 
 
@@ -88,9 +89,21 @@ def budget_name(settings: ClientSettings) -> str:
     return f"{settings.principal}@{settings.base_url.rstrip('/')}/{settings.environment}"
 
 
+@dataclass
+class _Session:
+    """This event loop's connection to the store: the advisory locks (slots) it holds belong
+    to it, and so does the gate that lets at most `slots` of the loop's tasks ask at once."""
+
+    gate: anyio.Semaphore
+    lock: anyio.Lock = field(default_factory=anyio.Lock)
+    conn: psycopg.AsyncConnection[Any] | None = None
+    held: set[int] = field(default_factory=set)
+
+
 class SharedBudget:
     """BC's limits for one app and environment, kept in the PostgreSQL database at `url`
-    (whose schema is migrated: `bcbridge.store.migrate`)."""
+    (whose schema is migrated: `bcbridge.store.migrate`). The statements run on one
+    connection per event loop, on the loop itself (psycopg's async connection): no thread."""
 
     def __init__(self, url: str, name: str, in_flight: int, requests: int, per_seconds: float):
         self.name = name
@@ -100,82 +113,91 @@ class SharedBudget:
         # a signed 32-bit key; the (int, int) advisory locks never meet the store's bigint one
         self.lock = zlib.crc32(name.encode()) - 2**31
         self._url = url
-        self._engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        self._conn: sa.Connection | None = None
-        self._mutex = threading.Lock()
-        self._held: set[int] = set()
-        self._local: dict[int, anyio.Semaphore] = {}
-        self._run(_CREATE, {"budget": name, "capacity": self.capacity})
+        self._conninfo = (
+            sa.engine.make_url(url)
+            .set(drivername="postgresql")
+            .render_as_string(hide_password=False)
+        )
+        # by loop, weakly: a loop that is gone takes its session (and connection) with it
+        self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Session] = (
+            weakref.WeakKeyDictionary()
+        )
+        try:
+            with psycopg.connect(self._conninfo, autocommit=True) as conn:
+                conn.execute(_CREATE, {"budget": name, "capacity": self.capacity})
+        except psycopg.Error as exc:
+            raise _explain(url, exc) from None
 
     def close(self) -> None:
-        """Free every slot (by closing the connection that holds them)."""
-        with self._mutex:
-            if self._conn is not None:
-                self._conn.close()
-                self._conn = None
-            self._held.clear()
-        self._engine.dispose()
+        """Free every slot: close the connections that hold them (from any thread or loop)."""
+        for session in list(self._sessions.values()):
+            if session.conn is not None:
+                session.conn.pgconn.finish()
+                session.conn = None
+            session.held.clear()
+        self._sessions.clear()
 
-    def _run(self, statement: sa.TextClause, params: dict[str, Any]) -> Any:
-        with self._mutex:
-            return self._execute(statement, params)
+    def _session(self) -> _Session:
+        loop = asyncio.get_running_loop()
+        if loop not in self._sessions:
+            self._sessions[loop] = _Session(anyio.Semaphore(self.slots))
+        return self._sessions[loop]
 
-    def _execute(self, statement: sa.TextClause, params: dict[str, Any]) -> Any:
-        """One statement on this process's connection (call with the mutex held); a lost
-        connection (PostgreSQL restarted) is opened again once, and its slots are gone."""
-        for attempt in (1, 2):
-            try:
-                if self._conn is None:
-                    self._conn = self._engine.connect().execution_options(
-                        isolation_level="AUTOCOMMIT"
-                    )
-                    self._held.clear()
-                result = self._conn.execute(statement, params)
-                return result.first() if result.returns_rows else None
-            except sa.exc.DBAPIError as exc:
-                if not exc.connection_invalidated or attempt == 2:
-                    raise _explain(self._url, exc) from None
-                self._conn = None
+    async def _execute(self, session: _Session, statement: str, params: dict[str, Any]) -> Any:
+        """One statement on the session's connection, shielded from cancellation (a statement
+        cut in half would leave the connection unusable). A lost connection (PostgreSQL
+        restarted) is opened again once; the slots it held were freed with it."""
+        with anyio.CancelScope(shield=True):
+            async with session.lock:
+                for attempt in (1, 2):
+                    try:
+                        if session.conn is None or session.conn.closed:
+                            session.held.clear()
+                            session.conn = await psycopg.AsyncConnection.connect(
+                                self._conninfo, autocommit=True
+                            )
+                        if "held" in params:  # what this session holds when the statement runs
+                            params = {**params, "held": sorted(session.held)}
+                        cursor = await session.conn.execute(statement, params)
+                        return await cursor.fetchone() if cursor.description else None
+                    except psycopg.OperationalError as exc:
+                        if attempt == 2:
+                            raise _explain(self._url, exc) from None
+                        session.conn = None
+                    except psycopg.Error as exc:
+                        raise _explain(self._url, exc) from None
         return None  # not reached
 
-    def _take(self) -> tuple[int | None, float]:
+    async def _take(self, session: _Session) -> tuple[int | None, float]:
         """A free slot and the wait for its token; (None, 0) when every slot is busy."""
-        with self._mutex:  # `held` must be what this session holds when the statement runs
-            params = {
-                "slots": self.slots,
-                "held": sorted(self._held),
-                "lock": self.lock,
-                "capacity": self.capacity,
-                "rate": self.rate,
-                "budget": self.name,
-            }
-            row = self._execute(_TAKE, params)
-            if row is None or row[0] is None:
-                return None, 0.0
-            self._held.add(int(row[0]))
+        params = {
+            "slots": self.slots,
+            "held": [],
+            "lock": self.lock,
+            "capacity": self.capacity,
+            "rate": self.rate,
+            "budget": self.name,
+        }
+        row = await self._execute(session, _TAKE, params)
+        if row is None or row[0] is None:
+            return None, 0.0
+        session.held.add(int(row[0]))
         wait = -float(row[1]) / self.rate if self.rate > 0 else 0.0
         return int(row[0]), max(0.0, wait)
 
-    def _release(self, slot: int) -> None:
-        with self._mutex:
-            if slot in self._held:
-                self._held.discard(slot)
-                self._execute(_RELEASE, {"lock": self.lock, "slot": slot})
-
-    def _local_gate(self) -> anyio.Semaphore:
-        """At most `slots` tasks of this process (and event loop) poll for a slot at once."""
-        key = id(asyncio.get_running_loop())
-        if key not in self._local:
-            self._local[key] = anyio.Semaphore(self.slots)
-        return self._local[key]
+    async def _release(self, session: _Session, slot: int) -> None:
+        if slot in session.held:
+            session.held.discard(slot)
+            await self._execute(session, _RELEASE, {"lock": self.lock, "slot": slot})
 
     @asynccontextmanager
     async def slot(self) -> AsyncIterator[None]:
         """Hold one of BC's in-flight slots and one request of its rate for one request."""
-        async with self._local_gate():
+        session = self._session()
+        async with session.gate:
             poll = POLL_FIRST
             while True:
-                slot, wait = await anyio.to_thread.run_sync(self._take)
+                slot, wait = await self._take(session)
                 if slot is not None:
                     break
                 await anyio.sleep(random.uniform(poll / 2, poll))
@@ -185,13 +207,12 @@ class SharedBudget:
                     await anyio.sleep(wait)
                 yield
             finally:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._release, slot)
+                await self._release(session, slot)
 
     async def throttled(self, seconds: float) -> None:
         """BC answered 429 anyway: no process of this budget sends for `seconds`."""
         debt = -seconds * self.rate
-        await anyio.to_thread.run_sync(self._run, _THROTTLED, {"debt": debt, "budget": self.name})
+        await self._execute(self._session(), _THROTTLED, {"debt": debt, "budget": self.name})
 
 
 _budgets: dict[tuple[str, str], SharedBudget] = {}
