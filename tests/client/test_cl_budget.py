@@ -15,6 +15,7 @@ from typing import Any
 
 import anyio
 import pytest
+import sqlalchemy as sa
 
 from bcbridge.budget import SharedBudget, budget_name, shared_budget
 from bcbridge.config import ClientSettings
@@ -173,3 +174,32 @@ def test_a_store_that_cannot_be_reached_is_one_line_naming_it() -> None:
         shared_budget(url, settings)
     message = str(failed.value)
     assert "127.0.0.1" in message and "secret" not in message and "\n" not in message
+
+
+def test_a_lost_connection_is_opened_again(postgres: PostgresServer) -> None:
+    """PostgreSQL restarted, or the connection cut: the next slot reconnects (the slots the old
+    connection held were freed with it)."""
+    url = postgres.new_database()
+    migrate(url)
+    budget = SharedBudget(url, "reconnect", 5, 6000, 300)
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+
+    async def main() -> None:
+        async with budget.slot():
+            pass
+        with admin.connect() as conn:
+            cut = conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND datname = current_database()"
+                )
+            ).all()
+        assert cut  # the budget's connection was there, and is gone
+        async with budget.slot():
+            pass
+
+    try:
+        anyio.run(main)
+    finally:
+        budget.close()
+        admin.dispose()
