@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from pydantic import ValidationError
 
 from bcbridge.cli import main
@@ -19,6 +20,7 @@ from bcbridge.flowconfig import IncomingConfig
 from bcbridge.partition import AUTO, Partitions
 from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.testing import InProcessEmulator, RunningEmulator, start_inprocess_emulator
+from tests.flows.conftest import run_flow, write_project
 from tests.subpub.conftest import with_client
 
 CRONUS = "CRONUS USA, Inc."
@@ -199,3 +201,51 @@ def test_pull_partitions_writes_the_same_lines(
     assert (
         code == 2 and "--partitions" in err and "auto" in err and len(err.strip().splitlines()) == 1
     )
+
+
+def test_an_incremental_flow_with_partitions_delivers_once_and_moves_its_cursor(
+    tmp_path: Path, inprocess_emulator_factory: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    emulator = inprocess_emulator_factory(scale="customers=300")
+    for name, value in emulator.info.env().items():
+        monkeypatch.setenv(name, value)
+    target = f"sqlite:///{tmp_path / 'target.db'}"
+    project = write_project(
+        tmp_path / "bcbridge.yaml",
+        {
+            "store": f"sqlite:///{tmp_path / 'state.db'}",
+            "incoming": {
+                "customers": {
+                    "entity": "customers",
+                    "company": CRONUS,
+                    "cursor": "lastModifiedDateTime",
+                    "page_size": 20,
+                    "partitions": 3,
+                }
+            },
+            "flows": {
+                "mirror": {
+                    "from": "customers",
+                    "transform": [{"keep": ["id", "number", "displayName"]}],
+                    "to": {"writer": f"{target}#customers", "key": "id"},
+                }
+            },
+        },
+    )
+    first = run_flow(project, "mirror", via=emulator)
+    assert first.status == "ok" and first.counts["written"] >= 300, first
+
+    async def rename(bc: BusinessCentralClient) -> str:
+        records, _ = await _read(bc, "customers", None, params={"$top": 1}, paging=False)
+        path = await Subscriber(bc, "customers", key=records[0]["id"]).path()
+        await bc.request("PATCH", path, json={"displayName": "Renamed"}, headers={"If-Match": "*"})
+        return str(records[0]["id"])
+
+    renamed = with_client(emulator, rename)
+    second = run_flow(project, "mirror", via=emulator)
+    assert second.status == "ok" and second.counts["read"] == 1, second
+    engine = sa.create_engine(target)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.text('SELECT id, "displayName" FROM customers')).all())
+    engine.dispose()
+    assert len(rows) == first.counts["written"] and rows[renamed] == "Renamed"
