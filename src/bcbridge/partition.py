@@ -22,7 +22,9 @@ UNCONFIRMED on API v2.0, so when the probe gets no count (or a 400) the read sta
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -185,37 +187,40 @@ async def read_ranges(
 ) -> AsyncIterator[Page]:
     """The pages of every range, read concurrently. `ordered`: range by range in key order
     (later ranges read ahead into a bounded buffer); otherwise as they arrive. Pages are
-    numbered from 1 in the order they are given out."""
-    number = 0
+    numbered from 1 in the order they are given out.
+
+    The streams are tasks of their own, cancelled when this generator ends: no task group may
+    span a ``yield``, since a caller that stops reading early leaves the generator to be closed
+    later from another task. A stream's error is raised here, where its pages would have come.
+    """
     if ordered:
         per_range = max(2, MAX_BUFFERED_ROWS // max(1, page_size or 1000) // len(ranges))
-        channels = [anyio.create_memory_object_stream[Page](per_range) for _ in ranges]
-        async with task_group() as group:
-            for part, (send, _) in zip(ranges, channels, strict=True):
-                group.start_soon(
-                    _stream, client, path, with_clause(params, clause_of(part)), page_size, send
-                )
-            for _, receive in channels:
-                async with receive:
-                    async for page in receive:
-                        number += 1
-                        yield Page(page.records, page.next_link, page.url, number)
-        return
-    send, receive = anyio.create_memory_object_stream[Page](len(ranges))
-    async with task_group() as group, receive:
-        for part in ranges:
-            group.start_soon(
-                _stream,
-                client,
-                path,
-                with_clause(params, clause_of(part)),
-                page_size,
-                send.clone(),
-            )
+        channels = [anyio.create_memory_object_stream[Page | Exception](per_range) for _ in ranges]
+        sends = [send for send, _ in channels]
+        receives = [receive for _, receive in channels]
+    else:
+        send, receive = anyio.create_memory_object_stream[Page | Exception](len(ranges))
+        sends, receives = [send.clone() for _ in ranges], [receive]
         send.close()  # the clones keep it open until every range is read
-        async for page in receive:
-            number += 1
-            yield Page(page.records, page.next_link, page.url, number)
+    streams = [
+        asyncio.create_task(
+            _stream(client, path, with_clause(params, clause_of(part)), page_size, out)
+        )
+        for part, out in zip(ranges, sends, strict=True)
+    ]
+    number = 0
+    try:
+        for receive in receives:
+            async for item in receive:
+                if isinstance(item, Exception):
+                    raise item
+                number += 1
+                yield Page(item.records, item.next_link, item.url, number)
+    finally:
+        for receive in receives:
+            receive.close()
+        for stream in streams:
+            stream.cancel()
 
 
 async def _stream(
@@ -223,8 +228,12 @@ async def _stream(
     path: str,
     params: dict[str, Any],
     page_size: int | None,
-    send: anyio.abc.ObjectSendStream[Page],
+    send: anyio.abc.ObjectSendStream[Page | Exception],
 ) -> None:
     async with send:
-        async for page in client.iter_pages(path, params=params, page_size=page_size):
-            await send.send(page)
+        try:
+            async for page in client.iter_pages(path, params=params, page_size=page_size):
+                await send.send(page)
+        except Exception as exc:  # handed to the reader, which raises it
+            with suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                await send.send(exc)

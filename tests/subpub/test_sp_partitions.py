@@ -4,18 +4,21 @@ changed during the read included; incremental reads keep their order and their c
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
 from bcbridge.cli import main
 from bcbridge.client import BusinessCentralClient
+from bcbridge.errors import BCAPIError
 from bcbridge.flowconfig import IncomingConfig
 from bcbridge.partition import AUTO, Partitions
 from bcbridge.subscriber import CursorState, Subscriber
@@ -249,3 +252,31 @@ def test_an_incremental_flow_with_partitions_delivers_once_and_moves_its_cursor(
         rows = dict(conn.execute(sa.text('SELECT id, "displayName" FROM customers')).all())
     engine.dispose()
     assert len(rows) == first.counts["written"] and rows[renamed] == "Renamed"
+
+
+def test_a_failing_stream_raises_its_error_and_no_stream_is_left_running(
+    emulator: InProcessEmulator,
+) -> None:
+    async def work(bc: BusinessCentralClient) -> None:
+        # once the streams are under way, the next request of one of them fails
+        faulted = False
+        with pytest.raises(BCAPIError) as failed:
+            async for _ in Subscriber(
+                bc, "generalLedgerEntries", partitions=4, page_size=100
+            ).records():
+                if not faulted:
+                    emulator.fault(status=400)
+                    faulted = True
+        assert failed.value.status == 400
+        # a caller that stops reading early: the streams stop with it
+        async for _ in Subscriber(
+            bc, "generalLedgerEntries", partitions=4, page_size=100
+        ).records():
+            break
+        await anyio.sleep(0.1)
+        assert asyncio.all_tasks() == {asyncio.current_task()}
+
+    try:
+        with_client(emulator, work)
+    finally:
+        emulator.clear_faults()
