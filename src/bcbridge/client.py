@@ -11,7 +11,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -32,6 +32,9 @@ from bcbridge.errors import (
     api_error_for,
 )
 from bcbridge.odata import is_guid
+
+if TYPE_CHECKING:
+    from bcbridge.budget import Budget
 
 __all__ = [
     "BatchOperation",
@@ -135,8 +138,10 @@ class BusinessCentralClient:
     Use it as an async context manager (``async with BusinessCentralClient(settings) as bc``),
     or call `aclose()`. `auth`: where bearer tokens come from (default: MSAL with the settings'
     credentials); `transport`: how requests reach BC (default: HTTPS; e.g.
-    ``httpx.ASGITransport(app)``). Errors are the typed `bcbridge.errors` (`Throttled`,
-    `NotFound`, ...), raised after the retries the settings allow.
+    ``httpx.ASGITransport(app)``); `budget`: BC's limits shared with other processes
+    (`bcbridge.budget.shared_budget`; default: this process's limiter). Errors are the typed
+    `bcbridge.errors` (`Throttled`, `NotFound`, ...), raised after the retries the settings
+    allow.
     """
 
     def __init__(
@@ -145,8 +150,10 @@ class BusinessCentralClient:
         *,
         auth: TokenSource | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
+        budget: Budget | None = None,
     ):
         self.settings = settings
+        self.budget = budget
         self.api_root = settings.api_root
         self.auth: TokenSource = auth if auth is not None else MsalTokenSource(settings)
         self.tokens = Tokens(self.auth)
@@ -217,7 +224,8 @@ class BusinessCentralClient:
             request_headers.update(headers or {})
             started = time.monotonic()
             try:
-                async with limiter_for(self.settings).slot():
+                gate = self.budget or limiter_for(self.settings)
+                async with gate.slot():
                     response = await self._http.request(
                         method, url, params=params, content=content, headers=request_headers
                     )
@@ -260,6 +268,8 @@ class BusinessCentralClient:
             wait = _retry.retry_after(
                 response.headers.get("Retry-After"), cap=policy.retry_after_max
             )
+            if response.status_code == 429 and self.budget is not None:
+                await self.budget.throttled(wait if wait is not None else policy.backoff_base)
             if number < policy.max_attempts and _retry.should_retry_status(
                 response.status_code, idempotent=safe
             ):

@@ -46,6 +46,7 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    PositiveInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -111,6 +112,8 @@ class IncomingConfig(_Strict):
     params_transform: list[Any] = Field(default_factory=list)
     cursor: str | None = None  # e.g. lastModifiedDateTime: read incrementally
     page_size: int = Field(1000, ge=1, le=20000)
+    # read as N concurrent streams over key ranges, or "auto" (bcbridge.partition)
+    partitions: PositiveInt | Literal["auto"] | None = None
 
 
 class OutgoingConfig(_Strict):

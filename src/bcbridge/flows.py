@@ -431,6 +431,7 @@ class FlowRunner:
             transform=load_chain(incoming.params_transform) if incoming.params_transform else None,
             page_size=incoming.page_size,
             cursor=cursor,
+            partitions=incoming.partitions,
         )
         return _IncomingSource(subscriber, self.store, cursor_name)
 

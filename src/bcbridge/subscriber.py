@@ -36,9 +36,12 @@ from bcbridge.odata import (
     literal,
     with_schema_version,
 )
+from bcbridge.partition import Partitions, choose_key, field_type, plan, read_ranges
 from bcbridge.transform import Chain
 
 __all__ = ["CursorState", "Subscriber"]
+
+MAX_PAGE_SIZE = 20_000  # BC's page size when none is asked for (bc-api.md §4.3)
 
 
 @dataclass
@@ -121,6 +124,10 @@ class Subscriber:
     cursor: CursorState | None = None
     until: datetime | None = None  # upper bound of an incremental read; default: now, at start
     count_total: bool = False  # ask for $count=true on the first page of a collection
+    # several concurrent streams over key ranges (bcbridge.partition): N, "auto", None: one
+    partitions: Partitions | None = None
+    partition_key: str | None = None  # default: the cursor field, else entryNumber, ...
+    ranges: int = 1  # how many ranges the read was cut into
     pages: int = 0
     total: int | None = None
     skipped: int = 0
@@ -188,6 +195,10 @@ class Subscriber:
                 yield record
 
     async def _pages(self, path: str, params: dict[str, Any]) -> AsyncIterator[Page]:
+        if self._partitionable:
+            async for page in self._partitioned_pages(path, params):
+                yield page
+            return
         first = await self._counted_first_page(path, params) if self._countable else None
         if first is None:
             async for page in self.client.iter_pages(path, params=params, page_size=self.page_size):
@@ -197,6 +208,43 @@ class Subscriber:
         if first.next_link:
             async for page in self.client.iter_pages(first.next_link, page_size=self.page_size):
                 yield Page(page.records, page.next_link, page.url, page.number + 1)
+
+    @property
+    def _partitionable(self) -> bool:
+        """Partitions asked for on a whole collection whose order and size the caller did not
+        fix ($orderby of an incremental read is the cursor's, which the ranges keep)."""
+        fixed = ("$top", "$skip") if self.cursor is not None else ("$top", "$skip", "$orderby")
+        return (
+            self.partitions not in (None, 1)
+            and self.key is None
+            and not any(name in self.params for name in fixed)
+        )
+
+    async def _partitioned_pages(self, path: str, params: dict[str, Any]) -> AsyncIterator[Page]:
+        entity_set = self.entity_set
+        key = self.partition_key or choose_key(
+            entity_set, self.cursor.field if self.cursor else None
+        )
+        if key is None or self.partitions is None:
+            async for page in self.client.iter_pages(path, params=params, page_size=self.page_size):
+                yield page
+            return
+        found = await plan(
+            self.client, path, params, key, self.partitions, self.page_size or MAX_PAGE_SIZE
+        )
+        self.total = found.total if self.count_total else None
+        self.ranges = len(found.ranges)
+        kind = field_type(entity_set, key)
+        async for page in read_ranges(
+            self.client,
+            path,
+            params,
+            found.ranges,
+            lambda part: part.clause(key, kind),
+            page_size=self.page_size,
+            ordered=self.cursor is not None,
+        ):
+            yield page
 
     @property
     def _countable(self) -> bool:

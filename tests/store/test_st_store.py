@@ -30,10 +30,12 @@ def test_an_empty_database_gets_the_whole_schema(store_url: str) -> None:
     Store(store_url).close()
     engine = sa.create_engine(store_url)
     inspector = sa.inspect(engine)
-    assert {"cursors", "runs", "tasks", "alembic_version"} <= set(inspector.get_table_names())
+    assert {"cursors", "runs", "tasks", "bc_budget", "alembic_version"} <= set(
+        inspector.get_table_names()
+    )
     assert "stage" in {column["name"] for column in inspector.get_columns("tasks")}
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
     engine.dispose()
     Store(store_url).close()  # opening again is a no-op, not an error
 

@@ -295,6 +295,9 @@ def start(
     scale: str = typer.Option("", help="Row counts, e.g. customers=100000,items=500."),
     token_lifetime: int = typer.Option(3599, help="Access-token lifetime, 1..86400 seconds."),
     latency_ms: int = typer.Option(0, help="Added latency per API request, 0..60000 ms."),
+    row_time_us: int = typer.Option(
+        0, help="Added server time per row a GET returns, 0..100000 microseconds."
+    ),
     rate_limit: str = typer.Option(
         "6000/300", help="REQUESTS/SECONDS per principal (>= 1 request, 0 < SECONDS <= 86400)."
     ),
@@ -328,6 +331,7 @@ def start(
         "scale": scale,
         "token_lifetime": token_lifetime,
         "latency_ms": latency_ms,
+        "row_time_us": row_time_us,
         "rate_limit": rate_limit,
         "max_concurrent": max_concurrent,
         "max_queue": max_queue,

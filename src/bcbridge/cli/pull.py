@@ -35,6 +35,7 @@ from bcbridge.errors import (
     ConfigError,
 )
 from bcbridge.odata import format_datetime
+from bcbridge.partition import Partitions, parse_partitions
 from bcbridge.sinks import SqlWriter, Writer, open_writer
 from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.transform import Chain, load_chain_file
@@ -60,6 +61,13 @@ def _chain(path: Path | None, flag: str) -> Chain | None:
         return load_chain_file(path)
     except ConfigError as exc:
         raise ConfigError(str(exc), field=flag) from None
+
+
+def _partitions(text: str | None) -> Partitions | None:
+    try:
+        return parse_partitions(text, "--partitions")
+    except ValueError as exc:
+        raise ConfigError(str(exc).removeprefix("--partitions: "), field="--partitions") from None
 
 
 _SINCE_FORMS = (
@@ -109,6 +117,11 @@ def pull(
     param: list[str] = typer.Option([], "--param", help="Any other query parameter, k=v."),
     page_size: int = typer.Option(
         1000, help="Prefer: odata.maxpagesize; one page is held in memory at a time."
+    ),
+    partitions: str | None = typer.Option(
+        None,
+        help="Read as N concurrent streams over key ranges (at most BC's 5 in flight), or "
+        "auto; the same records as one stream.",
     ),
     since: str | None = typer.Option(
         None,
@@ -179,6 +192,7 @@ class PullRequest:
     key: str | None
     params: dict[str, Any]
     page_size: int
+    partitions: Partitions | None
     since: str | None
     record_steps: Chain | None  # --transform: applied to each record
     params_steps: Chain | None  # --params-transform: applied to the query parameters
@@ -208,6 +222,7 @@ class PullRequest:
             key=opts["key"],
             params=params,
             page_size=opts["page_size"],
+            partitions=_partitions(opts["partitions"]),
             since=since_value(opts["since"]) if opts["since"] is not None else None,
             record_steps=_chain(opts["transform"], "--transform"),
             params_steps=_chain(opts["params_transform"], "--params-transform"),
@@ -323,6 +338,7 @@ async def _pull(request: PullRequest, counts: Counter[str]) -> str | None:
             page_size=request.page_size,
             cursor=state.cursor,
             count_total=True,
+            partitions=request.partitions,
         )
         _warn_of_lost_options(request, subscriber)
         writer = open_writer(

@@ -137,6 +137,10 @@ class EmulatorApp:
             if self.config.latency_ms:
                 await asyncio.sleep(self.config.latency_ms / 1000)
             answer = await self.service.handle(request, api_path)
+            rows = getattr(request.state, "rows_read", 0)
+            if self.config.row_time_us and rows:
+                # BC's server time grows with the rows a page reads; spent holding the slot
+                await asyncio.sleep(self.config.row_time_us * rows / 1_000_000)
             return _DROP if fault is not None and fault.kind == "drop" else answer
 
     # --- control endpoints ----------------------------------------------------------------------

@@ -24,6 +24,8 @@ BC_AUDIENCE = "https://api.businesscentral.dynamics.com"
 TokenLifetime = Annotated[int, Field(ge=1, le=86_400)]
 # A minute per request is already far beyond any client timeout worth testing.
 LatencyMs = Annotated[int, Field(ge=0, le=60_000)]
+# BC's server time per row read (microseconds); 100 ms a row is far slower than any real server.
+RowTimeUs = Annotated[int, Field(ge=0, le=100_000)]
 MaxConcurrent = Annotated[int, Field(ge=1, le=10_000)]
 MaxQueue = Annotated[int, Field(ge=0, le=1_000_000)]
 # BC gives up on a queued request after 8 minutes (bc-api.md §8); an hour is the ceiling here.
@@ -137,6 +139,7 @@ class EmulatorConfig(BaseModel):
     scale: dict[str, ScaleCount] = Field(default_factory=dict)
     token_lifetime: TokenLifetime = 3599
     latency_ms: LatencyMs = 0
+    row_time_us: RowTimeUs = 0  # added server time per row a GET answers (with latency_ms as base)
     rate_limit: str = "6000/300"
     max_concurrent: MaxConcurrent = 5
     max_queue: MaxQueue = 95

@@ -24,6 +24,7 @@ from bcbridge.emulator.config import (
     MaxConcurrent,
     MaxQueue,
     QueueTimeout,
+    RowTimeUs,
     ScaleCount,
     SchemaGate,
     SubscriptionLifetime,
@@ -79,6 +80,7 @@ class ConfigUpdate(ControlBody):
 
     token_lifetime: TokenLifetime | None = None
     latency_ms: LatencyMs | None = None
+    row_time_us: RowTimeUs | None = None
     rate_limit: str | None = None
     max_concurrent: MaxConcurrent | None = None
     max_queue: MaxQueue | None = None

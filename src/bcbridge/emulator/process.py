@@ -293,6 +293,7 @@ _FLAG_OPTIONS = (
     "scale",
     "token_lifetime",
     "latency_ms",
+    "row_time_us",
     "rate_limit",
     "max_concurrent",
     "max_queue",

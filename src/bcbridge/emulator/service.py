@@ -143,6 +143,7 @@ class DataService:
             return to_response(await self._subscriptions(request, call, hook_target))
         run = self._batch if path == "$batch" else self._run
         result = await anyio.to_thread.run_sync(run, call, limiter=self._worker)
+        request.state.rows_read = _rows_of(call, result)
         return to_response(result)
 
     async def _subscriptions(self, request: Request, call: Call, target: Target) -> Result:
@@ -196,3 +197,11 @@ class DataService:
         special = stream_handlers.handler_for(target.kind, address.place.name)
         result = (special or HANDLERS[target.kind])(records, call, address)
         return stream_handlers.with_media_links(result, call, target.kind, address.place.entity_set)
+
+
+def _rows_of(call: Call, result: Result) -> int:
+    """The records a GET answered (a page's `value`, or one record): what per-row time costs."""
+    if call.method != "GET" or result.status != 200 or not isinstance(result.body, dict):
+        return 0
+    value = result.body.get("value")
+    return len(value) if isinstance(value, list) else 1
