@@ -62,12 +62,15 @@ from bcbridge.store import (
 from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.transform import Chain, Default, Drop, Filter, Keep, load_chain
 
-__all__ = ["FlowRunner", "RunResult"]
+__all__ = ["FlowRunner", "RunResult", "SourceFactory"]
 
 Progress = Callable[[str, Counter[str]], None]
 # Builds the BC client for a client's settings: `BusinessCentralClient` itself by default; tests
 # and embedders give one with another transport or token source (see bcbridge.testing).
 ClientFactory = Callable[[ClientSettings], BusinessCentralClient]
+# The records of a run taken from elsewhere than by reading the incoming (webhook notifications,
+# bcbridge.webhooks): built from the BC client of the flow's incoming.
+SourceFactory = Callable[[BusinessCentralClient], "_Source"]
 _Work = Callable[[str, "FlowConfig", "Chain", "LeaseKeeper", "RunResult"], Awaitable[None]]
 FIX_THE_FILE = "fix the line in the file and run the flow again"  # an unreadable input line
 REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run stops
@@ -295,7 +298,12 @@ class FlowRunner:
         self.client_factory = client_factory or BusinessCentralClient
 
     async def run(
-        self, name: str, *, wait: float | None = None, transform: Chain | None = None
+        self,
+        name: str,
+        *,
+        wait: float | None = None,
+        transform: Chain | None = None,
+        source: SourceFactory | None = None,
     ) -> RunResult:
         """Run one flow to its end, holding the flow's lease in the store for the whole run.
 
@@ -304,8 +312,15 @@ class FlowRunner:
         process holds the flow's lease; with `wait` (seconds, `math.inf` for no limit) the
         lease is waited for first. Anything else (Ctrl-C pressed twice, a bug) is recorded as
         an error run and re-raised. `transform`, an already built chain, replaces the flow's
-        configured transformers (`bcbridge push` builds its own)."""
-        return await self._leased(name, wait, recover=True, work=self._work, transform=transform)
+        configured transformers (`bcbridge push` builds its own). `source` gives the records
+        instead of the flow's incoming (webhook notifications); they take the same path."""
+
+        async def work(
+            name: str, flow: FlowConfig, chain: Chain, keeper: LeaseKeeper, result: RunResult
+        ) -> None:
+            await self._work(name, flow, chain, keeper, result, source)
+
+        return await self._leased(name, wait, recover=True, work=work, transform=transform)
 
     async def _leased(
         self,
@@ -343,12 +358,22 @@ class FlowRunner:
         return result
 
     async def _work(
-        self, name: str, flow: FlowConfig, chain: Chain, keeper: LeaseKeeper, result: RunResult
+        self,
+        name: str,
+        flow: FlowConfig,
+        chain: Chain,
+        keeper: LeaseKeeper,
+        result: RunResult,
+        given: SourceFactory | None = None,
     ) -> None:
         assert result.run_id is not None
         async with AsyncExitStack() as stack:
             clients = _Clients(self.project, stack, self.client_factory)
-            source = await self._source(name, flow, clients)
+            if given is not None and flow.source.incoming is not None:
+                incoming = self.project.incoming[flow.source.incoming]
+                source: _Source = given(await clients.get(incoming.client))
+            else:
+                source = await self._source(name, flow, clients)
             target = await self._target(name, flow, clients, stack)
             await self._settle_unclear(name, result.run_id, target, result.counts)
             async for chunk in _chunks(source.records(), flow.chunk_size):
@@ -523,7 +548,7 @@ class FlowRunner:
             name,
             run_id,
             [(target.key_of(p), p) for p in payloads],
-            redeliver_done=target.redeliver_done,
+            redeliver_done=target.redeliver_done and not self._notified(name),
             resend_in_flight=target.repeatable,
         )
         # unknown tasks wait for a person; the run reported them when it started (_settle_unclear)
@@ -532,6 +557,13 @@ class FlowRunner:
         if settled:  # delivered before a crash, twice in the input, or skipped by hand
             counts[TaskStatus.SKIPPED.value] += len(settled)
         await self._deliver(todo, None, context, target, counts)
+
+    def _notified(self, name: str) -> bool:
+        """Whether the flow reads a webhook incoming: a record comes by a notification and again
+        by the reconciliation pull, so a record delivered as it is now is not delivered again
+        (task identity is the payload's hash, which holds its ETag and lastModifiedDateTime)."""
+        incoming = self.project.incoming.get(self.project.flow(name).source.incoming or "")
+        return incoming is not None and incoming.trigger == "webhook"
 
     def _keep_broken(
         self,
