@@ -1,22 +1,176 @@
-"""One change, a wrong clientState, the handshake: bcbridge serve's receiver over real HTTP."""
+"""bcbridge serve's receiver over real HTTP: one change end to end, the handshake, a wrong
+clientState, de-duplication, a store that cannot be written (503, then BC's retries)."""
 
 from __future__ import annotations
 
+import sqlite3
+import time
 from collections.abc import Callable
 
 import httpx
+import pytest
 
 from bcbridge.testing import InProcessEmulator
 from tests.webhooks.conftest import Serving, company_path, subscribed, wait_for
 
 
-def test_a_changed_customer_reaches_the_target_once(
+def new_customers(api: httpx.Client, emulator: InProcessEmulator, *names: str) -> list[str]:
+    ids = []
+    for name in names:
+        created = api.post(f"{company_path(emulator)}/customers", json={"displayName": name})
+        assert created.status_code == 201, created.text
+        ids.append(created.json()["id"])
+    return ids
+
+
+def test_a_changed_customer_reaches_the_target_once_and_reconciliation_adds_nothing(
     serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
 ) -> None:
     running = serving()
     subscribed(running)
-    created = api.post(f"{company_path(emulator)}/customers", json={"displayName": "Hook One"})
-    assert created.status_code == 201, created.text
-    record_id = created.json()["id"]
+    (record_id,) = new_customers(api, emulator, "Hook One")
     wait_for(lambda: running.versions()[(record_id, "Hook One")], what="the new customer")
+    renamed = api.patch(
+        f"{company_path(emulator)}/customers({record_id})",
+        json={"displayName": "Hook One, renamed"},
+        headers={"If-Match": "*"},
+    )
+    assert renamed.status_code == 200, renamed.text
+    wait_for(lambda: running.versions()[(record_id, "Hook One, renamed")], what="the change")
+    wait_for(lambda: not running.service.busy())
+    before = running.lines()
+    assert running.service.start("customers_out")  # the reconciliation pull, by cursor
+    wait_for(lambda: not running.service.busy(), what="the reconciliation's end")
+    assert running.service.finished["customers_out"].status == "ok"
+    assert running.lines() == before  # what the webhooks delivered is not delivered again
     assert running.versions()[(record_id, "Hook One")] == 1
+    assert running.store.counts()["received"] == running.store.counts()["processed"] >= 2
+
+
+def test_deleted_becomes_a_tombstone(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    running = serving()
+    subscribed(running)
+    (record_id,) = new_customers(api, emulator, "Short Lived")
+    wait_for(lambda: running.versions()[(record_id, "Short Lived")], what="the new customer")
+    gone = api.delete(f"{company_path(emulator)}/customers({record_id})", headers={"If-Match": "*"})
+    assert gone.status_code == 204, gone.text
+    tombstones = wait_for(
+        lambda: [r for r in running.lines() if r.get("deleted") and r["id"] == record_id],
+        what="the tombstone",
+    )
+    assert len(tombstones) == 1 and tombstones[0]["lastModifiedDateTime"]
+
+
+def test_on_delete_ignore_sends_nothing_for_a_deletion(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    running = serving(on_delete="ignore")
+    subscribed(running)
+    first, second = new_customers(api, emulator, "Ignored A", "Ignored B")
+    wait_for(lambda: running.versions()[(second, "Ignored B")], what="the new customers")
+    api.delete(f"{company_path(emulator)}/customers({first})", headers={"If-Match": "*"})
+    (third,) = new_customers(api, emulator, "After the deletion")
+    wait_for(lambda: running.versions()[(third, "After the deletion")], what="the next one")
+    assert not [r for r in running.lines() if r.get("deleted")]
+
+
+def test_the_handshake_is_answered_with_the_token_as_plain_text(
+    serving: Callable[..., Serving],
+) -> None:
+    running = serving()
+    url = subscribed_url(running)
+    for method in ("GET", "POST"):
+        answer = httpx.request(method, url, params={"validationToken": "tok-123"})
+        assert answer.status_code == 200
+        assert answer.text == "tok-123"
+        assert answer.headers["content-type"].startswith("text/plain")
+    assert httpx.post(url.replace("/customers", "/nobody"), json={"value": []}).status_code == 404
+
+
+def subscribed_url(running: Serving) -> str:
+    subscribed(running)
+    row = running.store.subscription("customers")
+    assert row is not None
+    return row.notification_url
+
+
+def test_a_wrong_client_state_is_refused_counted_and_nothing_is_processed(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    running = serving()
+    url = subscribed_url(running)
+    row = running.store.subscription("customers")
+    assert row is not None
+    (record_id,) = new_customers(api, emulator, "Forged")
+    wait_for(lambda: running.versions()[(record_id, "Forged")], what="the real notification")
+    lines = len(running.lines())
+    received = running.store.counts()["received"]
+    forged = {
+        "subscriptionId": row.subscription_id,
+        "clientState": "guessed",
+        "expirationDateTime": "2030-01-01T00:00:00Z",
+        "resource": f"api/v2.0/{company_path(emulator)}/customers({record_id})",
+        "changeType": "collection",
+        "lastModifiedDateTime": "2030-01-01T00:00:00Z",
+    }
+    for body in ({"value": [forged]}, {"value": [{**forged, "clientState": None}]}):
+        assert httpx.post(url, json=body).status_code == 401
+    time.sleep(0.5)
+    assert running.store.counts()["received"] == received
+    after = running.store.subscription("customers")
+    assert after is not None and after.refused == 2
+    assert running.hooks.receiver.stats.refused == 2
+    assert len(running.lines()) == lines
+
+
+def test_a_notification_delivered_twice_is_kept_once(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    running = serving()
+    subscribed(running)
+    (record_id,) = new_customers(api, emulator, "Twice")
+    wait_for(lambda: running.versions()[(record_id, "Twice")], what="the notification")
+    delivered = [e for e in emulator.webhooks()["log"] if e["outcome"] == "delivered"]
+    item = next(i for e in delivered for i in e["value"] if record_id in i["resource"])
+    received = running.store.counts()["received"]
+    row = running.store.subscription("customers")
+    assert row is not None
+    assert httpx.post(row.notification_url, json={"value": [item]}).status_code == 202
+    assert running.store.counts()["received"] == received
+    assert running.hooks.receiver.stats.duplicates == 1
+
+
+def test_a_store_that_cannot_be_written_answers_503_and_bc_retries_deliver_everything(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    running = serving()
+    subscribed(running)
+    database = sqlite3.connect(running.folder / "state.db", timeout=30)
+    database.execute("ALTER TABLE webhook_notifications RENAME TO webhook_notifications_away")
+    database.commit()
+    names = [f"While Down {n}" for n in range(5)]
+    ids = new_customers(api, emulator, *names)
+    wait_for(lambda: emulator.webhooks()["retried"] >= 2, what="BC retrying")
+    assert running.hooks.receiver.stats.unavailable >= 2
+    database.execute("ALTER TABLE webhook_notifications_away RENAME TO webhook_notifications")
+    database.commit()
+    database.close()
+    for record_id, name in zip(ids, names, strict=True):
+        wait_for(lambda: running.versions()[(record_id, name)], what=name)  # noqa: B023
+    wait_for(lambda: not running.service.busy())
+    assert running.service.start("customers_out")  # reconciliation
+    wait_for(lambda: not running.service.busy())
+    versions = running.versions()
+    assert [versions[pair] for pair in zip(ids, names, strict=True)] == [1] * 5
+    assert emulator.webhooks()["dropped"] == 0
+
+
+@pytest.mark.parametrize("wrong", ["not json", '{"value": 3}'])
+def test_a_body_that_is_not_a_notification_is_refused(
+    serving: Callable[..., Serving], wrong: str
+) -> None:
+    running = serving()
+    url = subscribed_url(running)
+    assert httpx.post(url, content=wrong).status_code == 400
