@@ -432,7 +432,7 @@ class SubscriptionManager:
         self.store = store
         self.public_url = public_url
 
-    def _incoming(self, name: str) -> IncomingConfig:
+    def incoming_config(self, name: str) -> IncomingConfig:
         incoming = self.project.webhook_incoming().get(name)
         if incoming is None:
             raise ConfigError(
@@ -458,7 +458,7 @@ class SubscriptionManager:
 
     async def create(self, client: BusinessCentralClient, name: str) -> SubscriptionRow:
         """A new subscription for incoming `name` (BC shakes hands with the receiver first)."""
-        incoming = self._incoming(name)
+        incoming = self.incoming_config(name)
         url = self._url(name)
         client_state = secrets.token_urlsafe(32)
         body = {

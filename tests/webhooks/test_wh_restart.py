@@ -18,6 +18,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from bcbridge.cli import main
 from bcbridge.testing import RunningEmulator, start_emulator
 from tests.flows.conftest import CRONUS, write_project
 from tests.webhooks.conftest import wait_for
@@ -63,12 +64,9 @@ def versions(out: Path) -> Counter[tuple[str, str]]:
     return Counter((str(r.get("id")), str(r.get("displayName"))) for r in lines)
 
 
-def test_notifications_stored_before_a_kill_are_processed_after_the_restart(
-    emulator: RunningEmulator, tmp_path: Path
-) -> None:
-    port = free_port()
-    project = write_project(
-        tmp_path / "bcbridge.yaml",
+def webhook_project(folder: Path, port: int, check_s: float = 0.5) -> Path:
+    return write_project(
+        folder / "bcbridge.yaml",
         {
             "store": "sqlite:///state.db",
             "incoming": {
@@ -86,9 +84,16 @@ def test_notifications_stored_before_a_kill_are_processed_after_the_restart(
                     "chunk_size": 10,
                 }
             },
-            "serve": {"public_url": f"http://127.0.0.1:{port}", "subscription_check_s": 0.5},
+            "serve": {"public_url": f"http://127.0.0.1:{port}", "subscription_check_s": check_s},
         },
     )
+
+
+def test_notifications_stored_before_a_kill_are_processed_after_the_restart(
+    emulator: RunningEmulator, tmp_path: Path
+) -> None:
+    port = free_port()
+    project = webhook_project(tmp_path, port)
     env = {
         **{k: v for k, v in os.environ.items() if k != "BCBRIDGE_DASHBOARD_PASSWORD"},
         **emulator.info.env(),
@@ -139,3 +144,53 @@ def test_notifications_stored_before_a_kill_are_processed_after_the_restart(
     finally:
         serve.send_signal(signal.SIGTERM)
         serve.communicate(timeout=30)
+
+
+def test_the_subscriptions_commands_list_renew_delete_and_create(
+    emulator: RunningEmulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    port = free_port()
+    # serve looks at its subscription every 10 minutes here: the commands act alone meanwhile
+    project = webhook_project(tmp_path, port, check_s=600)
+    for name, value in emulator.info.env().items():
+        monkeypatch.setenv(name, value)
+    env = {k: v for k, v in os.environ.items() if k != "BCBRIDGE_DASHBOARD_PASSWORD"}
+    serve = start_serve(project, port, env)
+    try:
+        wait_for(lambda: emulator.webhooks()["subscriptions"], what="the subscription")
+
+        def listed() -> list[dict[str, object]]:
+            capsys.readouterr()
+            assert cli("subscriptions", "list", "--config", str(project), "--json") == 0
+            rows: list[dict[str, object]] = json.loads(capsys.readouterr().out)
+            return rows
+
+        (row,) = listed()
+        assert row["incoming"] == "customers" and row["inBC"] is True
+        assert "clientState" not in json.dumps(row)
+        handshakes = emulator.webhooks()["handshakes"]
+        assert cli("subscriptions", "renew", "customers", "--config", str(project)) == 0
+        assert emulator.webhooks()["handshakes"] == handshakes + 1
+        assert cli("subscriptions", "delete", "customers", "--config", str(project)) == 0
+        assert emulator.webhooks()["subscriptions"] == []
+        assert listed() == [{"incoming": "customers", "subscriptionId": None, "inBC": False}]
+        assert cli("subscriptions", "create", "customers", "--config", str(project)) == 0
+        (again,) = emulator.webhooks()["subscriptions"]
+        (row,) = listed()
+        assert row["subscriptionId"] == again["subscriptionId"] and row["inBC"] is True
+        assert cli("subscriptions", "renew", "nobody", "--config", str(project)) == 2
+        assert "not a webhook incoming" in capsys.readouterr().err
+    finally:
+        serve.send_signal(signal.SIGTERM)
+        serve.communicate(timeout=30)
+
+
+def cli(*args: str) -> int:
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
