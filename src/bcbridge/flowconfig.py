@@ -148,8 +148,8 @@ class IncomingConfig(_Strict):
     trigger: Trigger = "poll"
     # a webhook incoming's safety net: a pull by cursor on this schedule catches what was missed
     reconcile: str = "1h"
-    # what a `deleted` notification becomes: a tombstone record through the flow, a delete of
-    # the record in the flow's outgoing, or nothing
+    # what a `deleted` notification becomes: a tombstone record through the flow, the deletion
+    # of its key's row from the flow's SQL table, or nothing
     on_delete: OnDelete = "tombstone"
 
     @field_validator("reconcile")
@@ -437,7 +437,8 @@ def _check_entities(config: ProjectConfig, problems: _Problems) -> None:
 
 def _check_webhooks(config: ProjectConfig, problems: _Problems) -> None:
     """A webhook incoming: an entity set BC notifies on, whole (no key), with a cursor for the
-    reconciliation pull; `on_delete: delete` only where the flows write to an outgoing."""
+    reconciliation pull; `on_delete: delete` only where its flows write to a SQL table with a
+    key."""
     for name, incoming in config.webhook_incoming().items():
         path = f"incoming.{name}"
         if incoming.entity not in WEBHOOK_ENTITIES:
@@ -459,12 +460,14 @@ def _check_webhooks(config: ProjectConfig, problems: _Problems) -> None:
             )
         if incoming.on_delete == "delete":
             for flow_name in config.flows_of(name):
-                if config.flows[flow_name].target.outgoing is None:
+                target = config.flows[flow_name].target
+                if target.writer is None or sql_target(target.writer) is None or not target.key:
                     problems.add(
                         f"{path}.on_delete",
-                        f"delete removes the record in the flow's outgoing, but flow "
-                        f"{flow_name!r} writes to a file or table: use on_delete: tombstone "
-                        "(a record with deleted: true) or ignore",
+                        f"delete removes the row of the record's key from a SQL table, but "
+                        f"flow {flow_name!r} does not write to one with a key (to: {{writer: "
+                        "'sqlite:///x.db#table', key: id}): use on_delete: tombstone (a "
+                        "record with deleted: true) or ignore",
                     )
 
 

@@ -47,7 +47,14 @@ from bcbridge.errors import (
 )
 from bcbridge.flowconfig import FlowConfig, ProjectConfig
 from bcbridge.publisher import Outcome, Publisher, RecordResult, Verdict, Verification
-from bcbridge.sinks import BadRecord, FileWriter, Writer, open_writer, read_records
+from bcbridge.sinks import (
+    BadRecord,
+    FileWriter,
+    SqlWriter,
+    Writer,
+    open_writer,
+    read_records,
+)
 from bcbridge.store import (
     FlowBusy,
     Lease,
@@ -72,6 +79,7 @@ ClientFactory = Callable[[ClientSettings], BusinessCentralClient]
 # bcbridge.webhooks): built from the BC client of the flow's incoming.
 SourceFactory = Callable[[BusinessCentralClient], "_Source"]
 _Work = Callable[[str, "FlowConfig", "Chain", "LeaseKeeper", "RunResult"], Awaitable[None]]
+TOMBSTONE_FIELD = "deleted"  # a record BC deleted: {"id": ..., "deleted": true, ...} (webhooks)
 FIX_THE_FILE = "fix the line in the file and run the flow again"  # an unreadable input line
 REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run stops
 
@@ -236,6 +244,7 @@ class _WriterTarget:
     spec: str
     key: str | None
     cursor_name: str  # writer:<flow>, in the store's cursors
+    deletes: bool = False  # a tombstone deletes the row of its key (on_delete: delete)
     action: str = "write"
     redeliver_done: bool = False
     repeatable: bool = True  # a chunk whose settle was lost is cut back and written again
@@ -267,12 +276,29 @@ class _WriterTarget:
 
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
         """Durable before the tasks say done; a failure of the output is a WriteError."""
+        if self.deletes and isinstance(self.writer, SqlWriter):
+            return self._deliver_with_deletes(payloads)
         refused = self.writer.write_chunk(payloads)
         return [
             RecordResult(index, Outcome.DONE, payload, id=self.key_of(payload))
             if error is None
             else RecordResult(index, Outcome.FAILED, payload, message=error)
             for index, (payload, error) in enumerate(zip(payloads, refused, strict=True))
+        ]
+
+    def _deliver_with_deletes(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
+        """Tombstones delete their key's row; the other records are written."""
+        assert isinstance(self.writer, SqlWriter)
+        gone = [i for i, p in enumerate(payloads) if p.get(TOMBSTONE_FIELD) is True]
+        kept = [i for i in range(len(payloads)) if i not in set(gone)]
+        refused = self.writer.write_chunk([payloads[i] for i in kept])
+        self.writer.delete_keys([payloads[i].get(self.key or "id") for i in gone])
+        errors: dict[int, str | None] = dict(zip(kept, refused, strict=True))
+        return [
+            RecordResult(index, Outcome.DONE, payload, id=self.key_of(payload))
+            if errors.get(index) is None
+            else RecordResult(index, Outcome.FAILED, payload, message=errors[index])
+            for index, payload in enumerate(payloads)
         ]
 
 
@@ -473,7 +499,9 @@ class FlowRunner:
                 annotations=flow.target.annotations,
             )
             stack.callback(writer.close)
-            target = _WriterTarget(writer, flow.target.writer, key, f"writer:{name}")
+            target = _WriterTarget(
+                writer, flow.target.writer, key, f"writer:{name}", deletes=self._deletes(flow)
+            )
             target.resume(self.store)
             return target
         outgoing = self.project.outgoing[str(flow.target.outgoing)]
@@ -557,6 +585,11 @@ class FlowRunner:
         if settled:  # delivered before a crash, twice in the input, or skipped by hand
             counts[TaskStatus.SKIPPED.value] += len(settled)
         await self._deliver(todo, None, context, target, counts)
+
+    def _deletes(self, flow: FlowConfig) -> bool:
+        """The flow reads a webhook incoming whose `deleted` notifications delete rows."""
+        incoming = self.project.incoming.get(flow.source.incoming or "")
+        return incoming is not None and incoming.on_delete == "delete"
 
     def _notified(self, name: str) -> bool:
         """Whether the flow reads a webhook incoming: a record comes by a notification and again

@@ -51,7 +51,7 @@ from bcbridge.client import BusinessCentralClient
 from bcbridge.dashboard.service import FlowService
 from bcbridge.errors import BCAPIError, BCBridgeError, ConfigError
 from bcbridge.flowconfig import DEFAULT_CLIENT, PUBLIC_URL_ENV, IncomingConfig, ProjectConfig
-from bcbridge.flows import FlowRunner, RunResult, SourceFactory
+from bcbridge.flows import TOMBSTONE_FIELD, FlowRunner, RunResult, SourceFactory
 from bcbridge.store import RunStatus, Store, StoreError
 from bcbridge.subscriber import Subscriber
 
@@ -72,7 +72,6 @@ log = logging.getLogger("bcbridge.serve")
 RECEIVER_PATH = "/webhooks/{incoming}"
 ID_GROUP = 40  # record ids per `$filter=id eq ... or ...` read: ~2,000 characters of URL
 BATCH = 5000  # notifications one run of a flow processes
-TOMBSTONE_FIELD = "deleted"  # a tombstone: {"id": ..., "deleted": true, "lastModifiedDateTime"}
 RENEW_AFTER = 0.5  # share of a subscription's lifetime after which it is renewed
 
 _metadata = sa.MetaData()

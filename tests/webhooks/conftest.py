@@ -58,8 +58,8 @@ def bc_env(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
-def project_file(folder: Path, port: int, **incoming: Any) -> Path:
-    """A project: customers of CRONUS by webhook, written to out.jsonl as they come."""
+def project_file(folder: Path, port: int, target: Any = None, **incoming: Any) -> Path:
+    """A project: customers of CRONUS by webhook, written to out.jsonl (or `target`)."""
     return write_project(
         folder / "bcbridge.yaml",
         {
@@ -73,7 +73,9 @@ def project_file(folder: Path, port: int, **incoming: Any) -> Path:
                     **incoming,
                 }
             },
-            "flows": {"customers_out": {"from": "customers", "to": {"writer": "out.jsonl"}}},
+            "flows": {
+                "customers_out": {"from": "customers", "to": target or {"writer": "out.jsonl"}}
+            },
             "serve": {"public_url": f"http://127.0.0.1:{port}", "subscription_check_s": 0.3},
         },
     )
@@ -109,9 +111,11 @@ class Serving:
         self.service.store.close()
 
 
-def start_serving(folder: Path, emulator: EmulatorControl, **incoming: Any) -> Serving:
+def start_serving(
+    folder: Path, emulator: EmulatorControl, target: Any = None, **incoming: Any
+) -> Serving:
     sock = _bind("127.0.0.1", 0)
-    project = load_project(project_file(folder, sock.getsockname()[1], **incoming))
+    project = load_project(project_file(folder, sock.getsockname()[1], target, **incoming))
     store = Store(project.store)
 
     def quick(settings: ClientSettings) -> BusinessCentralClient:
@@ -143,8 +147,8 @@ def serving(
 ) -> Iterator[Callable[..., Serving]]:
     started: list[Serving] = []
 
-    def start(**incoming: Any) -> Serving:
-        running = start_serving(tmp_path, emulator, **incoming)
+    def start(target: Any = None, **incoming: Any) -> Serving:
+        running = start_serving(tmp_path, emulator, target, **incoming)
         started.append(running)
         return running
 

@@ -76,6 +76,26 @@ def test_on_delete_ignore_sends_nothing_for_a_deletion(
     assert not [r for r in running.lines() if r.get("deleted")]
 
 
+def test_on_delete_delete_removes_the_row_of_a_sql_table(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    running = serving({"writer": "sqlite:///mirror.db#customers", "key": "id"}, on_delete="delete")
+    subscribed(running)
+    mirror = sqlite3.connect(running.folder / "mirror.db")
+
+    def names() -> set[str]:
+        return {row[0] for row in mirror.execute("SELECT displayName FROM customers")}
+
+    first, _ = new_customers(api, emulator, "Mirror A", "Mirror B")
+    wait_for(lambda: {"Mirror A", "Mirror B"} <= names(), what="the rows")
+    gone = api.delete(f"{company_path(emulator)}/customers({first})", headers={"If-Match": "*"})
+    assert gone.status_code == 204, gone.text
+    wait_for(lambda: "Mirror A" not in names(), what="the deletion")
+    assert "Mirror B" in names()
+    assert not mirror.execute("SELECT 1 FROM customers WHERE id = ?", (first,)).fetchall()
+    mirror.close()
+
+
 def test_the_handshake_is_answered_with_the_token_as_plain_text(
     serving: Callable[..., Serving],
 ) -> None:
