@@ -25,11 +25,13 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import logging
 import secrets
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
@@ -669,9 +671,12 @@ def source_of(incoming: IncomingConfig, items: list[Notification]) -> SourceFact
     return build
 
 
-def process_work(flow: str, store: WebhookStore) -> Callable[[FlowRunner], Awaitable[RunResult]]:
+def process_work(
+    flow: str, store: WebhookStore, ended: Callable[[RunResult], None] | None = None
+) -> Callable[[FlowRunner], Awaitable[RunResult]]:
     """A `FlowService` work item: one run of `flow` with its waiting notifications; they are
-    marked processed when the run ended (ok, or with failed tasks kept for a retry)."""
+    marked processed when the run ended (ok, or with failed tasks kept for a retry), and stay
+    waiting otherwise (BC unreachable, stopped, busy elsewhere). `ended` is told the result."""
 
     async def work(runner: FlowRunner) -> RunResult:
         items = store.open_notifications(flow)
@@ -680,6 +685,8 @@ def process_work(flow: str, store: WebhookStore) -> Callable[[FlowRunner], Await
         result = await runner.run(flow, source=source_of(incoming, items))
         if result.status in (RunStatus.OK, RunStatus.FAILED):
             store.processed(item.id for item in items)
+        if ended is not None:
+            ended(result)
         return result
 
     return work
@@ -690,6 +697,9 @@ def process_work(flow: str, store: WebhookStore) -> Callable[[FlowRunner], Await
 PROCESS_TICK = 0.05  # seconds between looks at the receiver's wake-up
 PROCESS_RECHECK = 1.0  # seconds between looks at the store all the same (a restart's backlog)
 CHECK_RETRY = 5.0  # seconds before a failed subscription round is tried again
+# after a processing run that ended on an error (BC unreachable...): the first wait, doubled
+# at each error in a row up to the last; the notifications wait in the store meanwhile
+ERROR_WAITS = (1.0, 300.0)
 
 
 class WebhookService:
@@ -710,6 +720,7 @@ class WebhookService:
         self.check_every = check_every
         self.receiver = Receiver(lambda: self.service.project, self.store)
         self._reconcile: set[str] = set()  # flows to pull by cursor as soon as they are free
+        self._errors: dict[str, tuple[int, float]] = {}  # flow -> (errors in a row, wait until)
 
     def check_ready(self) -> None:
         """A webhook incoming needs a public_url: a one-line ConfigError at start."""
@@ -744,12 +755,17 @@ class WebhookService:
             next_look = 0.0
             while not stop.is_set():
                 now = anyio.current_time()
-                if now >= next_check:
-                    next_check = now + await self._check(client)
-                if self.receiver.wake.is_set() or now >= next_look:
-                    self.receiver.wake.clear()
-                    next_look = now + PROCESS_RECHECK
-                    await anyio.to_thread.run_sync(self._start_work)
+                try:
+                    if now >= next_check:
+                        next_check = now + await self._check(client)
+                    if self.receiver.wake.is_set() or now >= next_look:
+                        self.receiver.wake.clear()
+                        started_all = await anyio.to_thread.run_sync(self._start_work)
+                        # a flow that was busy is tried again soon, not a second later
+                        next_look = now + (PROCESS_RECHECK if started_all else PROCESS_TICK * 4)
+                except Exception:  # a bug must not end the webhooks of a server that goes on
+                    log.exception("webhooks: unexpected error; trying again")
+                    next_check = now + CHECK_RETRY
                 await anyio.sleep(PROCESS_TICK)
 
     async def _check(self, client: Clients) -> float:
@@ -766,9 +782,10 @@ class WebhookService:
             self._reconcile.update(project.flows_of(name))
         return await anyio.to_thread.run_sync(manager.next_check, every)
 
-    def _start_work(self) -> None:
+    def _start_work(self) -> bool:
         """Start the runs due: a reconciliation pull asked for, and the flows with waiting
-        notifications (a flow running already is tried again at the next look)."""
+        notifications. False when one could not start (its flow was running here)."""
+        started_all = True
         for flow in sorted(self._reconcile):
             if flow in self.service.project.flows and self.service.start(flow):
                 self._reconcile.discard(flow)
@@ -776,7 +793,24 @@ class WebhookService:
             waiting = self.store.waiting()
         except StoreError as exc:
             log.warning("webhooks: cannot read the notifications: %s", exc)
-            return
+            return True
+        now = time.monotonic()
         for flow in waiting:
-            if flow in self.service.project.flows:
-                self.service.start(flow, process_work(flow, self.store))
+            if flow not in self.service.project.flows or self._errors.get(flow, (0, 0.0))[1] > now:
+                continue
+            work = process_work(flow, self.store, functools.partial(self._ended, flow))
+            started_all = self.service.start(flow, work) and started_all
+        return started_all
+
+    def _ended(self, flow: str, result: RunResult) -> None:
+        """After an error, the flow's notifications wait longer each time in a row."""
+        if result.status != RunStatus.ERROR:
+            self._errors.pop(flow, None)
+            return
+        count = self._errors.get(flow, (0, 0.0))[0] + 1
+        first, longest = ERROR_WAITS
+        wait = min(longest, first * 2 ** (count - 1))
+        self._errors[flow] = (count, time.monotonic() + wait)
+        log.warning(
+            "webhooks %s: processing stopped (%s); again in %.0f s", flow, result.error, wait
+        )

@@ -194,3 +194,19 @@ def test_a_body_that_is_not_a_notification_is_refused(
     running = serving()
     url = subscribed_url(running)
     assert httpx.post(url, content=wrong).status_code == 400
+
+
+def test_notifications_wait_while_bc_cannot_be_read_and_are_processed_after(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    running = serving()
+    subscribed(running)
+    # the next reads of customers fail, beyond the client's retries: the processing runs end
+    # on an error, the notifications stay in the store, and are tried again (after 1 s)
+    emulator.fault(kind="status", status=503, count=6, method="GET", path_contains="customers")
+    (record_id,) = new_customers(api, emulator, "Read Later")
+    wait_for(lambda: running.versions()[(record_id, "Read Later")], what="the customer")
+    statuses = [run["status"] for run in running.service.store.runs("customers_out")]
+    assert "error" in statuses
+    assert running.versions()[(record_id, "Read Later")] == 1
+    emulator.clear_faults()
