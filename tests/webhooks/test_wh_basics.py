@@ -6,10 +6,13 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 
+from bcbridge._logging import log_every_request
 from bcbridge.testing import InProcessEmulator
 from tests.webhooks.conftest import Serving, company_path, subscribed, wait_for
 
@@ -210,3 +213,31 @@ def test_notifications_wait_while_bc_cannot_be_read_and_are_processed_after(
     assert "error" in statuses
     assert running.versions()[(record_id, "Read Later")] == 1
     emulator.clear_faults()
+
+
+def test_changed_records_are_read_in_groups_not_one_get_each(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client, tmp_path: Path
+) -> None:
+    running = serving()
+    subscribed(running)
+    log = tmp_path / "requests.log"
+    stop_logging = log_every_request(log)
+    try:
+        requests = [
+            {
+                "id": str(n),
+                "method": "POST",
+                "url": f"{company_path(emulator)}/customers",
+                "body": {"displayName": f"Grouped {n}"},
+            }
+            for n in range(100)
+        ]
+        answer = api.post("$batch", json={"requests": requests}, headers={"Isolation": "snapshot"})
+        assert answer.status_code == 200, answer.text
+        made = {r["body"]["id"]: r["body"]["displayName"] for r in answer.json()["responses"]}
+        wait_for(lambda: all(running.versions()[pair] for pair in made.items()), what="the records")
+    finally:
+        stop_logging()
+    calls = [orjson.loads(line) for line in log.read_text().splitlines()]
+    reads = [c for c in calls if c["method"] == "GET" and c["url"].endswith("/customers")]
+    assert 3 <= len(reads) <= 4  # 100 records, 40 ids per read; not 100 GETs
