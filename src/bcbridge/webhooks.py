@@ -74,6 +74,8 @@ log = logging.getLogger("bcbridge.serve")
 RECEIVER_PATH = "/webhooks/{incoming}"
 ID_GROUP = 40  # record ids per `$filter=id eq ... or ...` read: ~2,000 characters of URL
 BATCH = 5000  # notifications one run of a flow processes
+# a POST of 1,000 notifications is about 400 KB; anything far larger is not BC's
+MAX_BODY = 32 * 2**20
 RENEW_AFTER = 0.5  # share of a subscription's lifetime after which it is renewed
 
 _metadata = sa.MetaData()
@@ -363,9 +365,12 @@ class Receiver:
         token = request.query_params.get("validationToken")
         if token is not None:  # BC's handshake, on create and on renewal
             self.stats.handshakes += 1
-            return PlainTextResponse(token, status_code=200)
+            # the token echoed as plain text, never sniffed as HTML by a browser
+            return PlainTextResponse(token, headers={"X-Content-Type-Options": "nosniff"})
         if request.method != "POST":
             return PlainTextResponse("POST notifications here", status_code=405)
+        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+            return PlainTextResponse("too large for a notification", status_code=413)
         try:
             body = orjson.loads(await request.body())
             items = [item for item in body["value"] if isinstance(item, dict)]
@@ -472,6 +477,7 @@ class SubscriptionManager:
             name, "", body["resource"], url, client_state_digest(client_state), None, _now(), _now()
         )
         old = self.store.subscription(name)
+        await self._remove_orphans(client, url, body["resource"])
         self.store.save_subscription(placeholder)
         try:
             response = await client.request("POST", "subscriptions", json=body)
@@ -482,6 +488,28 @@ class SubscriptionManager:
                 self.store.forget_subscription(name)
             raise
         return self._saved(name, response.json(), placeholder.client_state_hash)
+
+    async def _remove_orphans(self, client: BusinessCentralClient, url: str, resource: str) -> None:
+        """BC refuses a second subscription for one URL and resource: one the store does not
+        know (its answer was lost, the store was replaced) is deleted first. Its clientState is
+        lost with it, so it could only bring refused notifications."""
+        body = await client.get_json("subscriptions")
+        for item in body.get("value", []):
+            same_resource = _same_resource(item.get("resource"), resource)
+            if item.get("notificationUrl") == url and same_resource:
+                try:
+                    await client.request(
+                        "DELETE",
+                        _key(str(item["subscriptionId"])),
+                        headers={"If-Match": item.get("@odata.etag") or "*"},
+                    )
+                except BCAPIError as exc:
+                    if exc.status != 404:
+                        raise
+                log.info(
+                    "webhooks: deleted subscription %s that the store did not know",
+                    item["subscriptionId"],
+                )
 
     def _saved(self, name: str, answer: dict[str, Any], digest: str) -> SubscriptionRow:
         expires = _parse_time(answer.get("expirationDateTime")) or _now() + timedelta(days=3)
@@ -574,6 +602,14 @@ class SubscriptionManager:
             due = row.renewed_at + (row.expires_at - row.renewed_at) * RENEW_AFTER
             wait = min(wait, max(0.05, (due - now).total_seconds()))
         return wait
+
+
+def _same_resource(given: Any, wanted: str) -> bool:
+    """BC takes a relative or an absolute resource URL: compare from `api/` on."""
+    if not isinstance(given, str):
+        return False
+    path = urlsplit(given).path
+    return path[path.find("/api/") :].lower() == wanted[wanted.find("/api/") :].lower()
 
 
 def _key(subscription_id: str) -> str:

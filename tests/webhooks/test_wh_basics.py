@@ -3,6 +3,7 @@ clientState, de-duplication, a store that cannot be written (503, then BC's retr
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import time
 from collections.abc import Callable
@@ -109,6 +110,7 @@ def test_the_handshake_is_answered_with_the_token_as_plain_text(
         assert answer.status_code == 200
         assert answer.text == "tok-123"
         assert answer.headers["content-type"].startswith("text/plain")
+        assert answer.headers["x-content-type-options"] == "nosniff"
     assert httpx.post(url.replace("/customers", "/nobody"), json={"value": []}).status_code == 404
 
 
@@ -197,6 +199,21 @@ def test_a_body_that_is_not_a_notification_is_refused(
     running = serving()
     url = subscribed_url(running)
     assert httpx.post(url, content=wrong).status_code == 400
+
+
+def test_a_body_far_larger_than_bc_sends_is_refused_unread(
+    serving: Callable[..., Serving],
+) -> None:
+    running = serving()
+    url = httpx.URL(subscribed_url(running))
+    head = (
+        f"POST {url.raw_path.decode()} HTTP/1.1\r\nHost: {url.host}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {64 * 2**20}\r\n\r\n"
+    )
+    with socket.create_connection((url.host, url.port or 80), timeout=10) as sock:
+        sock.sendall(head.encode() + b'{"value": [')  # the rest never comes
+        answer = sock.recv(200).decode()
+    assert answer.startswith("HTTP/1.1 413 ")
 
 
 def test_notifications_wait_while_bc_cannot_be_read_and_are_processed_after(

@@ -79,3 +79,23 @@ def test_the_subscription_of_an_incoming_that_is_gone_is_deleted_in_bc(
     )
     wait_for(lambda: running.store.subscription("customers") is None, what="the removal")
     assert api.get("subscriptions").json()["value"] == []
+
+
+def test_a_subscription_the_store_lost_is_replaced_not_duplicated(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    running = serving()
+    first = subscribed(running)
+    running.store.forget_subscription("customers")  # a store replaced, an answer lost
+    again = wait_for(
+        lambda: (
+            (found := running.store.subscription("customers"))
+            and found.subscription_id not in ("", first)
+            and found
+        ),
+        what="a new subscription",
+    )
+    listed = [s["subscriptionId"] for s in api.get("subscriptions").json()["value"]]
+    assert listed == [again.subscription_id]  # BC refuses two for one URL: the orphan went
+    (record_id,) = new_customers(api, emulator, "After the orphan")
+    wait_for(lambda: running.versions()[(record_id, "After the orphan")], what="the customer")
