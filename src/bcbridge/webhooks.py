@@ -32,8 +32,8 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
+from contextlib import AsyncExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -369,7 +369,7 @@ class Receiver:
             return PlainTextResponse(token, headers={"X-Content-Type-Options": "nosniff"})
         if request.method != "POST":
             return PlainTextResponse("POST notifications here", status_code=405)
-        if int(request.headers.get("content-length") or 0) > MAX_BODY:
+        if _length(request) > MAX_BODY:
             return PlainTextResponse("too large for a notification", status_code=413)
         try:
             body = orjson.loads(await request.body())
@@ -405,6 +405,14 @@ class Receiver:
         return Response(status_code=202)
 
 
+def _length(request: Request) -> int:
+    """The declared Content-Length (0 when absent or not a number: the body is read as sent)."""
+    try:
+        return int(request.headers.get("content-length") or 0)
+    except ValueError:
+        return 0
+
+
 def _state_matches(item: dict[str, Any], row: SubscriptionRow | None) -> bool:
     """The item's clientState has the digest of the incoming's subscription (compared in
     constant time, so the answer's timing tells nothing about the secret)."""
@@ -437,6 +445,7 @@ class SubscriptionManager:
         self.project = project
         self.store = store
         self.public_url = public_url
+        self.failed = False  # the last `keep` round could not keep one of them
 
     def incoming_config(self, name: str) -> IncomingConfig:
         incoming = self.project.webhook_incoming().get(name)
@@ -556,43 +565,55 @@ class SubscriptionManager:
             raise
         return True
 
-    async def listed(self, client: BusinessCentralClient) -> list[dict[str, Any]]:
-        """BC's subscriptions for this client, clientState left out (a secret)."""
-        body = await client.get_json("subscriptions")
-        return [
-            {key: value for key, value in item.items() if key != "clientState"}
-            for item in body.get("value", [])
-        ]
-
     async def keep(self, clients: Clients) -> list[str]:
         """One round: create, renew, re-create and remove as needed. Returns the incoming
         whose subscription was (re-)created: their flows should reconcile now, to close a gap
-        in which BC had nobody to notify. `clients` gives a client by name (async)."""
+        in which BC had nobody to notify. `clients` gives a client by name (async). An incoming
+        that fails (BC unreachable, a handshake refused) is logged and sets `failed`; the
+        others are kept all the same."""
         created = []
+        self.failed = False
         wanted = self.project.webhook_incoming()
         for row in self.store.subscriptions():
             if row.incoming not in wanted:
                 gone = self.project.incoming.get(row.incoming)
-                client = await clients(gone.client if gone else DEFAULT_CLIENT)
-                await self.delete(client, row)
-                log.info("webhooks %s: subscription removed (incoming gone)", row.incoming)
+                with self._logged(row.incoming):
+                    await self.delete(await clients(gone.client if gone else DEFAULT_CLIENT), row)
+                    log.info("webhooks %s: subscription removed (incoming gone)", row.incoming)
         for name, incoming in wanted.items():
-            client = await clients(incoming.client)
-            kept = self.store.subscription(name)
-            if kept is None or not kept.subscription_id or not await self.in_bc(client, kept):
-                await self.create(client, name)
-                created.append(name)
-                log.info("webhooks %s: subscription created", name)
-            elif kept.renew_due(_now()):
-                try:
-                    await self.renew(client, kept)
-                    log.info("webhooks %s: subscription renewed", name)
-                except BCAPIError as exc:
-                    if exc.status != 404:
-                        raise
-                    await self.create(client, name)  # BC deleted it meanwhile
+            with self._logged(name):
+                if await self._keep_one(await clients(incoming.client), name):
                     created.append(name)
         return created
+
+    async def _keep_one(self, client: BusinessCentralClient, name: str) -> bool:
+        """Keep incoming `name`'s subscription; True when it was (re-)created."""
+        kept = self.store.subscription(name)
+        if kept is not None and kept.subscription_id and kept.notification_url != self._url(name):
+            await self.delete(client, kept)  # public_url changed: BC must call the new one
+            kept = None
+        if kept is None or not kept.subscription_id or not await self.in_bc(client, kept):
+            await self.create(client, name)
+            log.info("webhooks %s: subscription created", name)
+            return True
+        if kept.renew_due(_now()):
+            try:
+                await self.renew(client, kept)
+                log.info("webhooks %s: subscription renewed", name)
+            except BCAPIError as exc:
+                if exc.status != 404:
+                    raise
+                await self.create(client, name)  # BC deleted it meanwhile
+                return True
+        return False
+
+    @contextmanager
+    def _logged(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except BCBridgeError as exc:
+            self.failed = True
+            log.warning("webhooks %s: the subscription could not be kept: %s", name, exc)
 
     def next_check(self, every: float) -> float:
         """Seconds until the next look: `every`, sooner when a renewal falls due before."""
@@ -809,13 +830,11 @@ class WebhookService:
         project = self.service.project
         every = self.check_every or project.serve.subscription_check_s
         manager = SubscriptionManager(project, self.store, self.public_url)
-        try:
-            created = await manager.keep(client)
-        except BCBridgeError as exc:
-            log.warning("webhooks: subscriptions could not be kept: %s", exc)
-            return min(every, CHECK_RETRY)
+        created = await manager.keep(client)
         for name in created:  # BC had nobody to notify until now: pull by cursor
             self._reconcile.update(project.flows_of(name))
+        if manager.failed:
+            return min(every, CHECK_RETRY)
         return await anyio.to_thread.run_sync(manager.next_check, every)
 
     def _start_work(self) -> bool:

@@ -99,3 +99,27 @@ def test_a_subscription_the_store_lost_is_replaced_not_duplicated(
     assert listed == [again.subscription_id]  # BC refuses two for one URL: the orphan went
     (record_id,) = new_customers(api, emulator, "After the orphan")
     wait_for(lambda: running.versions()[(record_id, "After the orphan")], what="the customer")
+
+
+def test_a_new_public_url_moves_the_subscription(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    before = serving()
+    first = subscribed(before)
+    before.stop()
+    after = serving()  # the same project and store, served on another port
+    again = wait_for(
+        lambda: (
+            (found := after.store.subscription("customers"))
+            and found.subscription_id not in ("", first)
+            and found
+        ),
+        what="the subscription on the new URL",
+    )
+    assert again.notification_url.startswith(after.hooks.public_url or "-")
+    listed = api.get("subscriptions").json()["value"]
+    assert [(s["subscriptionId"], s["notificationUrl"]) for s in listed] == [
+        (again.subscription_id, again.notification_url)
+    ]
+    (record_id,) = new_customers(api, emulator, "At the new URL")
+    wait_for(lambda: after.versions()[(record_id, "At the new URL")], what="the customer")
