@@ -258,3 +258,23 @@ def test_changed_records_are_read_in_groups_not_one_get_each(
     calls = [orjson.loads(line) for line in log.read_text().splitlines()]
     reads = [c for c in calls if c["method"] == "GET" and c["url"].endswith("/customers")]
     assert 3 <= len(reads) <= 4  # 100 records, 40 ids per read; not 100 GETs
+
+
+def test_the_scheduled_reconciliation_catches_a_change_bc_gave_up_on(
+    serving: Callable[..., Serving], emulator: InProcessEmulator, api: httpx.Client
+) -> None:
+    running = serving(reconcile="2s")
+    subscribed(running)
+    emulator.configure(webhook_time_scale=1e6)  # BC's 36 hours of retries pass in 0.2 s
+    database = sqlite3.connect(running.folder / "state.db", timeout=30)
+    database.execute("ALTER TABLE webhook_notifications RENAME TO webhook_notifications_away")
+    database.commit()
+    (record_id,) = new_customers(api, emulator, "Given Up")
+    wait_for(lambda: emulator.webhooks()["dropped"] >= 1, what="BC giving up")
+    assert emulator.webhooks()["subscriptions"]  # still there: nothing tells serve of a gap
+    database.execute("ALTER TABLE webhook_notifications_away RENAME TO webhook_notifications")
+    database.commit()
+    database.close()
+    wait_for(lambda: running.versions()[(record_id, "Given Up")], what="the scheduled pull")
+    assert running.store.counts()["received"] == running.store.counts()["processed"]
+    assert running.versions()[(record_id, "Given Up")] == 1
