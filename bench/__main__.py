@@ -14,6 +14,7 @@ BENCHMARKS = (
     "bench_push_memory",
     "bench_flow",
     "bench_dashboard",
+    "bench_webhooks",
 )
 
 

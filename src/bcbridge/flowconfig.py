@@ -7,6 +7,8 @@ clients:
 incoming:
   customers: {client: bc, entity: customers, company: CRONUS, cursor: lastModifiedDateTime}
   # params_transform: steps applied to the request parameters ($filter, $top, ...)
+  # trigger: webhook  -> BC notifies `bcbridge serve` (serve.public_url); reconcile: 1h pulls
+  #                      by cursor to catch what was missed; on_delete: tombstone|delete|ignore
 outgoing:
   items: {client: bc, entity: items, action: upsert, key_field: number}
 flows:
@@ -15,6 +17,7 @@ flows:
     transform: [{keep: [id, number, displayName]}]
     to: {writer: "sqlite:///out.db#customers", key: id}   # or an outgoing name
     schedule: 5m                            # or a cron expression
+serve: {public_url: "https://bcbridge.example.com"}  # where BC reaches /webhooks/<incoming>
 ```
 Without a `clients:` section the `default` client comes from the BC_* environment variables.
 ``${VAR}`` and the BC_* variables are read from the environment and, under it, from a `.env`
@@ -39,6 +42,7 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 from pydantic import (
@@ -84,6 +88,34 @@ __all__ = [
 DEFAULT_CLIENT = "default"
 EtagPolicy = Literal["fetch", "record", "force"]  # as publisher.ETAG_POLICIES
 Format = Literal["jsonl", "csv"]  # as sinks.FORMATS
+Trigger = Literal["poll", "webhook"]
+OnDelete = Literal["delete", "tombstone", "ignore"]
+PUBLIC_URL_ENV = "BCBRIDGE_PUBLIC_URL"
+# BC API v2.0 entity sets that take webhook subscriptions (bc-api.md §9.2)
+WEBHOOK_ENTITIES = (
+    "accounts",
+    "companyInformation",
+    "countriesRegions",
+    "currencies",
+    "customerPaymentJournals",
+    "customers",
+    "dimensions",
+    "employees",
+    "generalLedgerEntries",
+    "itemCategories",
+    "items",
+    "journals",
+    "paymentMethods",
+    "paymentTerms",
+    "purchaseInvoices",
+    "salesCreditMemos",
+    "salesInvoices",
+    "salesOrders",
+    "salesQuotes",
+    "shipmentMethods",
+    "unitsOfMeasure",
+    "vendors",
+)
 
 
 # A URL or a path: the real value for the code, the password masked in model_dump(_json).
@@ -114,6 +146,23 @@ class IncomingConfig(_Strict):
     page_size: int = Field(1000, ge=1, le=20000)
     # read as N concurrent streams over key ranges, or "auto" (bcbridge.partition)
     partitions: PositiveInt | Literal["auto"] | None = None
+    # webhook: BC notifies `bcbridge serve` of changes (bcbridge.webhooks); poll: runs read by
+    # cursor on the flow's schedule only
+    trigger: Trigger = "poll"
+    # a webhook incoming's safety net: a pull by cursor on this schedule catches what was missed
+    reconcile: str = "1h"
+    # what a `deleted` notification becomes: a tombstone record through the flow, the deletion
+    # of its key's row from the flow's SQL table, or nothing
+    on_delete: OnDelete = "tombstone"
+
+    @field_validator("reconcile")
+    @classmethod
+    def _reconcile(cls, value: str) -> str:
+        try:
+            parse_schedule(value)
+        except ConfigError as exc:
+            raise ValueError(str(exc).removeprefix("schedule: ")) from None
+        return value
 
 
 class OutgoingConfig(_Strict):
@@ -185,6 +234,34 @@ class FlowConfig(_Strict):
         return self
 
 
+class ServeConfig(_Strict):
+    """`serve:`: settings of `bcbridge serve`."""
+
+    # where BC reaches this server's /webhooks/<incoming> (a reverse proxy or a tunnel in
+    # front of it); the --public-url flag and BCBRIDGE_PUBLIC_URL override it
+    public_url: str | None = None
+    subscription_check_s: float = Field(60.0, gt=0)  # how often subscriptions are looked at
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_public_url(value)
+        return None if value is None else value.rstrip("/")
+
+
+def check_public_url(value: str) -> str:
+    """An absolute http(s) URL without query or fragment; ValueError saying what is wrong."""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(
+            f"{value!r} is not an absolute http(s) URL; e.g. https://bcbridge.example.com"
+        )
+    if parts.query or parts.fragment:
+        raise ValueError(f"{value!r}: give the URL without ?query or #fragment")
+    return value.rstrip("/")
+
+
 class ProjectConfig(_Strict):
     """A project file: the store, clients, incoming and outgoing connections, and the flows that
     join them. Load it with `load_project`, which also checks names, steps and paths."""
@@ -194,6 +271,7 @@ class ProjectConfig(_Strict):
     incoming: dict[str, IncomingConfig] = Field(default_factory=dict)
     outgoing: dict[str, OutgoingConfig] = Field(default_factory=dict)
     flows: dict[str, FlowConfig] = Field(default_factory=dict)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
     # set by load_project, not keys of the file (so never offered as valid keys)
     source: str = Field("environment", exclude=True)
     lines: dict[str, int] = Field(default_factory=dict, exclude=True)
@@ -212,6 +290,23 @@ class ProjectConfig(_Strict):
     def client_names(self) -> list[str]:
         """The clients defined, and `default` (from the BC_* variables) when it is not."""
         return list(dict.fromkeys([*self.clients, DEFAULT_CLIENT]))
+
+    def webhook_incoming(self) -> dict[str, IncomingConfig]:
+        """The incoming BC notifies of changes (`trigger: webhook`)."""
+        return {name: item for name, item in self.incoming.items() if item.trigger == "webhook"}
+
+    def flows_of(self, incoming: str) -> list[str]:
+        """The flows that read `incoming`."""
+        return [name for name, flow in self.flows.items() if flow.source.incoming == incoming]
+
+    def schedule_of(self, name: str) -> str | None:
+        """When flow `name` runs by itself: its `schedule:`, else, when it reads a webhook
+        incoming, that incoming's reconciliation pull (`reconcile:`, hourly by default)."""
+        flow = self.flows[name]
+        incoming = self.incoming.get(flow.source.incoming or "")
+        if flow.schedule or incoming is None or incoming.trigger != "webhook":
+            return flow.schedule
+        return incoming.reconcile
 
     def flow(self, name: str) -> FlowConfig:
         if name not in self.flows:
@@ -343,6 +438,42 @@ def _check_entities(config: ProjectConfig, problems: _Problems) -> None:
             _check_action(f"outgoing.{name}", entity_set, outgoing, problems)
 
 
+def _check_webhooks(config: ProjectConfig, problems: _Problems) -> None:
+    """A webhook incoming: an entity set BC notifies on, whole (no key), with a cursor for the
+    reconciliation pull; `on_delete: delete` only where its flows write to a SQL table with a
+    key."""
+    for name, incoming in config.webhook_incoming().items():
+        path = f"incoming.{name}"
+        if incoming.entity not in WEBHOOK_ENTITIES:
+            problems.add(
+                f"{path}.trigger",
+                f"BC sends no webhooks for {incoming.entity!r}; use trigger: poll (webhooks: "
+                f"{', '.join(WEBHOOK_ENTITIES)})",
+            )
+        if incoming.key is not None:
+            problems.add(
+                f"{path}.key",
+                "a webhook incoming reads the whole entity set: remove key, or use trigger: poll",
+            )
+        if not incoming.cursor:
+            problems.add(
+                path,
+                "trigger: webhook needs cursor: lastModifiedDateTime, for the reconciliation "
+                "pull that catches notifications BC could not deliver",
+            )
+        if incoming.on_delete == "delete":
+            for flow_name in config.flows_of(name):
+                target = config.flows[flow_name].target
+                if target.writer is None or sql_target(target.writer) is None or not target.key:
+                    problems.add(
+                        f"{path}.on_delete",
+                        f"delete removes the row of the record's key from a SQL table, but "
+                        f"flow {flow_name!r} does not write to one with a key (to: {{writer: "
+                        "'sqlite:///x.db#table', key: id}): use on_delete: tombstone (a "
+                        "record with deleted: true) or ignore",
+                    )
+
+
 def _entity_set(path: str, entity: str, problems: _Problems) -> catalog.EntitySet | None:
     if entity in catalog.CATALOG:
         return catalog.get(entity)
@@ -443,6 +574,7 @@ def check_project(
     _anchor_paths(config, base)
     _check_names(config, problems)
     _check_entities(config, problems)
+    _check_webhooks(config, problems)
     _check_transforms(config, base, problems)
     _check_locations(config, problems)
     _check_store(config, problems)

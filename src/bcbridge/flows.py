@@ -47,7 +47,14 @@ from bcbridge.errors import (
 )
 from bcbridge.flowconfig import FlowConfig, ProjectConfig
 from bcbridge.publisher import Outcome, Publisher, RecordResult, Verdict, Verification
-from bcbridge.sinks import BadRecord, FileWriter, Writer, open_writer, read_records
+from bcbridge.sinks import (
+    BadRecord,
+    FileWriter,
+    SqlWriter,
+    Writer,
+    open_writer,
+    read_records,
+)
 from bcbridge.store import (
     FlowBusy,
     Lease,
@@ -62,13 +69,17 @@ from bcbridge.store import (
 from bcbridge.subscriber import CursorState, Subscriber
 from bcbridge.transform import Chain, Default, Drop, Filter, Keep, load_chain
 
-__all__ = ["FlowRunner", "RunResult"]
+__all__ = ["FlowRunner", "RunResult", "SourceFactory"]
 
 Progress = Callable[[str, Counter[str]], None]
 # Builds the BC client for a client's settings: `BusinessCentralClient` itself by default; tests
 # and embedders give one with another transport or token source (see bcbridge.testing).
 ClientFactory = Callable[[ClientSettings], BusinessCentralClient]
+# The records of a run taken from elsewhere than by reading the incoming (webhook notifications,
+# bcbridge.webhooks): built from the BC client of the flow's incoming.
+SourceFactory = Callable[[BusinessCentralClient], "_Source"]
 _Work = Callable[[str, "FlowConfig", "Chain", "LeaseKeeper", "RunResult"], Awaitable[None]]
+TOMBSTONE_FIELD = "deleted"  # a record BC deleted: {"id": ..., "deleted": true, ...} (webhooks)
 FIX_THE_FILE = "fix the line in the file and run the flow again"  # an unreadable input line
 REDELIVERIES = 3  # deliveries of a chunk whose answer was lost, before the run stops
 
@@ -233,6 +244,7 @@ class _WriterTarget:
     spec: str
     key: str | None
     cursor_name: str  # writer:<flow>, in the store's cursors
+    deletes: bool = False  # a tombstone deletes the row of its key (on_delete: delete)
     action: str = "write"
     redeliver_done: bool = False
     repeatable: bool = True  # a chunk whose settle was lost is cut back and written again
@@ -264,12 +276,29 @@ class _WriterTarget:
 
     async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
         """Durable before the tasks say done; a failure of the output is a WriteError."""
+        if self.deletes and isinstance(self.writer, SqlWriter):
+            return self._deliver_with_deletes(payloads)
         refused = self.writer.write_chunk(payloads)
         return [
             RecordResult(index, Outcome.DONE, payload, id=self.key_of(payload))
             if error is None
             else RecordResult(index, Outcome.FAILED, payload, message=error)
             for index, (payload, error) in enumerate(zip(payloads, refused, strict=True))
+        ]
+
+    def _deliver_with_deletes(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
+        """Tombstones delete their key's row; the other records are written."""
+        assert isinstance(self.writer, SqlWriter)
+        gone = [i for i, p in enumerate(payloads) if p.get(TOMBSTONE_FIELD) is True]
+        kept = [i for i in range(len(payloads)) if i not in set(gone)]
+        refused = self.writer.write_chunk([payloads[i] for i in kept])
+        self.writer.delete_keys([payloads[i].get(self.key or "id") for i in gone])
+        errors: dict[int, str | None] = dict(zip(kept, refused, strict=True))
+        return [
+            RecordResult(index, Outcome.DONE, payload, id=self.key_of(payload))
+            if errors.get(index) is None
+            else RecordResult(index, Outcome.FAILED, payload, message=errors[index])
+            for index, payload in enumerate(payloads)
         ]
 
 
@@ -295,7 +324,12 @@ class FlowRunner:
         self.client_factory = client_factory or BusinessCentralClient
 
     async def run(
-        self, name: str, *, wait: float | None = None, transform: Chain | None = None
+        self,
+        name: str,
+        *,
+        wait: float | None = None,
+        transform: Chain | None = None,
+        source: SourceFactory | None = None,
     ) -> RunResult:
         """Run one flow to its end, holding the flow's lease in the store for the whole run.
 
@@ -304,8 +338,15 @@ class FlowRunner:
         process holds the flow's lease; with `wait` (seconds, `math.inf` for no limit) the
         lease is waited for first. Anything else (Ctrl-C pressed twice, a bug) is recorded as
         an error run and re-raised. `transform`, an already built chain, replaces the flow's
-        configured transformers (`bcbridge push` builds its own)."""
-        return await self._leased(name, wait, recover=True, work=self._work, transform=transform)
+        configured transformers (`bcbridge push` builds its own). `source` gives the records
+        instead of the flow's incoming (webhook notifications); they take the same path."""
+
+        async def work(
+            name: str, flow: FlowConfig, chain: Chain, keeper: LeaseKeeper, result: RunResult
+        ) -> None:
+            await self._work(name, flow, chain, keeper, result, source)
+
+        return await self._leased(name, wait, recover=True, work=work, transform=transform)
 
     async def _leased(
         self,
@@ -343,12 +384,22 @@ class FlowRunner:
         return result
 
     async def _work(
-        self, name: str, flow: FlowConfig, chain: Chain, keeper: LeaseKeeper, result: RunResult
+        self,
+        name: str,
+        flow: FlowConfig,
+        chain: Chain,
+        keeper: LeaseKeeper,
+        result: RunResult,
+        given: SourceFactory | None = None,
     ) -> None:
         assert result.run_id is not None
         async with AsyncExitStack() as stack:
             clients = _Clients(self.project, stack, self.client_factory)
-            source = await self._source(name, flow, clients)
+            if given is not None and flow.source.incoming is not None:
+                incoming = self.project.incoming[flow.source.incoming]
+                source: _Source = given(await clients.get(incoming.client))
+            else:
+                source = await self._source(name, flow, clients)
             target = await self._target(name, flow, clients, stack)
             await self._settle_unclear(name, result.run_id, target, result.counts)
             async for chunk in _chunks(source.records(), flow.chunk_size):
@@ -449,7 +500,9 @@ class FlowRunner:
                 annotations=flow.target.annotations,
             )
             stack.callback(writer.close)
-            target = _WriterTarget(writer, flow.target.writer, key, f"writer:{name}")
+            target = _WriterTarget(
+                writer, flow.target.writer, key, f"writer:{name}", deletes=self._deletes(flow)
+            )
             target.resume(self.store)
             return target
         outgoing = self.project.outgoing[str(flow.target.outgoing)]
@@ -524,7 +577,7 @@ class FlowRunner:
             name,
             run_id,
             [(target.key_of(p), p) for p in payloads],
-            redeliver_done=target.redeliver_done,
+            redeliver_done=target.redeliver_done and not self._notified(name),
             resend_in_flight=target.repeatable,
         )
         # unknown tasks wait for a person; the run reported them when it started (_settle_unclear)
@@ -533,6 +586,18 @@ class FlowRunner:
         if settled:  # delivered before a crash, twice in the input, or skipped by hand
             counts[TaskStatus.SKIPPED.value] += len(settled)
         await self._deliver(todo, None, context, target, counts)
+
+    def _deletes(self, flow: FlowConfig) -> bool:
+        """The flow reads a webhook incoming whose `deleted` notifications delete rows."""
+        incoming = self.project.incoming.get(flow.source.incoming or "")
+        return incoming is not None and incoming.on_delete == "delete"
+
+    def _notified(self, name: str) -> bool:
+        """Whether the flow reads a webhook incoming: a record comes by a notification and again
+        by the reconciliation pull, so a record delivered as it is now is not delivered again
+        (task identity is the payload's hash, which holds its ETag and lastModifiedDateTime)."""
+        incoming = self.project.incoming.get(self.project.flow(name).source.incoming or "")
+        return incoming is not None and incoming.trigger == "webhook"
 
     def _keep_broken(
         self,

@@ -749,6 +749,26 @@ class SqlWriter(Writer):
             ) from None
         return refused
 
+    def delete_keys(self, keys: list[Any]) -> None:
+        """Delete the rows with these values of `key` (a table not made yet has none)."""
+        if not self.key or not keys:
+            return
+        try:
+            if self.table is None and not sa.inspect(self.engine).has_table(self.table_name):
+                return
+            table = self.table if self.table is not None else self._reflect()
+            with self.engine.begin() as conn:
+                for start in range(0, len(keys), 500):
+                    chosen = keys[start : start + 500]
+                    conn.execute(table.delete().where(table.c[self.key].in_(chosen)))
+        except sa.exc.SQLAlchemyError as exc:
+            self.table = None
+            raise WriteError(
+                f"cannot delete from {self.name}: {_driver_words(exc)}; "
+                "the records not deleted are deleted by the next run",
+                target=self.name,
+            ) from None
+
     def _rows(
         self, table: sa.Table, records: list[dict[str, Any]]
     ) -> tuple[list[dict[str, Any]], list[str | None]]:

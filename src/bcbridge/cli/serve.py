@@ -26,6 +26,7 @@ from bcbridge.store import Store
 
 if TYPE_CHECKING:
     from bcbridge.dashboard import FlowService
+    from bcbridge.webhooks import WebhookService
 
 STOP_WAIT = 0.2  # seconds between looks at the stop event while serving
 
@@ -87,6 +88,13 @@ def serve(
         "--json",
         help='Print one JSON line once it accepts connections: {"url": ..., "login_url": ...}.',
     ),
+    public_url: str | None = typer.Option(
+        None,
+        "--public-url",
+        envvar="BCBRIDGE_PUBLIC_URL",
+        help="Where BC reaches this server for webhooks (a reverse proxy or tunnel in front "
+        "of it), e.g. https://bcbridge.example.com; default: serve.public_url of the project.",
+    ),
 ) -> None:
     """The dashboard and the scheduler of one project, until Ctrl-C or SIGTERM.
 
@@ -94,12 +102,15 @@ def serve(
     dashboard shows flows, runs and tasks, runs a flow now, retries and skips tasks. Sign in
     with the one-time login URL printed at start, or with the password in
     BCBRIDGE_DASHBOARD_PASSWORD. Ctrl-C or SIGTERM stops it: runs in flight finish their
-    chunk first (a second Ctrl-C stops at once, exit code 130).
+    chunk first (a second Ctrl-C stops at once, exit code 130). Incoming with `trigger:
+    webhook` get a BC subscription on <public_url>/webhooks/<incoming> (see README, Webhooks).
 
     Example: bcbridge serve --config examples/bcbridge.yaml --port 8080
     """
     from bcbridge.dashboard import PASSWORD_VARIABLE, FlowService, Sessions, create_app
     from bcbridge.dashboard.service import mask_secrets_in_logs
+    from bcbridge.flowconfig import check_public_url
+    from bcbridge.webhooks import WebhookService
 
     password = os.environ.get(PASSWORD_VARIABLE) or None
     try:
@@ -108,6 +119,11 @@ def serve(
                 f"--host {host}: the dashboard is reachable from other machines there; set "
                 f"{PASSWORD_VARIABLE} to sign in with a password, or listen on 127.0.0.1"
             )
+        if public_url is not None:
+            try:
+                public_url = check_public_url(public_url)
+            except ValueError as exc:
+                raise ConfigError(f"--public-url: {exc}") from None
         project = load_project(find_config(config))
         store = Store(project.store)
     except BCBridgeError as exc:
@@ -119,15 +135,22 @@ def serve(
         raise fail(exc) from None
     stop = threading.Event()
     service = FlowService(project, store, stop)
+    hooks = WebhookService(service, public_url or project.serve.public_url)
+    try:
+        hooks.check_ready()
+    except ConfigError as exc:
+        sock.close()
+        store.close()
+        raise fail(exc) from None
     token = secrets.token_urlsafe(32)
-    app = create_app(service, Sessions(password=password, login_token=token))
+    app = hooks.app(create_app(service, Sessions(password=password, login_token=token)))
     url = _url(host, sock.getsockname()[1])
     server = _Server(uvicorn.Config(app, log_level="warning", proxy_headers=True))
     mask_secrets_in_logs()  # after uvicorn's Config, which sets up its loggers
     announce = {"url": url, "login_url": f"{url}/login?token={quote(token)}"}
     try:
         with ctrl_c_stops(stop, (signal.SIGINT, signal.SIGTERM)):
-            asyncio.run(_serve(server, sock, service, announce, json_output))
+            asyncio.run(_serve(server, sock, service, announce, json_output, hooks))
             if service.busy():
                 stderr.print("stopping: waiting for the runs in flight to finish their chunk")
             service.join()
@@ -142,12 +165,15 @@ async def _serve(
     service: FlowService,
     announce: dict[str, str],
     json_output: bool,
+    hooks: WebhookService | None = None,
 ) -> None:
-    """Serve until the stop event is set; the scheduler runs beside the server."""
+    """Serve until the stop event is set; the scheduler runs beside the server, and the
+    webhooks' subscriptions and processing once it accepts connections (BC's handshake)."""
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     scheduler = asyncio.create_task(service.schedule())
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
+    webhooks = asyncio.create_task(hooks.run()) if hooks and server.started else None
     if server.started:
         if json_output:
             print_json(announce, lines=True)
@@ -160,6 +186,8 @@ async def _serve(
     server.should_exit = True
     await serving
     await scheduler
+    if webhooks is not None:
+        await webhooks
 
 
 def register(app: typer.Typer) -> None:

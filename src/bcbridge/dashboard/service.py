@@ -204,7 +204,9 @@ class FlowService:
     ) -> tuple[dict[str, Callable[[datetime], datetime]], dict[str, datetime]]:
         """The schedules of `project`, and when each flow is next due."""
         now = datetime.now(UTC)
-        schedules = {name: flow.schedule for name, flow in project.flows.items() if flow.schedule}
+        # a flow reading a webhook incoming has its reconciliation pull as schedule
+        timed = {name: project.schedule_of(name) for name in project.flows}
+        schedules = {name: text for name, text in timed.items() if text}
         new_plans, new_due = {}, {}
         for name, text in schedules.items():
             same = self._schedules.get(name) == text and name in due

@@ -3,7 +3,7 @@ PostgreSQL store (`bcbridge.budget`): a token bucket row per budget, updated ato
 in-flight slots are PostgreSQL advisory locks, which need no table.
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0006
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
