@@ -249,7 +249,9 @@ def test_an_incremental_flow_with_partitions_delivers_once_and_moves_its_cursor(
     assert second.status == "ok" and second.counts["read"] == 1, second
     engine = sa.create_engine(target)
     with engine.connect() as conn:
-        rows = dict(conn.execute(sa.text('SELECT id, "displayName" FROM customers')).all())
+        rows: dict[str, str] = dict(
+            conn.execute(sa.text('SELECT id, "displayName" FROM customers')).all()
+        )
     engine.dispose()
     assert len(rows) == first.counts["written"] and rows[renamed] == "Renamed"
 
