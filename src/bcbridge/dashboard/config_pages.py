@@ -49,6 +49,14 @@ PREVIEW_COLUMNS = 12  # properties shown as columns (the rest stay out of a page
 PARAM_ROWS = 3  # empty query-parameter rows a form offers beside those filled in
 CONFLICT = "changed on disk since you opened it: reload the page and make the change again"
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+CLIENT_TEXT_FIELDS = (
+    "base_url",
+    "authority_url",
+    "tenant_id",
+    "environment",
+    "client_id",
+    "ca_bundle",
+)
 SECTIONS = {"clients": "Clients", "incoming": "Incoming", "outgoing": "Outgoing", "flows": "Flows"}
 
 
@@ -125,6 +133,7 @@ def form_values(section: str, item: dict[str, Any] | None) -> dict[str, Any]:
             "tenant_id": _text(item.get("tenant_id")),
             "environment": _text(item.get("environment", "production")),
             "client_id": _text(item.get("client_id")),
+            "ca_bundle": _text(item.get("ca_bundle")),
             "secret_state": secret if isinstance(secret, Secret) else Secret.SET,
             "scopes": "\n".join(item.get("scopes") or [BC_SCOPE]),
             "log_requests": bool(item.get("log_requests")),
@@ -206,7 +215,7 @@ def item_data(
     data = dict(base or {})
     problems: dict[str, list[str]] = {}
     if section == "clients":
-        for key in ("base_url", "authority_url", "tenant_id", "environment", "client_id"):
+        for key in CLIENT_TEXT_FIELDS:
             _set(data, key, _field(form, key))
         secret = form.get("client_secret")
         data["client_secret"] = secret if isinstance(secret, str) and secret else Secret.SET
@@ -266,6 +275,7 @@ def _shown_value(section: str, form: FormData, secret_state: Any) -> dict[str, A
     values["allow_duplicates"] = form.get("allow_duplicates") == "on"
     values["params"] = list(_params(form).items())
     values["secret_state"] = secret_state
+    values["name"] = _field(form, "name")  # a new item's name, kept through Preview and errors
     return values
 
 
