@@ -247,7 +247,11 @@ def test_the_seed_journey_from_a_client_to_a_retried_task(
     browser.get(task_page)
     press(browser, "Retry")
     wait(browser, lambda b: task_field(b, "Status") == "done")
-    screenshot("task-retried")
+    (attempt,) = browser.find_elements(By.CSS_SELECTOR, "tr.attempt")  # the retry's, one
+    assert "created" in attempt.text
+    requests = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "tr.request-line")]
+    assert any("$batch" in line for line in requests), requests
+    screenshot("task-retried", top="#attempts")
 
     copied = bc.all(FABRIKAM, "items", **{"$filter": f"startswith(number,'{PREFIX}')"})
     assert sorted(item["number"] for item in copied) == sorted(PRICES)  # each once
