@@ -22,8 +22,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from bcbridge import _redact
-from bcbridge.cli._common import task_failure
-from bcbridge.cli.flows import _flow_json
 from bcbridge.dashboard.security import (
     COOKIE,
     CSRF_FIELD,
@@ -35,6 +33,7 @@ from bcbridge.dashboard.security import (
 )
 from bcbridge.dashboard.service import FlowService
 from bcbridge.flows import RunResult
+from bcbridge.reports import flow_summary, task_failure
 from bcbridge.store import Attempt, Task, TaskSearch, TaskStatus
 
 HERE = Path(__file__).parent
@@ -275,7 +274,7 @@ class Pages:
         def read() -> list[dict[str, Any]]:
             flows = []
             for name, flow in project.flows.items():
-                shown = _flow_json(name, flow, self.store)
+                shown = flow_summary(name, flow, self.store)
                 shown["running"] = self.service.running(name) is not None
                 lease = None if shown["running"] else self.store.lease(name)
                 alive = lease is not None and lease.expires_at > datetime.now(UTC)
