@@ -597,6 +597,49 @@ class Store:
         with self._begin() as conn:
             _put_cursor(conn, incoming, state)
 
+    def rename_flow(self, old: str, new: str) -> None:
+        """Move what the store keeps of flow `old` (runs, tasks and their attempts, its
+        positions in its incoming, its writer's offset) to the name `new`, so that a renamed
+        flow goes on where it was (a record it sent is not sent again). FlowBusy while a
+        process runs the flow; StoreError if the store holds a flow named `new` already."""
+        lease = self.acquire_lease(old)  # no run of it may start meanwhile
+        try:
+            with self._begin() as conn:
+                taken = (
+                    conn.execute(sa.select(runs.c.id).where(runs.c.flow == new).limit(1)).first()
+                    or conn.execute(
+                        sa.select(tasks.c.id).where(tasks.c.flow == new).limit(1)
+                    ).first()
+                )
+                if taken:
+                    raise StoreError(
+                        f"the store holds runs or tasks of a flow named {new!r} already: "
+                        "choose another name"
+                    )
+                conn.execute(runs.update().where(runs.c.flow == old).values(flow=new))
+                conn.execute(tasks.update().where(tasks.c.flow == old).values(flow=new))
+                for name in conn.execute(sa.select(cursors.c.incoming)).scalars().all():
+                    moved = _renamed_cursor(name, flow=(old, new))
+                    if moved != name:
+                        conn.execute(
+                            cursors.update()
+                            .where(cursors.c.incoming == name)
+                            .values(incoming=moved)
+                        )
+        finally:
+            self.release_lease(lease)
+
+    def rename_incoming(self, old: str, new: str) -> None:
+        """Keep the flows' positions in incoming `old` under its new name `new` (a cursor is
+        named <flow>:<incoming>): the next run reads on from where the last one stopped."""
+        with self._begin() as conn:
+            for name in conn.execute(sa.select(cursors.c.incoming)).scalars().all():
+                moved = _renamed_cursor(name, incoming=(old, new))
+                if moved != name:
+                    conn.execute(
+                        cursors.update().where(cursors.c.incoming == name).values(incoming=moved)
+                    )
+
     # --- leases --------------------------------------------------------------------------
 
     def acquire_lease(self, flow: str, holder: str | None = None) -> Lease:
@@ -1059,6 +1102,24 @@ def _put_cursor(conn: sa.Connection, name: str, state: dict[str, Any]) -> None:
     changed = conn.execute(cursors.update().where(cursors.c.incoming == name).values(**values))
     if changed.rowcount == 0:
         conn.execute(cursors.insert().values(incoming=name, **values))
+
+
+def _renamed_cursor(
+    name: str, *, flow: tuple[str, str] | None = None, incoming: tuple[str, str] | None = None
+) -> str:
+    """A cursor's name after a flow or an incoming is renamed: `<flow>:<incoming>` (a flow's
+    position in an incoming) or `writer:<flow>` (a file writer's offset)."""
+    if flow is not None:
+        old, new = flow
+        if name == f"writer:{old}":
+            return f"writer:{new}"
+        if name.startswith(f"{old}:"):
+            return new + name[len(old) :]
+    if incoming is not None and not name.startswith("writer:"):
+        old, new = incoming
+        if name.endswith(f":{old}"):
+            return name[: -len(old)] + new
+    return name
 
 
 def _add_attempts(
