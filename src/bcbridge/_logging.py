@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -69,9 +71,31 @@ class RequestLog:
             self.logger.propagate = False
 
     def record(self, **fields: Any) -> None:
-        if not self.enabled:
+        trail = _trail.get()
+        if not self.enabled and trail is None:
             return
         if "url" in fields:
             fields["url"] = _redact.url(str(fields["url"]))
         line = _redact.text(orjson.dumps({"event": "http", **fields}).decode())
-        self.logger.info(line)
+        if trail is not None and len(trail) < TRAIL_LINES:
+            trail.append(line)
+        if self.enabled:
+            self.logger.info(line)
+
+
+# The request-log lines of the work under way (a flow's delivery of a chunk), whether or not the
+# client logs them: the flow runner keeps them with the attempts of the tasks they served.
+_trail: ContextVar[list[str] | None] = ContextVar("bcbridge_request_trail", default=None)
+TRAIL_LINES = 50  # a chunk's requests kept at most (a storm of retries is cut there)
+
+
+@contextmanager
+def request_trail() -> Iterator[list[str]]:
+    """The request-log lines (masked JSON, as logged) of the requests sent inside the block,
+    in this task and the tasks it starts."""
+    lines: list[str] = []
+    token = _trail.set(lines)
+    try:
+        yield lines
+    finally:
+        _trail.reset(token)

@@ -31,11 +31,13 @@ from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio
 
 from bcbridge import catalog
+from bcbridge._logging import request_trail
 from bcbridge.client import BusinessCentralClient
 from bcbridge.config import ClientSettings
 from bcbridge.errors import (
@@ -56,6 +58,7 @@ from bcbridge.sinks import (
     read_records,
 )
 from bcbridge.store import (
+    Attempt,
     FlowBusy,
     Lease,
     LeaseKeeper,
@@ -693,18 +696,22 @@ class FlowRunner:
         if not ready:
             return
         self.store.mark([task.id for task, _ in ready], TaskStatus.SENDING, attempt=True)
-        results = await target.deliver([payload for _, payload in ready])
-        updates, lost = [], []
+        started = datetime.now(UTC)
+        with request_trail() as requests:
+            results = await target.deliver([payload for _, payload in ready])
+        ended = datetime.now(UTC)
+        updates, lost, attempts = [], [], []
         for (task, _), result in zip(ready, results, strict=True):
             outcome = _outcome(result, target.action)
             updates.append(_update(task.id, outcome, result, payloads.get(task.id)))
+            attempts.append(_attempt(task, outcome, result, started, ended))
             if outcome == Outcome.UNKNOWN:
                 lost.append(task)
             else:
                 counts[outcome] += 1
         committed = target.committed()
         # unknown is recorded before BC is read, in case we die here
-        self.store.settle(updates, cursor=committed)
+        self.store.settle(updates, cursor=committed, attempts=attempts, requests=requests)
         if lost and probe:
             await self._resolve(lost, target, counts)
         else:
@@ -769,6 +776,26 @@ def _update(
         return TaskUpdate(task_id, TaskStatus.FAILED, error=error, payload=payload)
     note = None if result.ok else result.message  # e.g. a delete that found nothing to delete
     return TaskUpdate(task_id, TaskStatus.DONE, error=note, result_id=result.id, payload=payload)
+
+
+def _attempt(
+    task: Task, outcome: str, result: RecordResult, started: datetime, ended: datetime
+) -> Attempt:
+    """The attempt of `task` that `result` ended (its number: one more than the task had, as
+    `Store.mark` counted it), with BC's answer to its own part of the delivery."""
+    failed = outcome in (Outcome.FAILED, Outcome.UNKNOWN)
+    return Attempt(
+        task.id,
+        task.attempts + 1,
+        started,
+        ended,
+        outcome,
+        http_status=result.status,
+        error_code=result.code if failed else None,
+        error_message=result.message if failed else None,
+        request_id=result.request_id,
+        method=result.method,
+    )
 
 
 def _outcome(result: RecordResult, action: str) -> str:

@@ -98,6 +98,8 @@ class RecordResult:
     status: int | None = None
     code: str | None = None
     message: str | None = None
+    method: str | None = None  # of the request (or $batch part) that wrote it, if one did
+    request_id: str | None = None  # BC's request-id of that answer, to quote to Microsoft
 
     @property
     def ok(self) -> bool:
@@ -117,7 +119,7 @@ class _Item:
     result: RecordResult | None = None
 
     def finish(self, outcome: Outcome, **details: Any) -> None:
-        self.result = RecordResult(self.index, outcome, self.record, **details)
+        self.result = RecordResult(self.index, outcome, self.record, method=self.method, **details)
 
     def fail(
         self, error: BaseException | str, status: int | None = None, code: str | None = None
@@ -129,6 +131,7 @@ class _Item:
                 status=error.status,
                 code=error.code,
                 message=error.message,
+                request_id=error.correlation_id,
             )
         else:
             self.finish(
@@ -507,7 +510,12 @@ class Publisher:
             created = Outcome.CREATED if self.action in ("create", "upsert") else Outcome.DONE
             outcome = {"POST": created, "PATCH": Outcome.UPDATED, "DELETE": Outcome.DELETED}
             record_id = str(body.get("id") or item.target or "") or None
-            item.finish(outcome[str(item.method)], id=record_id, status=answer.status)
+            item.finish(
+                outcome[str(item.method)],
+                id=record_id,
+                status=answer.status,
+                request_id=answer.headers.get("request-id"),
+            )
             return True
         conflict = (
             answer.status in (409, 412)

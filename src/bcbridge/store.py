@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -124,6 +124,33 @@ tasks = sa.Table(
     sa.UniqueConstraint("flow", "hash", name="uq_tasks_flow_hash"),
     sa.Index("ix_tasks_flow_status", "flow", "status"),
     sa.Index("ix_tasks_record_key", "record_key"),  # the dashboard's search by identifier
+)
+# A delivery of a chunk of tasks (a run's or a retry's): the request-log lines (masked, as the
+# request log writes them) of the requests that served it, kept once for all its tasks.
+task_deliveries = sa.Table(
+    "task_deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("requests", sa.Text, nullable=False),  # a JSON list of request-log lines
+)
+# Every attempt of a task: its outcome, BC's answer to its own part of the request, and the
+# delivery it was part of. The last KEPT_ATTEMPTS per task are kept.
+task_attempts = sa.Table(
+    "task_attempts",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.Integer, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("delivery_id", sa.Integer),  # None: no request was made (a file, a database)
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("ended_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("outcome", sa.String(20), nullable=False),
+    sa.Column("method", sa.String(10)),  # of the task's own part of the $batch
+    sa.Column("http_status", sa.Integer),
+    sa.Column("error_code", sa.String(200)),
+    sa.Column("error_message", sa.Text),
+    sa.Column("request_id", sa.String(200)),  # BC's request-id of the task's own answer
+    sa.Index("ix_task_attempts_task", "task_id", "attempt"),
 )
 leases = sa.Table(
     "leases",
@@ -305,6 +332,29 @@ class TaskUpdate:
     error: str | None = None
     result_id: str | None = None
     payload: dict[str, Any] | None = None  # replaces the stored payload (a retried transform)
+
+
+@dataclass
+class Attempt:
+    """One attempt of a task, for `Store.settle` and from `Store.attempts`: its outcome, and
+    BC's answer to the task's own part of the request (`method`, status, error, request id);
+    `error_message` is masked again when stored. `requests` (read only): the request-log lines
+    (masked JSON) of the delivery the attempt was part of (`Store.settle`'s `requests`)."""
+
+    task_id: int
+    attempt: int
+    started_at: datetime
+    ended_at: datetime
+    outcome: str
+    http_status: int | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    request_id: str | None = None
+    method: str | None = None
+    requests: list[str] = field(default_factory=list)
+
+
+KEPT_ATTEMPTS = 20  # per task: older attempts are dropped as new ones come
 
 
 @dataclass(frozen=True)
@@ -546,6 +596,49 @@ class Store:
         """Replace a cursor's state."""
         with self._begin() as conn:
             _put_cursor(conn, incoming, state)
+
+    def rename_flow(self, old: str, new: str) -> None:
+        """Move what the store keeps of flow `old` (runs, tasks and their attempts, its
+        positions in its incoming, its writer's offset) to the name `new`, so that a renamed
+        flow goes on where it was (a record it sent is not sent again). FlowBusy while a
+        process runs the flow; StoreError if the store holds a flow named `new` already."""
+        lease = self.acquire_lease(old)  # no run of it may start meanwhile
+        try:
+            with self._begin() as conn:
+                taken = (
+                    conn.execute(sa.select(runs.c.id).where(runs.c.flow == new).limit(1)).first()
+                    or conn.execute(
+                        sa.select(tasks.c.id).where(tasks.c.flow == new).limit(1)
+                    ).first()
+                )
+                if taken:
+                    raise StoreError(
+                        f"the store holds runs or tasks of a flow named {new!r} already: "
+                        "choose another name"
+                    )
+                conn.execute(runs.update().where(runs.c.flow == old).values(flow=new))
+                conn.execute(tasks.update().where(tasks.c.flow == old).values(flow=new))
+                for name in conn.execute(sa.select(cursors.c.incoming)).scalars().all():
+                    moved = _renamed_cursor(name, flow=(old, new))
+                    if moved != name:
+                        conn.execute(
+                            cursors.update()
+                            .where(cursors.c.incoming == name)
+                            .values(incoming=moved)
+                        )
+        finally:
+            self.release_lease(lease)
+
+    def rename_incoming(self, old: str, new: str) -> None:
+        """Keep the flows' positions in incoming `old` under its new name `new` (a cursor is
+        named <flow>:<incoming>): the next run reads on from where the last one stopped."""
+        with self._begin() as conn:
+            for name in conn.execute(sa.select(cursors.c.incoming)).scalars().all():
+                moved = _renamed_cursor(name, incoming=(old, new))
+                if moved != name:
+                    conn.execute(
+                        cursors.update().where(cursors.c.incoming == name).values(incoming=moved)
+                    )
 
     # --- leases --------------------------------------------------------------------------
 
@@ -869,16 +962,25 @@ class Store:
             conn.execute(tasks.update().where(tasks.c.id.in_(ids)).values(**values))
 
     def settle(
-        self, updates: Sequence[TaskUpdate], *, cursor: tuple[str, dict[str, Any]] | None = None
+        self,
+        updates: Sequence[TaskUpdate],
+        *,
+        cursor: tuple[str, dict[str, Any]] | None = None,
+        attempts: Sequence[Attempt] = (),
+        requests: Sequence[str] = (),
     ) -> None:
         """Record the outcome of many tasks in one transaction, with the `cursor` (name, state)
-        they bring, if any: a file writer's offset is saved with the tasks it wrote, or not."""
-        if not updates and cursor is None:
+        they bring, if any: a file writer's offset is saved with the tasks it wrote, or not;
+        and the `attempts` that brought them, one delivery whose `requests` (request-log lines)
+        served them all (see `Attempt`)."""
+        if not updates and cursor is None and not attempts:
             return
         now = _now()
         with self._begin() as conn:
             if cursor is not None:
                 _put_cursor(conn, *cursor)
+            if attempts:
+                _add_attempts(conn, attempts, requests)
             for update in updates:
                 values: dict[str, Any] = {
                     "status": update.status,
@@ -891,6 +993,25 @@ class Store:
                     values["payload"] = _json.store_dumps(update.payload).decode()
                     values["stage"] = "send"
                 conn.execute(tasks.update().where(tasks.c.id == update.id).values(**values))
+
+    def attempts(self, task_id: int, limit: int = KEPT_ATTEMPTS) -> list[Attempt]:
+        """The latest attempts of a task, newest first."""
+        stmt = (
+            sa.select(task_attempts, task_deliveries.c.requests)
+            .outerjoin(task_deliveries, task_deliveries.c.id == task_attempts.c.delivery_id)
+            .where(task_attempts.c.task_id == task_id)
+            .order_by(task_attempts.c.attempt.desc(), task_attempts.c.id.desc())
+            .limit(limit)
+        )
+        with self._connect() as conn:
+            rows = conn.execute(stmt).mappings().all()
+        return [
+            Attempt(
+                **{k: v for k, v in row.items() if k not in ("id", "delivery_id", "requests")},
+                requests=orjson.loads(row["requests"]) if row["requests"] else [],
+            )
+            for row in rows
+        ]
 
     def task(self, task_id: int) -> Task | None:
         """One task by id; None when there is none."""
@@ -981,6 +1102,73 @@ def _put_cursor(conn: sa.Connection, name: str, state: dict[str, Any]) -> None:
     changed = conn.execute(cursors.update().where(cursors.c.incoming == name).values(**values))
     if changed.rowcount == 0:
         conn.execute(cursors.insert().values(incoming=name, **values))
+
+
+def _renamed_cursor(
+    name: str, *, flow: tuple[str, str] | None = None, incoming: tuple[str, str] | None = None
+) -> str:
+    """A cursor's name after a flow or an incoming is renamed: `<flow>:<incoming>` (a flow's
+    position in an incoming) or `writer:<flow>` (a file writer's offset)."""
+    if flow is not None:
+        old, new = flow
+        if name == f"writer:{old}":
+            return f"writer:{new}"
+        if name.startswith(f"{old}:"):
+            return new + name[len(old) :]
+    if incoming is not None and not name.startswith("writer:"):
+        old, new = incoming
+        if name.endswith(f":{old}"):
+            return name[: -len(old)] + new
+    return name
+
+
+def _add_attempts(
+    conn: sa.Connection, attempts: Sequence[Attempt], requests: Sequence[str]
+) -> None:
+    """Insert the delivery (its request-log lines, once) and the attempts, then drop the
+    attempts of these tasks that are KEPT_ATTEMPTS behind, and deliveries left without one."""
+    delivery_id = None
+    if requests:
+        # the lines come masked from the request log; masked again, as errors are
+        lines = _redact.text(orjson.dumps(list(requests)).decode())
+        inserted = conn.execute(task_deliveries.insert().values(requests=lines))
+        key = inserted.inserted_primary_key  # PostgreSQL too (RETURNING), unlike lastrowid
+        delivery_id = key[0] if key else None
+    conn.execute(
+        task_attempts.insert(),
+        [
+            {
+                "task_id": a.task_id,
+                "attempt": a.attempt,
+                "delivery_id": delivery_id,
+                "started_at": a.started_at,
+                "ended_at": a.ended_at,
+                "outcome": a.outcome,
+                "method": a.method,
+                "http_status": a.http_status,
+                "error_code": a.error_code and a.error_code[:200],
+                "error_message": _masked(a.error_message),
+                "request_id": a.request_id and a.request_id[:200],
+            }
+            for a in attempts
+        ],
+    )
+    old = [a for a in attempts if a.attempt > KEPT_ATTEMPTS]  # rare: only then is any dropped
+    for a in old:
+        stale = sa.and_(
+            task_attempts.c.task_id == a.task_id,
+            task_attempts.c.attempt <= a.attempt - KEPT_ATTEMPTS,
+        )
+        gone = [row[0] for row in conn.execute(sa.select(task_attempts.c.delivery_id).where(stale))]
+        conn.execute(task_attempts.delete().where(stale))
+        used = sa.select(task_attempts.c.id).where(
+            task_attempts.c.delivery_id == task_deliveries.c.id
+        )
+        conn.execute(
+            task_deliveries.delete().where(
+                task_deliveries.c.id.in_([d for d in gone if d is not None]), ~sa.exists(used)
+            )
+        )
 
 
 def _masked(error: str | None) -> str | None:

@@ -178,19 +178,27 @@ def signed_in(browser: webdriver.Chrome, served: Served) -> webdriver.Chrome:
     return browser
 
 
-Screenshot = Callable[[str], Path]
+Screenshot = Callable[..., Path]
 
 
 @pytest.fixture
 def screenshot(browser: webdriver.Chrome, tmp_path: Path) -> Screenshot:
     """`screenshot("flows")`: a PNG of the whole page in tmp_path (and docs/screenshots/ when
-    BCBRIDGE_SCREENSHOTS=1); its path in tmp_path."""
+    BCBRIDGE_SCREENSHOTS=1); its path in tmp_path. `screenshot("grant", top="#grant")`: from
+    a little above that element down (what matters on a long form is below its fields)."""
 
-    def save(name: str) -> Path:
+    def save(name: str, top: str | None = None) -> Path:
         # the whole page (up to MAX_SHOT_HEIGHT), not just the window: Chromium's own capture
         size = browser.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
-        clip = {"x": 0, "y": 0, "width": WINDOW[0], "scale": 1}
-        clip["height"] = min(int(size["height"]), MAX_SHOT_HEIGHT)
+        start = 0
+        if top is not None:
+            start = browser.execute_script(
+                "const e = document.querySelector(arguments[0]);"
+                "return Math.max(0, e.getBoundingClientRect().top + window.scrollY - 200);",
+                top,
+            )
+        clip = {"x": 0, "y": start, "width": WINDOW[0], "scale": 1}
+        clip["height"] = min(int(size["height"]) - start, MAX_SHOT_HEIGHT)
         shot = browser.execute_cdp_cmd(
             "Page.captureScreenshot", {"format": "png", "clip": clip, "captureBeyondViewport": True}
         )

@@ -45,6 +45,10 @@ from bcbridge.errors import (
 )
 from bcbridge.flowconfig import ProjectConfig, default_config
 from bcbridge.flows import FlowRunner, RunResult
+
+# moved to bcbridge.reports (the dashboard uses them too); still importable from here
+from bcbridge.reports import error_parts as error_parts
+from bcbridge.reports import task_failure as task_failure
 from bcbridge.sinks import sql_target
 from bcbridge.store import RunStatus, Store, Task, TaskStatus
 
@@ -133,56 +137,6 @@ def group_failures(failures: Iterable[tuple[str, str]]) -> list[FailureGroup]:
 def _one_line(message: str, limit: int = 160) -> str:
     text = " ".join(_redact.text(message).split())
     return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def task_failure(task: Task) -> tuple[str, str]:
-    """Why a failed or unknown task failed, as (reason, message): BC's error code (else `HTTP
-    <status>`), or the stage that stopped the record (`transform`, `read`, `answer lost`)."""
-    error = (task.last_error or "").strip()
-    if task.status == TaskStatus.UNKNOWN:
-        return "answer lost", error.split("; then `bcbridge", 1)[0] or "no answer from BC"
-    for stage in _STAGES:
-        if error.startswith(f"{stage}: "):
-            return stage, error.removeprefix(f"{stage}: ")
-    if not error:
-        return "error", "no reason recorded"
-    status, code, message = error_parts(error)
-    reason = code or (f"HTTP {status}" if status else "error")
-    return reason, message or reason
-
-
-_STAGES = ("transform", "read")  # the runner's prefixes for records that never reached BC
-
-
-def error_parts(error: str) -> tuple[int | None, str | None, str | None]:
-    """(status, code, message) from a task's last error, which the runner keeps as one line:
-    "<status> <code> <message>", each part left out when unknown, "transform: <message>", or
-    "read: <file:line: why>; <what to do>" (codes TransformError and ReadError)."""
-    if error.startswith("transform: "):
-        return None, "TransformError", error.removeprefix("transform: ")
-    if error.startswith("read: "):
-        return None, "ReadError", error.removeprefix("read: ")
-    words = error.split(" ", 2)
-    status = None
-    if words and len(words[0]) == 3 and words[0].isdigit():
-        status = int(words.pop(0))
-    code = None
-    if words and _looks_like_code(words[0]) and (status is not None or len(words) > 1):
-        code = words.pop(0)
-    return status, code, " ".join(words) or None
-
-
-def _looks_like_code(word: str) -> bool:
-    """BC's codes are one CamelCase word, often with a prefix: BadRequest_InvalidToken,
-    Internal_RecordNotFound, Application_StringExceededLength."""
-    letters = word.replace("_", "")
-    capitals = sum(ch.isupper() for ch in letters)
-    return (
-        letters.isalnum()
-        and word[0].isupper()
-        and any(ch.islower() for ch in letters)
-        and (capitals >= 2 or "_" in word)
-    )
 
 
 @dataclass

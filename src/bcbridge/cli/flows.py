@@ -36,8 +36,9 @@ from bcbridge.errors import (
     BCBridgeError,
     ConfigError,
 )
-from bcbridge.flowconfig import FlowConfig, ProjectConfig, find_config, load_project
+from bcbridge.flowconfig import ProjectConfig, find_config, load_project
 from bcbridge.flows import FlowRunner, RunResult
+from bcbridge.reports import flow_summary, utc
 from bcbridge.schedule import parse_schedule, sleep_until
 from bcbridge.store import Store, Task, TaskStatus
 
@@ -185,7 +186,7 @@ def flows_list(
     """
     project, store = _open(config)
     try:
-        flows = [_flow_json(name, flow, store) for name, flow in project.flows.items()]
+        flows = [flow_summary(name, flow, store) for name, flow in project.flows.items()]
     finally:
         store.close()
     if not flows:
@@ -196,25 +197,6 @@ def flows_list(
         print_json(flows)
     elif flows:
         print_table(_flows_table(project.source, flows), wide=wide, optional=("Schedule",))
-
-
-def _flow_json(name: str, flow: FlowConfig, store: Store) -> dict[str, Any]:
-    last = store.runs(name, limit=1)
-    run = last[0] if last else None
-    return {
-        "name": name,
-        "from": _redact.url(str(flow.source.incoming or flow.source.reader)),
-        "to": _redact.url(str(flow.target.outgoing or flow.target.writer)),
-        "schedule": flow.schedule,
-        "last_run": run
-        and {
-            "id": run["id"],
-            "status": run["status"],
-            "started_at": _utc(run["started_at"]),
-            "ended_at": _utc(run.get("ended_at")),
-        },
-        "tasks": dict(sorted(store.count_tasks(name).items())),
-    }
 
 
 def _flows_table(source: str, flows: list[dict[str, Any]]) -> Table:
@@ -319,15 +301,8 @@ def _task_json(task: Task, *, payload: bool) -> dict[str, Any]:
         if payload or key not in ("payload", "hash")
     }
     data["last_error"] = task.last_error and _redact.text(task.last_error)
-    data["created_at"], data["updated_at"] = _utc(task.created_at), _utc(task.updated_at)
+    data["created_at"], data["updated_at"] = utc(task.created_at), utc(task.updated_at)
     return data
-
-
-def _utc(moment: datetime | None) -> datetime | None:
-    """The store writes UTC; SQLite gives it back without its zone, PostgreSQL with it."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 @tasks_group.command("show")

@@ -47,12 +47,10 @@ from bcbridge import _json, catalog
 from bcbridge.cli._common import (
     counts_table,
     ctrl_c_stops,
-    error_parts,
     file_of,
     group_failures,
     print_failures,
     progress_bar,
-    task_failure,
 )
 from bcbridge.cli._complete import actions, entity_names
 from bcbridge.cli._settings import CONFIG_OPTION, fail, load_settings
@@ -68,6 +66,7 @@ from bcbridge.errors import (
 from bcbridge.flowconfig import Endpoint, FlowConfig, OutgoingConfig, ProjectConfig
 from bcbridge.flows import FlowRunner, RunResult
 from bcbridge.publisher import WRITE_ACTIONS, FailedRecord, preview, read_failed, write_failed
+from bcbridge.reports import error_parts, task_failure
 from bcbridge.sinks import BadRecord, read_records
 from bcbridge.store import RunStatus, Store, Task, TaskStatus
 from bcbridge.transform import Chain, Record, load_chain, load_chain_file

@@ -22,8 +22,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
 from bcbridge import _redact
-from bcbridge.cli._common import task_failure
-from bcbridge.cli.flows import _flow_json
 from bcbridge.dashboard.security import (
     COOKIE,
     CSRF_FIELD,
@@ -35,7 +33,8 @@ from bcbridge.dashboard.security import (
 )
 from bcbridge.dashboard.service import FlowService
 from bcbridge.flows import RunResult
-from bcbridge.store import Task, TaskSearch, TaskStatus
+from bcbridge.reports import flow_summary, task_failure
+from bcbridge.store import Attempt, Task, TaskSearch, TaskStatus
 
 HERE = Path(__file__).parent
 PAGE_SIZE = 50
@@ -170,6 +169,34 @@ def _task_view(task: Task) -> dict[str, Any]:
     }
 
 
+def _attempt_view(attempt: Attempt) -> dict[str, Any]:
+    """An attempt as the task page shows it: its request-log lines parsed (masked once more)."""
+    lines = []
+    for line in attempt.requests:
+        try:
+            fields = orjson.loads(_redact.text(line))
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(fields, dict):
+            lines.append(fields)
+    if attempt.method or attempt.request_id:  # the task's own part of the $batch, last
+        own = {"method": attempt.method, "status": attempt.http_status}
+        lines.append({**own, "correlation_id": attempt.request_id, "duration_ms": None})
+    seconds = (attempt.ended_at - attempt.started_at).total_seconds()
+    return {
+        "attempt": attempt.attempt,
+        "started_at": _utc(attempt.started_at),
+        "duration": f"{seconds:.2f} s",
+        "outcome": attempt.outcome,
+        "http_status": attempt.http_status,
+        "error": _redact.text(
+            ": ".join(part for part in (attempt.error_code, attempt.error_message) if part)
+        ),
+        "request_id": attempt.request_id,
+        "requests": lines,
+    }
+
+
 def _results_line(results: list[RunResult]) -> str:
     parts = []
     for result in results:
@@ -247,7 +274,7 @@ class Pages:
         def read() -> list[dict[str, Any]]:
             flows = []
             for name, flow in project.flows.items():
-                shown = _flow_json(name, flow, self.store)
+                shown = flow_summary(name, flow, self.store)
                 shown["running"] = self.service.running(name) is not None
                 lease = None if shown["running"] else self.store.lease(name)
                 alive = lease is not None and lease.expires_at > datetime.now(UTC)
@@ -356,7 +383,9 @@ class Pages:
         task = await self._store(self.store.task, int(request.path_params["task_id"]))
         if task is None:
             return HTMLResponse("no such task", status_code=404)
-        return _page(request, "task.html", task=_task_view(task))
+        attempts = await self._store(self.store.attempts, task.id)
+        shown = [_attempt_view(attempt) for attempt in attempts]
+        return _page(request, "task.html", task=_task_view(task), attempts=shown)
 
     async def _retry(self, request: Request, tasks: list[Task]) -> None:
         if not tasks:

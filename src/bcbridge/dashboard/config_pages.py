@@ -49,6 +49,14 @@ PREVIEW_COLUMNS = 12  # properties shown as columns (the rest stay out of a page
 PARAM_ROWS = 3  # empty query-parameter rows a form offers beside those filled in
 CONFLICT = "changed on disk since you opened it: reload the page and make the change again"
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+CLIENT_TEXT_FIELDS = (
+    "base_url",
+    "authority_url",
+    "tenant_id",
+    "environment",
+    "client_id",
+    "ca_bundle",
+)
 SECTIONS = {"clients": "Clients", "incoming": "Incoming", "outgoing": "Outgoing", "flows": "Flows"}
 
 
@@ -79,6 +87,14 @@ def config_routes(service: FlowService) -> list[Route]:
     routes += [
         Route(f"/{section}/delete/{{name}}", csrf_checked(pages.delete(section)), methods=["POST"])
         for section in SECTIONS
+    ]
+    routes += [
+        Route(f"/{section}/rename/{{name}}", csrf_checked(pages.rename(section)), methods=["POST"])
+        for section in SECTIONS
+    ]
+    routes += [
+        Route("/project", pages.project_page),
+        Route("/project", csrf_checked(pages.save_project), methods=["POST"]),
     ]
     routes += [
         Route("/flows/new", pages.form_page("flows")),
@@ -125,6 +141,7 @@ def form_values(section: str, item: dict[str, Any] | None) -> dict[str, Any]:
             "tenant_id": _text(item.get("tenant_id")),
             "environment": _text(item.get("environment", "production")),
             "client_id": _text(item.get("client_id")),
+            "ca_bundle": _text(item.get("ca_bundle")),
             "secret_state": secret if isinstance(secret, Secret) else Secret.SET,
             "scopes": "\n".join(item.get("scopes") or [BC_SCOPE]),
             "log_requests": bool(item.get("log_requests")),
@@ -206,7 +223,7 @@ def item_data(
     data = dict(base or {})
     problems: dict[str, list[str]] = {}
     if section == "clients":
-        for key in ("base_url", "authority_url", "tenant_id", "environment", "client_id"):
+        for key in CLIENT_TEXT_FIELDS:
             _set(data, key, _field(form, key))
         secret = form.get("client_secret")
         data["client_secret"] = secret if isinstance(secret, str) and secret else Secret.SET
@@ -266,6 +283,7 @@ def _shown_value(section: str, form: FormData, secret_state: Any) -> dict[str, A
     values["allow_duplicates"] = form.get("allow_duplicates") == "on"
     values["params"] = list(_params(form).items())
     values["secret_state"] = secret_state
+    values["name"] = _field(form, "name")  # a new item's name, kept through Preview and errors
     return values
 
 
@@ -469,6 +487,114 @@ class ConfigPages:
 
         delete.__name__ = f"{section}_delete"
         return delete
+
+    def rename(self, section: str) -> Any:
+        """Rename an item and every reference to it in the file (a flow's from/to, a
+        connection's client); a flow's or an incoming's state in the store follows it."""
+
+        async def rename(request: Request) -> Response:
+            form = await request.form()
+            name = str(request.path_params["name"])
+            new = _field(form, "new_name")
+            version = _field(form, "version")
+            snapshot = await self._read()
+            item = snapshot.item(section, name)
+            if item is None:
+                return HTMLResponse(f"no {section} item named {name}", status_code=404)
+            problems: dict[str, list[str]] = {}
+            if not NAME.fullmatch(new):
+                problems["new_name"] = [
+                    "use letters, digits, _ , - and . only (the name is part of the page's URL)"
+                ]
+            elif section == "flows" and self.service.running(name) is not None:
+                problems["new_name"] = ["the flow is running: rename it when its run has ended"]
+            if problems:
+                state = FormState(form_values(section, item), version, problems, [])
+                return self._form(request, section, name, state, 422)
+            moved = False  # the store's state, renamed before the file
+            try:
+                if new != name:
+                    await anyio.to_thread.run_sync(lambda: self._rename(section, name, new))
+                    moved = True
+                await anyio.to_thread.run_sync(
+                    lambda: self.project_file.rename(section, name, new, version=version)
+                )
+            except BCBridgeError as exc:
+                if isinstance(exc, InvalidChange):
+                    fields, general = _problems_by_field(exc.problems, section, new)
+                    general = [*general, *(m for ms in fields.values() for m in ms)]
+                else:
+                    general = [CONFLICT if isinstance(exc, Conflict) else _redact.text(str(exc))]
+                if moved:  # the file did not change: the store's state goes back
+                    await anyio.to_thread.run_sync(lambda: self._rename(section, new, name))
+                state = FormState(form_values(section, item), version, {"new_name": general}, [])
+                return self._form(request, section, name, state, 409)
+            await self._reloaded(request, f"{section}: {name} renamed {new}")
+            return RedirectResponse(f"/{section}/edit/{new}", status_code=303)
+
+        rename.__name__ = f"{section}_rename"
+        return rename
+
+    def _rename(self, section: str, old: str, new: str) -> None:
+        """The store's side of a rename: a flow's runs, tasks and cursors, an incoming's
+        positions. FlowBusy when another process runs the flow now."""
+        if section == "flows":
+            self.service.store.rename_flow(old, new)
+        elif section == "incoming":
+            self.service.store.rename_incoming(old, new)
+
+    async def _reloaded(self, request: Request, done: str) -> None:
+        try:
+            await anyio.to_thread.run_sync(self.service.reload_project)
+            _flash(request, done)
+        except BCBridgeError as exc:
+            _flash(request, f"{done}, but the project did not load: {exc}")
+
+    # --- project settings ---------------------------------------------------------------------
+
+    async def project_page(self, request: Request) -> Response:
+        snapshot = await self._read()
+        return self._project_form(request, _text(snapshot.sections.get("store")), snapshot.version)
+
+    def _project_form(
+        self,
+        request: Request,
+        store: str,
+        version: str,
+        problems: list[str] | None = None,
+        status_code: int = 200,
+    ) -> HTMLResponse:
+        response = _page(
+            request,
+            "config_project.html",
+            store=store,
+            version=version,
+            problems=problems or [],
+            in_use=_redact.url(self.service.store.url),
+            source=self.service.project.source,
+        )
+        response.status_code = status_code
+        return response
+
+    async def save_project(self, request: Request) -> Response:
+        """The store's URL (its password, if one is typed, goes to the .env). The running
+        service keeps the store it opened: the new one is used once it restarts."""
+        form = await request.form()
+        url, version = _field(form, "store"), _field(form, "version")
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self.project_file.set_store(url, version=version)
+            )
+        except BCBridgeError as exc:
+            if isinstance(exc, InvalidChange):
+                problems = [problem.message for problem in exc.problems]
+            else:
+                problems = [CONFLICT if isinstance(exc, Conflict) else _redact.text(str(exc))]
+            return self._project_form(request, _redact.url(url), version, problems, 422)
+        await self._reloaded(
+            request, "store saved; bcbridge serve uses it once restarted (the CLI at once)"
+        )
+        return RedirectResponse("/project", status_code=303)
 
     # --- the catalog, for the forms' lists (htmx fragments) ------------------------------------
 

@@ -3,7 +3,7 @@ kept only as a SHA-256 digest), and the notifications received, one row per flow
 the incoming, de-duplicated on a key of their content, until a run of the flow processed them.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
