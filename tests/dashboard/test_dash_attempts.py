@@ -49,7 +49,7 @@ async def test_each_attempt_and_its_requests_are_on_the_task_page_with_no_secret
 ) -> None:
     canary = "CANARY-s3cr3t-attempts-0f9e"
     _redact.register_secret(canary)  # a known secret, as a client secret or a password is
-    records = [
+    records: list[dict[str, object]] = [
         {"number": "ATT-1", "displayName": "Good one", "unitPrice": 5},
         {"number": "ATT-2", "displayName": "Bad price", "unitPrice": canary},  # BC quotes it
     ]
