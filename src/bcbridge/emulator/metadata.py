@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from xml.sax.saxutils import quoteattr
 
+from bcbridge import catalog
 from bcbridge.catalog import EntitySet, FieldType, Operation, Scope, edm_type, encode_member
 from bcbridge.emulator.store import fields_of
 
@@ -93,8 +94,17 @@ def _capabilities(entity_set: EntitySet) -> list[str]:
     return lines
 
 
+def _with_subscriptions(sets: list[EntitySet]) -> list[EntitySet]:
+    """BC declares ``subscriptions`` beside ``companies``; the emulator serves it from
+    `bcbridge.emulator.webhooks` rather than from a table, so the served sets lack it."""
+    names = {entity_set.name for entity_set in sets}
+    if "companies" in names and "subscriptions" not in names:
+        sets.append(catalog.get("subscriptions"))
+    return sets
+
+
 def edmx(entity_sets: Iterable[EntitySet]) -> str:
-    sets = sorted(entity_sets, key=lambda s: s.name)
+    sets = sorted(_with_subscriptions(list(entity_sets)), key=lambda s: s.name)
     by_name = {s.name: s for s in sets}
     known = set(by_name)
     body = [

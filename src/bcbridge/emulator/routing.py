@@ -34,6 +34,9 @@ _ROUTE = re.compile(r"^(?P<route>v2\.0|[\w-]+/[\w-]+/(?:v[\w.]+|beta))(?:/(?P<pa
 _ACTION_PREFIX = "Microsoft.NAV."
 # Microsoft's runtime API, which serves companies({id})/webhookSupportedResources (§9.2).
 RUNTIME_ROUTE = "microsoft/runtime/beta"
+# The `_company` of records BC serves at the API root, outside every company
+# (entityDefinitions, apicategoryroutes, externaleventsubscriptions, ...).
+ROOT_COMPANY = ""
 
 
 class Kind(StrEnum):
@@ -93,6 +96,9 @@ def resolve(
     name, key = segments[0]
     if name == "subscriptions":  # outside a $batch, `webhook_target` routes them first
         raise not_emulated("Webhook subscriptions are not emulated inside a $batch.")
+    root_set = sets.get(name)
+    if root_set is not None and root_set.scope is Scope.ROOT and name != "companies":
+        return _at_root(method, root_set, segments)
     company_key = None
     if name == "companies":
         if key is None and len(segments) > 1:
@@ -154,6 +160,17 @@ def resource_parts(resource: str) -> tuple[str, str, str]:
     if segments[1][1] is not None:
         raise ValueError("subscriptions are for a whole entity set, not one record")
     return match["route"], segments[0][1], segments[1][0]
+
+
+def _at_root(method: str, entity_set: EntitySet, segments: list[tuple[str, str | None]]) -> Target:
+    """``entityDefinitions``, ``externaleventsubscriptions({id})``: a set BC serves outside
+    companies. BC's $metadata gives these sets no navigation properties."""
+    if len(segments) > 1:
+        raise segment_not_found(segments[1][0])
+    key = segments[0][1]
+    if key is None:
+        return _on_set(method, entity_set, None)
+    return _on_record(method, entity_set, None, key)
 
 
 def _below_company(

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 
 from bcbridge import catalog
-from bcbridge.catalog import EntitySet
+from bcbridge.catalog import EntitySet, Scope
 from bcbridge.emulator import query
 from bcbridge.emulator.calls import Call, Result
 from bcbridge.emulator.errors import bad_request
@@ -52,6 +52,8 @@ def companies(records: Records, call: Call, company_id: str | None) -> Result:
 
 
 def context(call: Call, place: Place, suffix: str = "", parent_segment: str | None = None) -> str:
+    if place.entity_set.scope is Scope.ROOT:  # entityDefinitions, ...: outside companies
+        return f"{call.root_url}/$metadata#{place.name}{suffix}"
     middle = f"{parent_segment}/" if parent_segment else ""
     return f"{call.root_url}/$metadata#companies({place.company_id})/{middle}{place.name}{suffix}"
 

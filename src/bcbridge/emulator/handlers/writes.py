@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bcbridge import catalog
-from bcbridge.catalog import Operation
+from bcbridge.catalog import Operation, Scope
 from bcbridge.emulator import documents, query
 from bcbridge.emulator.calls import Call, Result
 from bcbridge.emulator.errors import (
@@ -49,7 +49,8 @@ def create(records: Records, call: Call, at: Address) -> Result:
         return Result(204)
     expands = query.parse_expand(call.query.get("$expand"))
     body = render(records, place, [row], query.select_names(entity_set, None), expands)[0]
-    location = f"{call.root_url}/companies({place.company_id})/{place.name}({row['id']})"
+    company = "" if place.entity_set.scope is Scope.ROOT else f"companies({place.company_id})/"
+    location = f"{call.root_url}/{company}{place.name}({row['id']})"
     return Result(
         201,
         {"@odata.context": context(call, place, "/$entity"), **body},
