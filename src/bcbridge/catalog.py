@@ -283,9 +283,12 @@ TOTALS = (
     "totalAmountExcludingTax:decimal:ro totalTaxAmount:decimal:ro "
     "totalAmountIncludingTax:decimal:ro"
 )
-DOCUMENT_COMMON = (  # "Shortcut Dimension 1/2 Code" Code[20]
+# "Shortcut Dimension 1/2 Code" Code[20]. pricesIncludeTax comes from the customer's or
+# vendor's "Prices Including VAT" and is not editable on BC's API document pages (issue 13;
+# Microsoft's resource pages do not say so: UNCONFIRMED beyond the AL pages' Editable = false).
+DOCUMENT_COMMON = (
     "shortcutDimension1Code:len=20 shortcutDimension2Code:len=20 currencyId:guid "
-    f"{CURRENCY_CODE} pricesIncludeTax:bool paymentTermsId:guid shipmentMethodId:guid"
+    f"{CURRENCY_CODE} pricesIncludeTax:bool:ro paymentTermsId:guid shipmentMethodId:guid"
 )
 LINE_TYPES = "enum=Comment|Account|Item|Resource|Fixed~Asset|Charge"
 # Line "No." Code[20], Description Text[100], "Description 2" Text[50],
@@ -745,6 +748,8 @@ def _build() -> Mapping[str, EntitySet]:
         if name not in written
     ]
     sets = _with_back_references(sets, reference)
+    written_sets = {entity_set.name: entity_set for entity_set in sets}
+    sets = [_with_write_rules(entity_set, written_sets) for entity_set in sets]
     by_name = {entity_set.name: entity_set for entity_set in sets}
     assert len(by_name) == len(sets), "an entity set is listed twice"
     return MappingProxyType(dict(sorted(by_name.items())))
@@ -766,9 +771,75 @@ _EDM_TYPES = {
 }
 _STREAM = "Edm.Stream"
 _NAV_PREFIX = "Microsoft.NAV."
-# Written by the server whatever a client sends (bc-api.md §5). BC's $metadata does not say
-# which other properties are read-only, so a derived set marks only these.
-_SERVER_SET = frozenset({"id", "lastModifiedDateTime", "timestamp"})
+# Written by the server whatever a client sends (bc-api.md §5), in every derived set. BC's
+# $metadata has no read-only annotation on properties (no Core.Computed): the other read-only
+# properties of a derived set are our reading, in `_MIRRORS` and `_COMPUTED` below.
+# (timeRegistrationEntries spells its modification time "lastModfiedDateTime".)
+_SERVER_SET = frozenset(
+    {
+        "id",
+        "lastModifiedDateTime",
+        "lastModfiedDateTime",
+        "timestamp",
+        "systemVersion",
+        "systemCreatedAt",
+        "systemCreatedBy",
+        "systemModifiedAt",
+        "systemModifiedBy",
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Mirror:
+    """A derived set that BC builds like a hand-written one (a credit memo like an invoice, a
+    payment like a journal line): it takes that set's read-only properties (by name), natural
+    key, required party and parent field, plus the links given here."""
+
+    like: str
+    number_series: str | None = None
+    lines: str | None = None
+    parent: str | None = None
+
+
+# BC's number series for credit memos in its demo company are S-CR/P-CR numbers; the exact
+# first numbers are UNCONFIRMED.
+_MIRRORS: Mapping[str, _Mirror] = {
+    "salesCreditMemos": _Mirror("salesInvoices", "S-CR104001", lines="salesCreditMemoLines"),
+    "salesCreditMemoLines": _Mirror("salesInvoiceLines", parent="salesCreditMemos"),
+    "purchaseCreditMemos": _Mirror("purchaseInvoices", "P-CR108001", "purchaseCreditMemoLines"),
+    "purchaseCreditMemoLines": _Mirror("purchaseInvoiceLines", parent="purchaseCreditMemos"),
+    "customerPaymentJournals": _Mirror("journals", lines="customerPayments"),
+    "vendorPaymentJournals": _Mirror("journals", lines="vendorPayments"),
+    "customerPayments": _Mirror("journalLines", parent="customerPaymentJournals"),
+    "vendorPayments": _Mirror("journalLines", parent="vendorPaymentJournals"),
+}
+# Properties of other derived sets that BC computes or looks up (UNCONFIRMED: our reading of
+# what the property holds; BC's $metadata does not say). "*" marks every property but those
+# listed under "writable".
+_COMPUTED: Mapping[str, frozenset[str]] = {
+    "attachments": frozenset({"byteSize"}),  # the size of the uploaded content
+    "documentAttachments": frozenset({"byteSize"}),
+    "pictures": frozenset({"parentType", "width", "height", "contentType"}),  # from the content
+    "customerContacts": frozenset({"customerName"}),
+    "opportunities": frozenset({"contactName", "contactCompanyName", "calculatedCurrentValue"}),
+    # the dimension's and the value's names, looked up from their codes
+    "dimensionSetLines": frozenset(
+        {"displayName", "consolidationCode", "valueConsolidationCode", "valueDisplayName"}
+    ),
+    "externaleventsubscriptions": frozenset({"userId", "companyName"}),
+}
+# Sets whose only writable properties are these (applying entries: BC's page lets a payment
+# mark a vendor ledger entry as applied, and nothing else).
+_WRITABLE_ONLY: Mapping[str, frozenset[str]] = {"applyVendorEntries": frozenset({"applied"})}
+# Natural keys of derived sets that BC numbers from a number series when a POST leaves them out
+# (UNCONFIRMED series: BC's demo data uses these shapes).
+_DERIVED_SERIES: Mapping[str, str] = {
+    "bankAccounts": "B00010",
+    "fixedAssets": "FA000010",
+    "opportunities": "OP000010",
+    "projects": "J00010",
+}
 
 
 def decode_member(name: str) -> str:
@@ -853,6 +924,41 @@ def _derived(name: str, entry: dict[str, Any], scope: Scope) -> EntitySet:
         streams=tuple(p["name"] for p in props if p["type"] == _STREAM),
         derived=True,
     )
+
+
+def _with_write_rules(entity_set: EntitySet, by_name: Mapping[str, EntitySet]) -> EntitySet:
+    """A derived set with BC's rules for writing it, as far as they are known: its mirror's
+    (`_MIRRORS`), the computed properties (`_COMPUTED`, `_WRITABLE_ONLY`), its natural key and
+    number series. Hand-written sets are returned as they are."""
+    if not entity_set.derived:
+        return entity_set
+    name = entity_set.name
+    mirror = _MIRRORS.get(name)
+    like = by_name[mirror.like] if mirror else None
+    read_only = set(_COMPUTED.get(name, ()))
+    if like is not None:
+        read_only |= {f.name for f in like.fields if f.read_only}
+    if name in _WRITABLE_ONLY:
+        read_only |= set(entity_set.field_names) - _WRITABLE_ONLY[name]
+    fields = tuple(
+        dataclasses.replace(f, read_only=True) if f.name in read_only else f
+        for f in entity_set.fields
+    )
+    names = {f.name for f in fields}
+    natural = next((key for key in ("number", "code") if key in names), None)
+    changes: dict[str, Any] = {"fields": fields, "natural_key": natural}
+    if name in _DERIVED_SERIES:
+        changes["number_series"] = _DERIVED_SERIES[name]
+    if mirror is not None and like is not None:
+        changes.update(
+            natural_key=like.natural_key,
+            required_one_of=like.required_one_of,
+            number_series=mirror.number_series,
+            lines=mirror.lines,
+        )
+        if mirror.parent:
+            changes.update(parent=mirror.parent, parent_field=like.parent_field)
+    return dataclasses.replace(entity_set, **changes)
 
 
 def _is_enum(prop: dict[str, Any]) -> bool:

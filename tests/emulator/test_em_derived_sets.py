@@ -67,3 +67,86 @@ def test_a_set_with_bcs_three_part_key(api: httpx.Client, company: str) -> None:
         '<Key><PropertyRef Name="customerId"/><PropertyRef Name="customerNumber"/>'
         '<PropertyRef Name="name"/></Key>'
     ) in sale
+
+
+# --- writes on derived sets: the capability annotations, BC's read-only properties --------------
+
+
+def test_a_credit_memo_is_written_like_an_invoice(api: httpx.Client, company: str) -> None:
+    customer = api.get(f"{company}/customers", params={"$top": 1}).json()["value"][0]
+    item = api.get(f"{company}/items", params={"$top": 1}).json()["value"][0]
+    body = {
+        "customerNumber": customer["number"],
+        "salesCreditMemoLines": [{"lineObjectNumber": item["number"], "quantity": 2}],
+    }
+    created = api.post(f"{company}/salesCreditMemos", json=body)
+    assert created.status_code == 201, created.text
+    memo = created.json()
+    assert memo["number"].startswith("S-CR") and memo["customerId"] == customer["id"]
+    assert memo["status"] == "Draft"
+    assert memo["totalAmountExcludingTax"] == round(2 * item["unitPrice"], 2)
+    lines = api.get(f"{company}/salesCreditMemos({memo['id']})/salesCreditMemoLines").json()
+    assert [line["itemId"] for line in lines["value"]] == [item["id"]]
+    assert_bc_error(
+        api.post(f"{company}/salesCreditMemos", json={"totalTaxAmount": 1}),
+        400,
+        "BadRequest_InvalidOperation",
+    )
+    assert_bc_error(  # BC's API document pages do not let a client set pricesIncludeTax
+        api.post(
+            f"{company}/salesCreditMemos",
+            json={"customerNumber": customer["number"], "pricesIncludeTax": True},
+        ),
+        400,
+        "BadRequest_InvalidOperation",
+    )
+    deleted = api.delete(f"{company}/salesCreditMemos({memo['id']})", headers={"If-Match": "*"})
+    assert deleted.status_code == 204
+    assert api.get(f"{company}/salesCreditMemoLines({lines['value'][0]['id']})").status_code == 404
+
+
+def test_a_payment_belongs_to_its_payment_journal(api: httpx.Client, company: str) -> None:
+    customer = api.get(f"{company}/customers", params={"$top": 1}).json()["value"][0]
+    journal = api.post(f"{company}/customerPaymentJournals", json={"code": "PAYTEST"}).json()
+    payment = api.post(
+        f"{company}/customerPaymentJournals({journal['id']})/customerPayments",
+        json={"customerNumber": customer["number"], "amount": 25},
+    )
+    assert payment.status_code == 201, payment.text
+    assert payment.json()["journalId"] == journal["id"]
+    assert payment.json()["customerId"] == customer["id"]
+    assert_bc_error(  # a payment needs its journal
+        api.post(f"{company}/customerPayments", json={"amount": 1}),
+        400,
+        "BadRequest_RequiredParamNotProvided",
+    )
+
+
+def test_what_bcs_annotations_forbid_is_refused(api: httpx.Client, company: str) -> None:
+    assert_bc_error(
+        api.post(f"{company}/applyVendorEntries", json={}), 405, "BadRequest_MethodNotAllowed"
+    )
+    assert_bc_error(
+        api.post(f"{company}/companyInformation", json={}), 405, "BadRequest_MethodNotAllowed"
+    )
+    assert_bc_error(
+        api.post(f"{company}/generalProductPostingGroups", json={}),
+        405,
+        "BadRequest_MethodNotAllowed",
+    )
+
+
+def test_a_code_keyed_set_refuses_a_duplicate_and_numbers_a_new_record(
+    api: httpx.Client, company: str
+) -> None:
+    first = api.post(f"{company}/shipmentMethods", json={"code": "DUPE1", "displayName": "x"})
+    assert first.status_code == 201, first.text
+    again = api.post(f"{company}/shipmentMethods", json={"code": "DUPE1"})
+    assert again.status_code == 409, again.text
+    bank = api.post(f"{company}/bankAccounts", json={"displayName": "Checking"})
+    assert bank.status_code == 201 and bank.json()["number"], bank.text
+    assert_bc_error(
+        api.post(f"{company}/attachments", json={"byteSize": 3}),
+        400,
+        "BadRequest_InvalidOperation",
+    )

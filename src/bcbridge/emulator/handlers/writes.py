@@ -111,11 +111,8 @@ def delete(records: Records, call: Call, at: Address) -> Result:
 def require_writable(place: Place, operation: Operation, method: str) -> None:
     if not place.entity_set.allows(operation):
         raise method_not_allowed(f"'{method}' requests for '{place.name}' are not allowed.")
-    if not place.entity_set.described:
-        raise not_emulated(
-            f"The emulator does not know BC's rules for writing '{place.name}' "
-            "(read-only fields, defaults, checks), so it cannot accept writes to it."
-        )
+    if not place.entity_set.fields:  # every set of BC's $metadata has its properties
+        raise not_emulated(f"The emulator does not know the properties of '{place.name}'.")
 
 
 def insert(records: Records, place: Place, values: dict[str, Any]) -> Row:
