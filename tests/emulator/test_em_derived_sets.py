@@ -11,7 +11,8 @@ from tests.emulator.conftest import assert_bc_error
 def test_a_derived_set_answers_with_bcs_properties(api: httpx.Client, company: str) -> None:
     listed = api.get(f"{company}/bankAccounts", params={"$select": "number,iban"})
     assert listed.status_code == 200, listed.text
-    assert listed.json()["value"] == []
+    rows = listed.json()["value"]
+    assert rows and all(set(row) == {"@odata.etag", "number", "iban"} for row in rows)
     assert_bc_error(
         api.get(f"{company}/bankAccounts", params={"$select": "nosuchfield"}),
         400,
@@ -20,17 +21,20 @@ def test_a_derived_set_answers_with_bcs_properties(api: httpx.Client, company: s
 
 
 def test_bcs_collection_navigations_reach_derived_sets(api: httpx.Client, company: str) -> None:
-    customer = api.get(f"{company}/customers", params={"$top": 1}).json()["value"][0]
-    nested = api.get(f"{company}/customers({customer['id']})/defaultDimensions")
+    seeded = api.get(f"{company}/defaultDimensions", params={"$filter": "parentType eq 'Customer'"})
+    customer_id = seeded.json()["value"][0]["parentId"]
+    nested = api.get(f"{company}/customers({customer_id})/defaultDimensions")
     assert nested.status_code == 200, nested.text
-    assert nested.json()["value"] == []
+    assert nested.json()["value"] and all(
+        row["parentId"] == customer_id for row in nested.json()["value"]
+    )
     expanded = api.get(
         f"{company}/customers",
         params={"$top": 2, "$expand": "defaultDimensions,paymentMethod"},
     )
     assert expanded.status_code == 200, expanded.text
     for row in expanded.json()["value"]:
-        assert row["defaultDimensions"] == []
+        assert isinstance(row["defaultDimensions"], list)
         assert "paymentMethod" in row  # single-valued: the record or null
 
 
@@ -46,7 +50,10 @@ def test_metadata_declares_enums_streams_and_capabilities(api: httpx.Client) -> 
 def test_a_set_bc_keys_by_another_guid(api: httpx.Client, company: str) -> None:
     listed = api.get(f"{company}/agedAccountsReceivables", params={"$select": "customerId"})
     assert listed.status_code == 200, listed.text
-    assert listed.json()["value"] == []  # not seeded yet
+    customers = api.get(f"{company}/customers", params={"$top": 20000}).json()["value"]
+    assert {row["customerId"] for row in listed.json()["value"]} == {c["id"] for c in customers}
+    one = api.get(f"{company}/agedAccountsReceivables({customers[0]['id']})")
+    assert one.status_code == 200 and one.json()["customerId"] == customers[0]["id"]
     assert_bc_error(
         api.get(f"{company}/agedAccountsReceivables(00000000-0000-0000-0000-000000000001)"),
         404,

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bcbridge import catalog
-from bcbridge.emulator import documents
+from bcbridge.emulator import documents, seed_sets
 from bcbridge.emulator.store import BLANK_GUID, STANDARD_ROUTE, Schema
 from bcbridge.emulator.validation import blank_record
 
@@ -352,6 +352,7 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
     _documents(
         s, "purchaseInvoices", counts["purchaseInvoices"], vendors, items, {"status": "Draft"}
     )
+    seed_sets.seed_every_set(s, counts, _documents)  # every other set: generic, linked rows
     s.flush()
 
 
