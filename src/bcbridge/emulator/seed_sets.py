@@ -357,11 +357,13 @@ def _text(entity_set: EntitySet, field: Field, index: int) -> str:
         text = f"555-{1000 + index % 9000}"
     elif lower == "website":
         text = "www.example.com"
+    elif lower.endswith("url"):
+        text = f"https://example.com/{entity_set.entity.lower()}/{index + 1}"
     elif lower.endswith("country"):
         text = "US"
     elif lower.endswith("city"):
         text = city
-    elif lower.endswith("state"):
+    elif lower == "state" or lower.endswith(("tostate", "fromstate")):  # an address's
         text = state
     elif lower.endswith(("postalcode", "postcode")):
         text = postcode
