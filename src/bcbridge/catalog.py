@@ -46,6 +46,7 @@ __all__ = [
     "Refusal",
     "Scope",
     "children",
+    "complex_types",
     "decode_member",
     "encode_member",
     "get",
@@ -66,6 +67,9 @@ class FieldType(StrEnum):
     DATE = "date"
     DATETIME = "datetime"
     ENUM = "enum"
+    # a collection of a complex type (entityDefinitions' captions): a JSON array of objects,
+    # its EDM type in `Field.edm_type`; read-only
+    COLLECTION = "collection"
 
 
 class Operation(StrEnum):
@@ -770,6 +774,7 @@ _EDM_TYPES = {
     "Edm.DateTimeOffset": FieldType.DATETIME,
 }
 _STREAM = "Edm.Stream"
+_COLLECTION = "Collection("
 _NAV_PREFIX = "Microsoft.NAV."
 # Written by the server whatever a client sends (bc-api.md §5), in every derived set. BC's
 # $metadata has no read-only annotation on properties (no Core.Computed): the other read-only
@@ -866,6 +871,8 @@ def _target_key(target: str | None) -> str | None:
 
 def _reference_field(prop: dict[str, Any]) -> Field:
     edm: str = prop["type"]
+    if edm.startswith(_COLLECTION):
+        return Field(prop["name"], FieldType.COLLECTION, read_only=True, edm_type=edm)
     if edm.startswith(_NAV_PREFIX):
         members = _reference()["enums"][edm.removeprefix(_NAV_PREFIX)]
         options = tuple(decode_member(member) for member in members)
@@ -905,10 +912,8 @@ def _reference_navigations(
 
 def _derived(name: str, entry: dict[str, Any], scope: Scope) -> EntitySet:
     props = entry["properties"]
-    # Complex collections (entityDefinitions' captions, properties, ...) are left out: the
-    # catalog has no complex types yet (a known difference, tests/emulator/
-    # test_em_metadata_reference.py). Streams are content, not part of a record.
-    fields = tuple(_reference_field(p) for p in props if p["type"] in _EDM_TYPES or _is_enum(p))
+    # Streams are content, not part of a record.
+    fields = tuple(_reference_field(p) for p in props if p["type"] != _STREAM)
     types = {p["name"]: p["type"] for p in props}
     return EntitySet(
         name,
@@ -959,10 +964,6 @@ def _with_write_rules(entity_set: EntitySet, by_name: Mapping[str, EntitySet]) -
         if mirror.parent:
             changes.update(parent=mirror.parent, parent_field=like.parent_field)
     return dataclasses.replace(entity_set, **changes)
-
-
-def _is_enum(prop: dict[str, Any]) -> bool:
-    return str(prop["type"]).startswith(_NAV_PREFIX)
 
 
 def _refined(entity_set: EntitySet, entry: dict[str, Any] | None) -> EntitySet:
@@ -1041,6 +1042,15 @@ def _with_back_references(sets: list[EntitySet], reference: dict[str, Any]) -> l
 CATALOG: Mapping[str, EntitySet] = _build()
 
 
+def complex_types() -> Mapping[str, tuple[tuple[str, str, bool], ...]]:
+    """BC's complex types (``entityMetadataLabel``, ...): each property's name, EDM type and
+    whether it may be null, from the reference."""
+    return {
+        name: tuple((p["name"], p["type"], p.get("nullable", True)) for p in props)
+        for name, props in _reference().get("complexTypes", {}).items()
+    }
+
+
 def names() -> tuple[str, ...]:
     """The names of every entity set in the catalog."""
     return tuple(CATALOG)
@@ -1081,6 +1091,7 @@ _EDM = {
     FieldType.DATE: "Edm.Date",
     FieldType.DATETIME: "Edm.DateTimeOffset",
     FieldType.ENUM: "Edm.String",
+    FieldType.COLLECTION: "Collection(Edm.String)",  # always named by `Field.edm_type`
 }
 
 
@@ -1168,6 +1179,8 @@ def _has_type(field: Field, value: object) -> bool:
     when the request says IEEE754Compatible=true is UNCONFIRMED; bcbridge never says so."""
     if field.type is FieldType.BOOL:
         return isinstance(value, bool)
+    if field.type is FieldType.COLLECTION:
+        return isinstance(value, list)
     if field.type is FieldType.INT:
         return isinstance(value, int) and not isinstance(value, bool)
     if field.type is FieldType.DECIMAL:  # a Decimal (`convert: decimal`) is sent as a number

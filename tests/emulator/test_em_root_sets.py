@@ -51,3 +51,20 @@ def test_sets_only_microsofts_docs_list_are_not_served(api: httpx.Client, compan
     for name in ("approvalEntries", "workflowApprovers"):
         assert name not in catalog.CATALOG
         assert_bc_error(api.get(f"{company}/{name}"), 404, "BadRequest_ResourceNotFound")
+
+
+def test_entity_definitions_carry_captions_of_bcs_complex_types(api: httpx.Client) -> None:
+    found = api.get("entityDefinitions('salesInvoiceLine')")
+    assert found.status_code == 200, found.text
+    definition = found.json()
+    assert definition["entitySetName"] == "salesInvoiceLines"
+    assert definition["entitySetCaptions"] == [
+        {"languageCode": 1033, "caption": "Sales Invoice Lines"}
+    ]
+    names = [prop["name"] for prop in definition["properties"]]
+    assert names == list(catalog.get("salesInvoiceLines").field_names)
+    text = api.get("$metadata").text
+    assert '<ComplexType Name="entityMetadataLabel">' in text
+    assert (
+        '<Property Name="captions" Type="Collection(Microsoft.NAV.entityMetadataLabel)"/>' in text
+    )

@@ -78,6 +78,36 @@ def _enum_types(sets: Iterable[EntitySet]) -> list[str]:
     return lines
 
 
+def _complex_types(sets: Iterable[EntitySet]) -> list[str]:
+    """One ComplexType per complex type a property names, and those they name in turn."""
+    known = catalog.complex_types()
+    wanted = [
+        _element_type(f.edm_type)
+        for entity_set in sets
+        for f in entity_set.fields
+        if f.type is FieldType.COLLECTION and f.edm_type
+    ]
+    lines: list[str] = []
+    done: set[str] = set()
+    while wanted:
+        name = wanted.pop(0)
+        if name in done or name not in known:
+            continue
+        done.add(name)
+        lines.append(f"<ComplexType Name={quoteattr(name)}>")
+        for prop, edm, nullable in known[name]:
+            null = "" if nullable else ' Nullable="false"'
+            lines.append(f"<Property Name={quoteattr(prop)} Type={quoteattr(edm)}{null}/>")
+            wanted.append(_element_type(edm))
+        lines.append("</ComplexType>")
+    return lines
+
+
+def _element_type(edm: str) -> str:
+    """``Collection(Microsoft.NAV.entityMetadataLabel)`` -> ``entityMetadataLabel``."""
+    return edm.removeprefix("Collection(").removesuffix(")").removeprefix("Microsoft.NAV.")
+
+
 def _capabilities(entity_set: EntitySet) -> list[str]:
     """What the set accepts, as BC's capability annotations. BC writes them inside its
     EntitySet element; here they target it from outside (the same meaning in CSDL), so the
@@ -114,6 +144,7 @@ def edmx(entity_sets: Iterable[EntitySet]) -> str:
         '<Schema Namespace="Microsoft.NAV" xmlns="http://docs.oasis-open.org/odata/ns/edm">',
     ]
     body += _enum_types(sets)
+    body += _complex_types(sets)
     for entity_set in sets:
         body += _entity_type(entity_set, known, by_name)
     for entity_set in sets:

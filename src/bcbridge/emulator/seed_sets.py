@@ -323,7 +323,7 @@ def _dimension_pair(entity_set: EntitySet, index: int, values: Row, pools: Pools
 
 def _value(s: Seeder, entity_set: EntitySet, field: Field, index: int) -> Any:
     kind = field.type
-    if entity_set.streams and field.name in CONTENT_FACTS:
+    if (entity_set.streams and field.name in CONTENT_FACTS) or kind is FieldType.COLLECTION:
         return blank(field)
     if kind is FieldType.GUID:
         return s.uid() if field.name == entity_set.key else BLANK_GUID
@@ -390,11 +390,27 @@ def _unique_code(entity_set: EntitySet, field: Field, index: int) -> str:
 
 
 def _entity_definitions(s: Seeder, entity_set: EntitySet) -> list[Row]:
-    """One definition per entity set BC's $metadata declares (captions are not served)."""
+    """One definition per entity set BC's $metadata declares, with English (1033) captions made
+    from the names (BC's own captions are translations we do not have)."""
     return [
-        {"id": served.entity.lower(), "entityName": served.entity, "entitySetName": served.name}
+        {
+            "id": served.entity.lower(),
+            "entityName": served.entity,
+            "entitySetName": served.name,
+            "entityCaptions": _captions(served.entity),
+            "entitySetCaptions": _captions(served.name),
+            "properties": [{"name": f.name, "captions": _captions(f.name)} for f in served.fields],
+            "actions": [{"name": a, "captions": _captions(a)} for a in served.actions],
+            "enumMembers": [],
+        }
         for served in catalog.CATALOG.values()
     ]
+
+
+def _captions(name: str) -> list[Row]:
+    """``salesInvoiceLines`` -> ``[{"languageCode": 1033, "caption": "Sales Invoice Lines"}]``."""
+    words = "".join(f" {ch}" if ch.isupper() else ch for ch in name).strip()
+    return [{"languageCode": 1033, "caption": words[:1].upper() + words[1:]}]
 
 
 def _api_routes(s: Seeder, entity_set: EntitySet) -> list[Row]:
