@@ -122,3 +122,13 @@ def test_the_same_seed_gives_the_same_rows_and_scale_sets_counts() -> None:
     company_rows = [row for row in first["bankAccounts"]]
     assert len(company_rows) == 12 + 5  # the first company is scaled, the second is not
     assert first != _snapshot(8, {"bankAccounts": 12})
+
+
+def test_scale_names_the_generic_sets_too() -> None:
+    from bcbridge.emulator.config import parse_scale
+
+    assert parse_scale("bankAccounts=30,customers=10") == {"bankAccounts": 30, "customers": 10}
+    with pytest.raises(ValueError, match="companyInformation"):
+        parse_scale("companyInformation=3")  # one per company, as in BC
+    first = _snapshot(3, {"agedAccountsReceivables": 2})
+    assert len(first["agedAccountsReceivables"]) == 2 + 40  # the second company: one per customer

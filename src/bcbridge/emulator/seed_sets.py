@@ -77,6 +77,18 @@ def seed_every_set(s: Seeder, counts: Mapping[str, int], documents: DocumentSeed
         _seed_set(s, entity_set, counts)
 
 
+def scalable_sets() -> tuple[str, ...]:
+    """The sets whose row counts ``--scale`` sets here (in the first company): every generic
+    one but the singletons and the root sets made from the emulator's own facts. A set keyed by
+    another record has at most one row per such record."""
+    return tuple(
+        entity_set.name
+        for entity_set in catalog.CATALOG.values()
+        if entity_set.derived
+        and entity_set.name not in NOT_STORED | SINGLETONS | set(_SPECIAL_ROWS)
+    )
+
+
 def _in_link_order(sets: Sequence[EntitySet]) -> list[EntitySet]:
     """`sets` with each one after the sets it links to (a cycle is broken where it closes)."""
     waiting = {entity_set.name: entity_set for entity_set in sets}
