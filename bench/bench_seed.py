@@ -27,11 +27,11 @@ TARGET_S = 10.0
 @contextmanager
 def hand_written_sets_only() -> Iterator[None]:
     every_set = seed_sets.seed_every_set
-    seed_sets.seed_every_set = lambda *args: None  # type: ignore[assignment]
+    seed_sets.seed_every_set = lambda *args: None
     try:
         yield
     finally:
-        seed_sets.seed_every_set = every_set  # type: ignore[assignment]
+        seed_sets.seed_every_set = every_set
 
 
 def seed_once(seed: int) -> tuple[float, int, int]:
