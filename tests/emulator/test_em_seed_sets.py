@@ -132,3 +132,19 @@ def test_scale_names_the_generic_sets_too() -> None:
         parse_scale("companyInformation=3")  # one per company, as in BC
     first = _snapshot(3, {"agedAccountsReceivables": 2})
     assert len(first["agedAccountsReceivables"]) == 2 + 40  # the second company: one per customer
+
+
+def test_aged_receivables_add_up_to_the_open_invoices(api: httpx.Client, company: str) -> None:
+    owed: dict[str, float] = {}
+    for invoice in _all(api, company, "salesInvoices"):
+        if invoice["status"] == "Open":
+            customer = str(invoice["customerId"])
+            owed[customer] = owed.get(customer, 0.0) + float(str(invoice["remainingAmount"]))
+    assert owed, "the seed has open invoices"
+    customers = {row["id"]: row for row in _all(api, company, "customers")}
+    for aged in _all(api, company, "agedAccountsReceivables"):
+        expected = round(owed.get(str(aged["customerId"]), 0.0), 2)
+        assert aged["balanceDue"] == expected == customers[aged["customerId"]]["balanceDue"]
+        assert aged["currentAmount"] == expected
+    for details in _all(api, company, "customerFinancialDetails"):
+        assert details["balance"] == round(owed.get(str(details["id"]), 0.0), 2)

@@ -75,6 +75,47 @@ def seed_every_set(s: Seeder, counts: Mapping[str, int], documents: DocumentSeed
     ]
     for entity_set in _in_link_order(pending):
         _seed_set(s, entity_set, counts)
+    _agree_on_balances(s, {entity_set.name for entity_set in pending})
+
+
+def _agree_on_balances(s: Seeder, seeded_here: set[str]) -> None:
+    """What a customer owes is the sum of its open invoices, everywhere BC shows it: the
+    customer's balanceDue, its aged receivable (all current: the seeded invoices are not
+    overdue), its financial details and its sales. Nothing is owed to vendors (the seeded
+    purchase invoices are drafts), so their aged payables and purchases are zero."""
+    owed: dict[str, float] = {}
+    sold: dict[str, float] = {}
+    for invoice in s.rows.get("salesInvoices", []):
+        if invoice.get("status") == "Open":
+            buyer = str(invoice["customerId"])
+            owed[buyer] = owed.get(buyer, 0.0) + float(invoice["remainingAmount"])
+            sold[buyer] = sold.get(buyer, 0.0) + float(invoice["totalAmountExcludingTax"])
+    customers = {str(row["id"]): row for row in s.rows.get("customers", [])}
+    for customer_id, customer in customers.items():
+        customer["balanceDue"] = round(owed.get(customer_id, 0.0), 2)
+    for name, party_field, amounts in (
+        ("agedAccountsReceivables", "customerId", owed),
+        ("customerFinancialDetails", "id", owed),
+        ("customerSales", "customerId", sold),
+        ("agedAccountsPayables", "vendorId", {}),
+        ("vendorPurchases", "vendorId", {}),
+    ):
+        if name not in seeded_here:
+            continue
+        for row in s.rows.get(name, []):
+            amount = round(amounts.get(str(row[party_field]), 0.0), 2)
+            _set_present(row, balanceDue=amount, currentAmount=amount, balance=amount)
+            _set_present(row, period1Amount=0.0, period2Amount=0.0, period3Amount=0.0)
+            _set_present(row, overdueAmount=0.0, totalPurchaseAmount=amount)
+            _set_present(row, totalSalesAmount=amount, totalSalesExcludingTax=amount)
+            party = customers.get(str(row[party_field]))
+            if party is not None:
+                _set_present(row, currencyCode=party["currencyCode"], number=party["number"])
+
+
+def _set_present(row: Row, **values: Any) -> None:
+    """Set the values whose properties the row has."""
+    row.update({name: value for name, value in values.items() if name in row})
 
 
 def scalable_sets() -> tuple[str, ...]:
