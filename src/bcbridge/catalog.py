@@ -113,12 +113,16 @@ class Navigation:
 
     For a single-valued link `via` is the foreign-key field on this entity (``customerId``).
     For a collection `via` is the field on the target that points back (``documentId``).
+    `key` is the field on the "one" side that `via` matches: the target's for a single-valued
+    link, this entity's for a collection; ``id`` but for a few of BC's links
+    (``salesOrders(..)/dimensionValue`` by ``shortcutDimension1Code`` = ``code``).
     """
 
     name: str
     target: str  # entity set name
     via: str
     many: bool = False
+    key: str = "id"
 
 
 @dataclass(frozen=True)
@@ -907,7 +911,17 @@ def _reference_navigations(
             via = "id"
         if via in fields:
             found.append(Navigation(nav["name"], target, via))
+        elif via is None and len(constraints) == 1:
+            # a link by another field than the target's key (shortcutDimension1Code = code)
+            ((mine, theirs),) = constraints.items()
+            if mine in fields and theirs in _property_names(target):
+                found.append(Navigation(nav["name"], target, mine, key=theirs))
     return tuple(found)
+
+
+def _property_names(set_name: str) -> set[str]:
+    entry = _reference()["entitySets"].get(set_name)
+    return {p["name"] for p in entry["properties"]} if entry else set()
 
 
 def _derived(name: str, entry: dict[str, Any], scope: Scope) -> EntitySet:
@@ -1012,8 +1026,8 @@ def _with_back_references(sets: list[EntitySet], reference: dict[str, Any]) -> l
     for entry in reference.values():
         for nav in entry["navigations"]:
             constraints = nav.get("constraints", {})
-            if nav["many"] and nav.get("target") and list(constraints) == ["id"]:
-                back.setdefault(nav["target"], set()).add(constraints["id"])
+            if nav["many"] and nav.get("target") and len(constraints) == 1:
+                back.setdefault(nav["target"], set()).update(constraints.values())
     for name, fields in back.items():
         target = by_name.get(name)
         if target is not None and target.derived and len(fields) == 1:
@@ -1026,13 +1040,14 @@ def _with_back_references(sets: list[EntitySet], reference: dict[str, Any]) -> l
             continue
         present = {nav.name for nav in source.navigations}
         added = tuple(
-            Navigation(nav["name"], nav["target"], nav["constraints"]["id"], many=True)
+            Navigation(nav["name"], nav["target"], theirs, many=True, key=mine)
             for nav in entry["navigations"]
             if nav["many"]
             and nav["name"] not in present
             and nav.get("target") in by_name
-            and list(nav.get("constraints", {})) == ["id"]
-            and by_name[nav["target"]].parent_field == nav["constraints"]["id"]
+            and len(nav.get("constraints", {})) == 1
+            for mine, theirs in nav["constraints"].items()
+            if mine in source.field_names and by_name[nav["target"]].parent_field == theirs
         )
         if added:
             by_name[name] = dataclasses.replace(source, navigations=source.navigations + added)

@@ -157,3 +157,28 @@ def test_a_code_keyed_set_refuses_a_duplicate_and_numbers_a_new_record(
         400,
         "BadRequest_InvalidOperation",
     )
+
+
+def test_navigations_bc_links_by_another_field_than_the_id(api: httpx.Client, company: str) -> None:
+    value = api.get(f"{company}/dimensionValues", params={"$top": 1}).json()["value"][0]
+    customer = api.get(f"{company}/customers", params={"$top": 1}).json()["value"][0]
+    order = api.post(
+        f"{company}/salesOrders",
+        json={"customerNumber": customer["number"], "shortcutDimension1Code": value["code"]},
+    ).json()
+    linked = api.get(f"{company}/salesOrders({order['id']})/dimensionValue")
+    assert linked.status_code == 200, linked.text
+    assert linked.json()["code"] == value["code"]
+    expanded = api.get(
+        f"{company}/salesOrders({order['id']})", params={"$expand": "dimensionValue"}
+    ).json()
+    assert expanded["dimensionValue"]["code"] == value["code"]
+    entry = api.get(f"{company}/jobQueueEntries", params={"$top": 1}).json()["value"][0]
+    logs = api.get(f"{company}/jobQueueEntries({entry['id']})/jobQueueLogEntries").json()
+    assert logs["value"] and all(
+        log["jobQueueEntryId"] == entry["jobQueueEntryId"] for log in logs["value"]
+    )
+    with_logs = api.get(
+        f"{company}/jobQueueEntries", params={"$top": 3, "$expand": "jobQueueLogEntries"}
+    ).json()["value"]
+    assert any(row["jobQueueLogEntries"] for row in with_logs)

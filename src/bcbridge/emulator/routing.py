@@ -8,6 +8,7 @@ emulator does not support). Companies and parent records are looked up afterward
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +70,9 @@ class Target:
     company_key: str | None = None  # from companies({key})/...; None: ?company= or the header
     parent: Parent | None = None
     via: str | None = None  # RELATED: the parent's field that holds the record's id
+    # the field on the "one" side a navigation matches (catalog.Navigation.key): RELATED, the
+    # record's field `via` names; a collection, the parent's field its records hold
+    match: str = "id"
     action: str | None = None
 
 
@@ -214,11 +218,20 @@ def _navigation(
         raise not_emulated("This navigation path is not emulated.")
     if navigation.many:
         if next_key is None:
-            return _on_set(method, target, company_key, parent)
-        return _on_record(method, target, company_key, next_key, parent)
+            found = _on_set(method, target, company_key, parent)
+        else:
+            found = _on_record(method, target, company_key, next_key, parent)
+        return dataclasses.replace(found, match=navigation.key)
     if method != "GET":
         raise method_not_allowed(f"'{method}' is not allowed on '{next_name}'.")
-    return Target(Kind.RELATED, target, company_key=company_key, parent=parent, via=navigation.via)
+    return Target(
+        Kind.RELATED,
+        target,
+        company_key=company_key,
+        parent=parent,
+        via=navigation.via,
+        match=navigation.key,
+    )
 
 
 def _companies(method: str, key: str | None) -> Target:

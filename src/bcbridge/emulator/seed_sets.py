@@ -292,6 +292,9 @@ def _row(s: Seeder, entity_set: EntitySet, index: int, start: Row) -> Row:
             values[field.name] = value[: field.max_length]
     if "id" not in values or values["id"] == BLANK_GUID:
         values["id"] = s.uid()
+    for field in entity_set.fields:  # jobQueueEntries.jobQueueEntryId: the entry's own id
+        if field.type is FieldType.GUID and _set_named_by(field.name) == entity_set.name:
+            values[field.name] = values["id"]
     return values
 
 
@@ -315,7 +318,7 @@ def _link(s: Seeder, entity_set: EntitySet, index: int, values: Row) -> None:
         pairs = _candidates(entity_set, navigations, pools)
         if pairs:
             row, typed = pairs[index % len(pairs)]
-            values[via] = row["id"]
+            values[via] = row[navigations[0].key]
             values.update(typed)
             values.update(_copies(via, row, names))
     _numbers_by_name(entity_set, index, values, pools)

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from bcbridge.catalog import Scope
 from bcbridge.emulator.calls import Call
-from bcbridge.emulator.errors import company_not_found
+from bcbridge.emulator.errors import company_not_found, record_not_found
 from bcbridge.emulator.records import Place, Records
 from bcbridge.emulator.routing import ROOT_COMPANY, Target, record_key
 from bcbridge.emulator.store import STANDARD_ROUTE
@@ -40,9 +40,16 @@ def locate(records: Records, call: Call, target: Target) -> Address:
     parent_place = Place(call.route, target.parent.entity_set, company_id)
     parent = records.get(parent_place, target.parent.key)
     if target.via is not None:  # a single-valued navigation: the parent names the record
-        key = record_key(target.entity_set, str(parent[target.via]))
-        return Address(Place(call.route, target.entity_set, company_id), key)
-    place = Place(call.route, target.entity_set, company_id, parent_id=parent["id"])
+        place = Place(call.route, target.entity_set, company_id)
+        if target.match == "id":
+            return Address(place, record_key(target.entity_set, str(parent[target.via])))
+        found = records.find_by(place, target.match, parent[target.via])  # by code, not id
+        if found is None:
+            what = f"{target.match}='{parent[target.via]}'"
+            raise record_not_found(target.entity_set.entity, what)
+        return Address(place, str(found["id"]))
+    parent_id = str(parent[target.match])  # jobQueueEntries(..)/jobQueueLogEntries: not the id
+    place = Place(call.route, target.entity_set, company_id, parent_id=parent_id)
     segment = f"{target.parent.entity_set.name}({parent['id']})"
     return Address(place, target.key, segment)
 

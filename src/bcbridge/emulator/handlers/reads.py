@@ -145,11 +145,11 @@ def _expand(records: Records, place: Place, rows: Sequence[Row], expand: query.E
     names = query.select_names(target, expand.options.get("$select"))
     nested = query.parse_expand(expand.options.get("$expand"))
     if navigation.many:
-        ids = [row["id"] for row in rows]
+        ids = [row[navigation.key] for row in rows]
         column = table.c[navigation.via]
     else:
         ids = sorted({str(row[navigation.via]) for row in rows})
-        column = table.c.id
+        column = table.c[navigation.key]
     found: list[Row] = []
     for start in range(0, len(ids), 900):  # SQLite's limit on bound parameters
         stmt = sa.select(table).where(
@@ -163,6 +163,6 @@ def _expand(records: Records, place: Place, rows: Sequence[Row], expand: query.E
         groups: dict[str, list[dict[str, Any]]] = {}
         for row, body in zip(found, rendered, strict=True):
             groups.setdefault(row[navigation.via], []).append(body)
-        return [groups.get(row["id"], []) for row in rows]
-    by_id = {row["id"]: body for row, body in zip(found, rendered, strict=True)}
-    return [by_id.get(str(row[navigation.via])) for row in rows]
+        return [groups.get(row[navigation.key], []) for row in rows]
+    by_key = {str(row[navigation.key]): body for row, body in zip(found, rendered, strict=True)}
+    return [by_key.get(str(row[navigation.via])) for row in rows]
