@@ -87,6 +87,7 @@ class _Seeder:
         )
         self.counter = 0
         self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.blanks: dict[str, dict[str, Any]] = {}
 
     def uid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -97,8 +98,9 @@ class _Seeder:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
     def add(self, set_name: str, values: dict[str, Any]) -> dict[str, Any]:
-        row = blank_record(catalog.get(set_name))
-        row.update(values)
+        if set_name not in self.blanks:  # one blank record per set, copied for each row
+            self.blanks[set_name] = blank_record(catalog.get(set_name))
+        row = {**self.blanks[set_name], **values}
         if row["id"] == BLANK_GUID:
             row["id"] = self.uid()
         if "lastModifiedDateTime" in row:

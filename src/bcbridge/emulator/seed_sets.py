@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -182,7 +183,8 @@ def _seed_set(s: Seeder, entity_set: EntitySet, counts: Mapping[str, int]) -> No
         rows = special(s, entity_set)
     else:
         starts = _links(s, entity_set, counts)
-        rows = [_row(s, entity_set, i, start) for i, start in enumerate(starts)]
+        plan = _plan(s, entity_set)
+        rows = [_row(s, entity_set, plan, i, start) for i, start in enumerate(starts)]
     natural = entity_set.natural_key
     if natural and entity_set.number_series and rows:
         # numbered as BC's number series would, so that the next POST continues after them
@@ -229,7 +231,7 @@ def _shares_id_with(entity_set: EntitySet) -> list[Navigation]:
 def _keyed_by(entity_set: EntitySet, target: Row) -> Row:
     """The values of a record keyed by `target` (an aged receivable of a customer)."""
     values: Row = {entity_set.key: target["id"], "id": target["id"]}
-    names = set(entity_set.field_names)
+    names = frozenset(entity_set.field_names)
     for ours, theirs in (("number", "number"), ("name", "displayName"), ("display", "displayName")):
         if ours in names and theirs in target:
             values[ours] = target[theirs]
@@ -279,28 +281,19 @@ def _option_for(field: Field, entity: str) -> str | None:
     return next((o for o in field.options if o.replace(" ", "").lower() == wanted), None)
 
 
-def _row(s: Seeder, entity_set: EntitySet, index: int, start: Row) -> Row:
-    values: Row = {}
-    for field in entity_set.fields:
-        if field.name not in start:
-            values[field.name] = _value(s, entity_set, field, index)
-    values.update(start)
-    _link(s, entity_set, index, values)
-    for field in entity_set.fields:  # a copied name may be longer than this property takes
-        value = values.get(field.name)
-        if field.max_length and isinstance(value, str) and len(value) > field.max_length:
-            values[field.name] = value[: field.max_length]
-    if "id" not in values or values["id"] == BLANK_GUID:
-        values["id"] = s.uid()
-    for field in entity_set.fields:  # jobQueueEntries.jobQueueEntryId: the entry's own id
-        if field.type is FieldType.GUID and _set_named_by(field.name) == entity_set.name:
-            values[field.name] = values["id"]
-    return values
+@dataclass(frozen=True)
+class _Plan:
+    """How one set's rows are linked, worked out once for all its rows."""
+
+    names: frozenset[str]
+    links: tuple[tuple[str, str, list[tuple[Row, Row]]], ...]  # via, key matched, candidates
+    by_name: tuple[tuple[str, list[Row], str], ...]  # property, records, their field copied
+    limited: tuple[tuple[str, int], ...]  # text properties and their maximum lengths
+    own_id: tuple[str, ...]  # properties holding the record's own id (jobQueueEntryId)
 
 
-def _link(s: Seeder, entity_set: EntitySet, index: int, values: Row) -> None:
-    """Point each linking property at a seeded record, and copy its number, code and name."""
-    pools, names = s.rows, set(entity_set.field_names)
+def _plan(s: Seeder, entity_set: EntitySet) -> _Plan:
+    pools, names = s.rows, frozenset(entity_set.field_names)
     by_via: dict[str, list[Navigation]] = {}
     for nav in entity_set.navigations:
         if not nav.many and nav.via != "id" and nav.via in names and nav.via != entity_set.key:
@@ -309,23 +302,60 @@ def _link(s: Seeder, entity_set: EntitySet, index: int, values: Row) -> None:
         by_via[entity_set.parent_field] = [
             Navigation("parent", entity_set.parent, entity_set.parent_field)
         ]
+    own_id: list[str] = []
     for field in entity_set.fields:
         target = _set_named_by(field.name)
-        by_name = field.type is FieldType.GUID and field.name not in by_via
-        if by_name and target and field.name != entity_set.key:
+        if field.type is not FieldType.GUID or not target or field.name == entity_set.key:
+            continue
+        if target == entity_set.name:
+            own_id.append(field.name)
+        elif field.name not in by_via:
             by_via[field.name] = [Navigation(field.name, target, field.name)]
-    for via, navigations in by_via.items():
-        pairs = _candidates(entity_set, navigations, pools)
-        if pairs:
-            row, typed = pairs[index % len(pairs)]
-            values[via] = row[navigations[0].key]
-            values.update(typed)
-            values.update(_copies(via, row, names))
-    _numbers_by_name(entity_set, index, values, pools)
-    _dimension_pair(entity_set, index, values, pools)
+    links = tuple(
+        (via, navigations[0].key, pairs)
+        for via, navigations in by_via.items()
+        if (pairs := _candidates(entity_set, navigations, pools))
+    )
+    return _Plan(
+        names,
+        links,
+        _numbers_by_name(entity_set, names, pools),
+        tuple((f.name, f.max_length) for f in entity_set.fields if f.max_length),
+        tuple(own_id),
+    )
 
 
-def _copies(via: str, target: Row, names: set[str]) -> Row:
+def _row(s: Seeder, entity_set: EntitySet, plan: _Plan, index: int, start: Row) -> Row:
+    values: Row = {}
+    for field in entity_set.fields:
+        if field.name not in start:
+            values[field.name] = _value(s, entity_set, field, index)
+    values.update(start)
+    _link(plan, index, values)
+    _dimension_pair(plan.names, index, values, s.rows)
+    for name, limit in plan.limited:  # a copied name may be longer than this property takes
+        value = values.get(name)
+        if isinstance(value, str) and len(value) > limit:
+            values[name] = value[:limit]
+    if "id" not in values or values["id"] == BLANK_GUID:
+        values["id"] = s.uid()
+    for name in plan.own_id:  # jobQueueEntries.jobQueueEntryId: the entry's own id
+        values[name] = values["id"]
+    return values
+
+
+def _link(plan: _Plan, index: int, values: Row) -> None:
+    """Point each linking property at a seeded record, and copy its number, code and name."""
+    for via, key, pairs in plan.links:
+        row, typed = pairs[index % len(pairs)]
+        values[via] = row[key]
+        values.update(typed)
+        values.update(_copies(via, row, plan.names))
+    for name, rows, source in plan.by_name:
+        values[name] = rows[index % len(rows)][source]
+
+
+def _copies(via: str, target: Row, names: frozenset[str]) -> Row:
     """``customerId`` -> the customer's ``customerNumber``, ``customerName``, ..."""
     stem = via[:-2] if via.endswith("Id") else via
     copied: Row = {}
@@ -340,9 +370,11 @@ def _copies(via: str, target: Row, names: set[str]) -> Row:
     return copied
 
 
-def _numbers_by_name(entity_set: EntitySet, index: int, values: Row, pools: Pools) -> None:
+def _numbers_by_name(
+    entity_set: EntitySet, names: frozenset[str], pools: Pools
+) -> tuple[tuple[str, list[Row], str], ...]:
     """``itemNumber`` with no ``itemId`` beside it (item ledger entries): a seeded item's."""
-    names = set(entity_set.field_names)
+    found: list[tuple[str, list[Row], str]] = []
     for field in entity_set.fields:
         target = _set_named_by(field.name)
         if field.type is not FieldType.STRING or not target or not pools.get(target):
@@ -350,15 +382,16 @@ def _numbers_by_name(entity_set: EntitySet, index: int, values: Row, pools: Pool
         stem = field.name.removesuffix("Number").removesuffix("Code")
         if f"{stem}Id" in names or field.name == entity_set.natural_key:
             continue
-        row = pools[target][index % len(pools[target])]
         source = "number" if field.name.endswith("Number") else "code"
-        if source in row:
-            values[field.name] = row[source]
+        if source in pools[target][0]:
+            found.append((field.name, pools[target], source))
+    return tuple(found)
 
 
-def _dimension_pair(entity_set: EntitySet, index: int, values: Row, pools: Pools) -> None:
+def _dimension_pair(names: frozenset[str], index: int, values: Row, pools: Pools) -> None:
     """A dimension value and the dimension it belongs to, never a value of another dimension."""
-    names = set(entity_set.field_names)
+    if "dimensionValueId" not in names and "valueId" not in names:
+        return
     dimension_values, dimensions = pools.get("dimensionValues"), pools.get("dimensions")
     if not dimension_values or not dimensions:
         return
