@@ -8,6 +8,7 @@ import sys
 BENCHMARKS = (
     "bench_emulator",
     "bench_incremental",
+    "bench_seed",
     "bench_client",
     "bench_pull",
     "bench_push",

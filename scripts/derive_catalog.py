@@ -33,6 +33,8 @@ Rules this script applies (choices, not facts of the source):
 * Enum members are stored exactly as the EDMX names them, XML-name escapes included
   (``_x0020_`` for a space, ``_x002D_`` for ``-``); `bcbridge.catalog` decodes them.
 * A navigation's target is given as the entity set serving its entity type, when one does.
+* Complex types (``entityMetadataLabel``, ...) are listed with their properties under
+  ``complexTypes``; a property of a complex or collection type keeps its type name as declared.
 """
 
 from __future__ import annotations
@@ -169,7 +171,17 @@ def derive(metadata_xml: bytes) -> dict[str, Any]:
         enum.attrib["Name"]: [m.attrib["Name"] for m in enum.findall(f"{EDM}Member")]
         for enum in schema.findall(f"{EDM}EnumType")
     }
-    return {"source": SOURCE, "enums": enums, "entitySets": entity_sets}
+    complex_types = {
+        complex_type.attrib["Name"]: [
+            _property(p) for p in complex_type.findall(f"{EDM}Property")
+        ]
+        for complex_type in schema.findall(f"{EDM}ComplexType")
+    }
+    reference: dict[str, Any] = {"source": SOURCE, "enums": enums}
+    if complex_types:
+        reference["complexTypes"] = complex_types
+    reference["entitySets"] = entity_sets
+    return reference
 
 
 def render(reference: dict[str, Any]) -> str:
@@ -184,7 +196,16 @@ def render(reference: dict[str, Any]) -> str:
         f"    {line(name)}: {line(members)}{',' if i < len(enums) - 1 else ''}"
         for i, (name, members) in enumerate(enums)
     ]
-    out += ["  },", '  "entitySets": {']
+    out.append("  },")
+    complex_types = list(reference.get("complexTypes", {}).items())
+    if complex_types:
+        out.append('  "complexTypes": {')
+        out += [
+            f"    {line(name)}: {line(props)}{',' if i < len(complex_types) - 1 else ''}"
+            for i, (name, props) in enumerate(complex_types)
+        ]
+        out.append("  },")
+    out.append('  "entitySets": {')
     sets = list(reference["entitySets"].items())
     for i, (name, entry) in enumerate(sets):
         out.append(f"    {line(name)}: {{")

@@ -46,6 +46,7 @@ __all__ = [
     "Refusal",
     "Scope",
     "children",
+    "complex_types",
     "decode_member",
     "encode_member",
     "get",
@@ -66,6 +67,9 @@ class FieldType(StrEnum):
     DATE = "date"
     DATETIME = "datetime"
     ENUM = "enum"
+    # a collection of a complex type (entityDefinitions' captions): a JSON array of objects,
+    # its EDM type in `Field.edm_type`; read-only
+    COLLECTION = "collection"
 
 
 class Operation(StrEnum):
@@ -109,12 +113,16 @@ class Navigation:
 
     For a single-valued link `via` is the foreign-key field on this entity (``customerId``).
     For a collection `via` is the field on the target that points back (``documentId``).
+    `key` is the field on the "one" side that `via` matches: the target's for a single-valued
+    link, this entity's for a collection; ``id`` but for a few of BC's links
+    (``salesOrders(..)/dimensionValue`` by ``shortcutDimension1Code`` = ``code``).
     """
 
     name: str
     target: str  # entity set name
     via: str
     many: bool = False
+    key: str = "id"
 
 
 @dataclass(frozen=True)
@@ -283,9 +291,12 @@ TOTALS = (
     "totalAmountExcludingTax:decimal:ro totalTaxAmount:decimal:ro "
     "totalAmountIncludingTax:decimal:ro"
 )
-DOCUMENT_COMMON = (  # "Shortcut Dimension 1/2 Code" Code[20]
+# "Shortcut Dimension 1/2 Code" Code[20]. pricesIncludeTax comes from the customer's or
+# vendor's "Prices Including VAT" and is not editable on BC's API document pages (issue 13;
+# Microsoft's resource pages do not say so: UNCONFIRMED beyond the AL pages' Editable = false).
+DOCUMENT_COMMON = (
     "shortcutDimension1Code:len=20 shortcutDimension2Code:len=20 currencyId:guid "
-    f"{CURRENCY_CODE} pricesIncludeTax:bool paymentTermsId:guid shipmentMethodId:guid"
+    f"{CURRENCY_CODE} pricesIncludeTax:bool:ro paymentTermsId:guid shipmentMethodId:guid"
 )
 LINE_TYPES = "enum=Comment|Account|Item|Resource|Fixed~Asset|Charge"
 # Line "No." Code[20], Description Text[100], "Description 2" Text[50],
@@ -706,89 +717,22 @@ _ROOT = (
         fields=_fields(
             "subscriptionId:ro notificationUrl resource timestamp:int:ro userId:guid:ro",
             "lastModifiedDateTime:datetime:ro clientState expirationDateTime:datetime:ro",
+            "systemCreatedAt:datetime:ro systemCreatedBy:guid:ro",
+            "systemModifiedAt:datetime:ro systemModifiedBy:guid:ro",
         ),
         notes="Webhooks need a validation handshake with the notification URL (bc-api.md §9).",
     ),
 )
 
-# Sets that BC serves but that are not written out above (bc-api.md §3.1). Those BC's $metadata
-# describes with one GUID key take their properties, operations and actions from it (`derived`);
-# the others (a composite key, or not in BC's $metadata) keep the operations below and
-# only ``id`` and ``lastModifiedDateTime``. The emulator serves both kinds empty and answers
-# writes with 501 because it does not know BC's rules for writing them.
-_UNDESCRIBED: tuple[tuple[str, str, frozenset[Operation], tuple[str, ...]], ...] = (
-    ("accountingPeriods", "accountingPeriod", READ_ONLY, ()),
-    ("agedAccountsPayables", "agedAccountsPayable", READ_ONLY, ()),
-    ("agedAccountsReceivables", "agedAccountsReceivable", READ_ONLY, ()),
-    ("applyVendorEntries", "applyVendorEntry", frozenset({Operation.GET, Operation.PATCH}), ()),
-    ("approvalEntries", "approvalEntry", READ_ONLY, ()),
-    ("approvalUserSetups", "approvalUserSetup", READ_ONLY, ()),
-    ("postedApprovalEntries", "postedApprovalEntry", READ_ONLY, ()),
-    ("workflowApprovers", "workflowApprover", READ_ONLY, ()),
-    ("attachments", "attachment", CRUD, ()),
-    ("documentAttachments", "documentAttachment", CRUD, ()),
-    ("balanceSheets", "balanceSheet", READ_ONLY, ()),
-    ("cashFlowStatements", "cashFlowStatement", READ_ONLY, ()),
-    ("incomeStatements", "incomeStatement", READ_ONLY, ()),
-    ("retainedEarningsStatements", "retainedEarningsStatement", READ_ONLY, ()),
-    ("trialBalances", "trialBalance", READ_ONLY, ()),
-    ("bankAccounts", "bankAccount", CRUD, ()),
-    ("companyInformation", "companyInformation", frozenset({Operation.GET, Operation.PATCH}), ()),
-    ("contactsInformation", "contactInformation", READ_ONLY, ()),
-    ("countriesRegions", "countryRegion", CRUD, ()),
-    ("paymentMethods", "paymentMethod", CRUD, ()),
-    ("shipmentMethods", "shipmentMethod", CRUD, ()),
-    ("unitsOfMeasure", "unitOfMeasure", CRUD, ()),
-    ("taxGroups", "taxGroup", CRUD, ()),
-    ("taxAreas", "taxArea", CRUD, ()),
-    ("locations", "location", CRUD, ()),
-    ("customerReturnReasons", "customerReturnReason", CRUD, ()),
-    ("disputeStatus", "disputeStatus", CRUD, ()),
-    ("currencyExchangeRates", "currencyExchangeRate", READ_ONLY, ()),
-    ("customerFinancialDetails", "customerFinancialDetail", READ_ONLY, ()),
-    (
-        "customerContacts",
-        "customerContact",
-        frozenset({Operation.GET, Operation.PATCH, Operation.DELETE}),
-        (),
-    ),
-    ("customerPaymentJournals", "customerPaymentJournal", CRUD, ()),
-    ("customerPayments", "customerPayment", CRUD, ()),
-    ("customerSales", "customerSale", READ_ONLY, ()),
-    ("vendorPurchases", "vendorPurchase", READ_ONLY, ()),
-    ("defaultDimensions", "defaultDimension", CRUD, ()),
-    ("dimensionSetLines", "dimensionSetLine", CRUD, ()),
-    ("fixedAssets", "fixedAsset", CRUD, ()),
-    ("fixedAssetLocations", "fixedAssetLocation", CRUD, ()),
-    ("generalLedgerSetup", "generalLedgerSetup", READ_ONLY, ()),
-    ("generalProductPostingGroups", "generalProductPostingGroup", READ_ONLY, ()),
-    ("inventoryPostingGroups", "inventoryPostingGroup", READ_ONLY, ()),
-    ("itemVariants", "itemVariant", CRUD, ()),
-    ("itemLedgerEntries", "itemLedgerEntry", READ_ONLY, ()),
-    ("jobQueueEntries", "jobQueueEntry", READ_ONLY, ("restart",)),
-    ("jobQueueLogEntries", "jobQueueLogEntry", READ_ONLY, ()),
-    ("opportunities", "opportunity", CRUD, ()),
-    ("projects", "project", CRUD, ()),
-    ("timeRegistrationEntries", "timeRegistrationEntry", CRUD, ()),
-    ("pdfDocument", "pdfDocument", READ_ONLY, ()),
-    ("pictures", "picture", frozenset({Operation.GET, Operation.PATCH, Operation.DELETE}), ()),
-    ("purchaseCreditMemos", "purchaseCreditMemo", CRUD, ("cancel", "post")),
-    ("purchaseCreditMemoLines", "purchaseCreditMemoLine", CRUD, ()),
-    ("purchaseReceipts", "purchaseReceipt", READ_ONLY, ()),
-    ("purchaseReceiptLines", "purchaseReceiptLine", READ_ONLY, ()),
-    ("salesShipments", "salesShipment", READ_ONLY, ()),
-    ("salesShipmentLines", "salesShipmentLine", READ_ONLY, ()),
-    (
-        "salesCreditMemos",
-        "salesCreditMemo",
-        CRUD,
-        ("cancel", "cancelAndSend", "post", "postAndSend", "send"),
-    ),
-    ("salesCreditMemoLines", "salesCreditMemoLine", CRUD, ()),
-    ("salespeoplePurchasers", "salespersonPurchaser", CRUD, ()),
-    ("vendorPayments", "vendorPayment", CRUD, ()),
-    ("vendorPaymentJournals", "vendorPaymentJournal", CRUD, ()),
-)
+# Every other set of BC's $metadata (catalog_reference.json) is derived from it: its properties,
+# key, operations (the capability annotations) and bound actions (`_derived`). A set the
+# `companies` entity does not contain is served at the API root (entityDefinitions,
+# apicategoryroutes, externaleventsubscriptions, externalbusinesseventdefinitions).
+#
+# Not served: approvalEntries, approvalUserSetups, postedApprovalEntries and workflowApprovers.
+# Microsoft's API docs list them (bc-api.md §3.1) but the $metadata the reference is derived
+# from does not declare them, and the emulator adds nothing BC lacks. A later BC version may
+# serve them (UNCONFIRMED; docs/bc-api-differences.md).
 
 
 def _build() -> Mapping[str, EntitySet]:
@@ -804,13 +748,16 @@ def _build() -> Mapping[str, EntitySet]:
     ]
     reference = _reference()["entitySets"]
     sets = [_refined(entity_set, reference.get(entity_set.name)) for entity_set in sets]
+    written = {entity_set.name for entity_set in sets}
+    contained = {nav["name"] for nav in reference["companies"]["navigations"]}
     sets += [
-        _derived(name, entity, reference[name])
-        if _derivable(reference.get(name))
-        else EntitySet(name, entity, operations=ops, actions=actions)
-        for name, entity, ops, actions in _UNDESCRIBED
+        _derived(name, entry, Scope.COMPANY if name in contained else Scope.ROOT)
+        for name, entry in reference.items()
+        if name not in written
     ]
     sets = _with_back_references(sets, reference)
+    written_sets = {entity_set.name: entity_set for entity_set in sets}
+    sets = [_with_write_rules(entity_set, written_sets) for entity_set in sets]
     by_name = {entity_set.name: entity_set for entity_set in sets}
     assert len(by_name) == len(sets), "an entity set is listed twice"
     return MappingProxyType(dict(sorted(by_name.items())))
@@ -831,10 +778,77 @@ _EDM_TYPES = {
     "Edm.DateTimeOffset": FieldType.DATETIME,
 }
 _STREAM = "Edm.Stream"
+_COLLECTION = "Collection("
 _NAV_PREFIX = "Microsoft.NAV."
-# Written by the server whatever a client sends (bc-api.md §5). BC's $metadata does not say
-# which other properties are read-only, so a derived set marks only these.
-_SERVER_SET = frozenset({"id", "lastModifiedDateTime", "timestamp"})
+# Written by the server whatever a client sends (bc-api.md §5), in every derived set. BC's
+# $metadata has no read-only annotation on properties (no Core.Computed): the other read-only
+# properties of a derived set are our reading, in `_MIRRORS` and `_COMPUTED` below.
+# (timeRegistrationEntries spells its modification time "lastModfiedDateTime".)
+_SERVER_SET = frozenset(
+    {
+        "id",
+        "lastModifiedDateTime",
+        "lastModfiedDateTime",
+        "timestamp",
+        "systemVersion",
+        "systemCreatedAt",
+        "systemCreatedBy",
+        "systemModifiedAt",
+        "systemModifiedBy",
+    }
+)
+
+
+@dataclass(frozen=True)
+class _Mirror:
+    """A derived set that BC builds like a hand-written one (a credit memo like an invoice, a
+    payment like a journal line): it takes that set's read-only properties (by name), natural
+    key, required party and parent field, plus the links given here."""
+
+    like: str
+    number_series: str | None = None
+    lines: str | None = None
+    parent: str | None = None
+
+
+# BC's number series for credit memos in its demo company are S-CR/P-CR numbers; the exact
+# first numbers are UNCONFIRMED.
+_MIRRORS: Mapping[str, _Mirror] = {
+    "salesCreditMemos": _Mirror("salesInvoices", "S-CR104001", lines="salesCreditMemoLines"),
+    "salesCreditMemoLines": _Mirror("salesInvoiceLines", parent="salesCreditMemos"),
+    "purchaseCreditMemos": _Mirror("purchaseInvoices", "P-CR108001", "purchaseCreditMemoLines"),
+    "purchaseCreditMemoLines": _Mirror("purchaseInvoiceLines", parent="purchaseCreditMemos"),
+    "customerPaymentJournals": _Mirror("journals", lines="customerPayments"),
+    "vendorPaymentJournals": _Mirror("journals", lines="vendorPayments"),
+    "customerPayments": _Mirror("journalLines", parent="customerPaymentJournals"),
+    "vendorPayments": _Mirror("journalLines", parent="vendorPaymentJournals"),
+}
+# Properties of other derived sets that BC computes or looks up (UNCONFIRMED: our reading of
+# what the property holds; BC's $metadata does not say). "*" marks every property but those
+# listed under "writable".
+_COMPUTED: Mapping[str, frozenset[str]] = {
+    "attachments": frozenset({"byteSize"}),  # the size of the uploaded content
+    "documentAttachments": frozenset({"byteSize"}),
+    "pictures": frozenset({"parentType", "width", "height", "contentType"}),  # from the content
+    "customerContacts": frozenset({"customerName"}),
+    "opportunities": frozenset({"contactName", "contactCompanyName", "calculatedCurrentValue"}),
+    # the dimension's and the value's names, looked up from their codes
+    "dimensionSetLines": frozenset(
+        {"displayName", "consolidationCode", "valueConsolidationCode", "valueDisplayName"}
+    ),
+    "externaleventsubscriptions": frozenset({"userId", "companyName"}),
+}
+# Sets whose only writable properties are these (applying entries: BC's page lets a payment
+# mark a vendor ledger entry as applied, and nothing else).
+_WRITABLE_ONLY: Mapping[str, frozenset[str]] = {"applyVendorEntries": frozenset({"applied"})}
+# Natural keys of derived sets that BC numbers from a number series when a POST leaves them out
+# (UNCONFIRMED series: BC's demo data uses these shapes).
+_DERIVED_SERIES: Mapping[str, str] = {
+    "bankAccounts": "B00010",
+    "fixedAssets": "FA000010",
+    "opportunities": "OP000010",
+    "projects": "J00010",
+}
 
 
 def decode_member(name: str) -> str:
@@ -854,15 +868,6 @@ def _reference() -> dict[str, Any]:
     return data
 
 
-def _derivable(entry: dict[str, Any] | None) -> bool:
-    """Sets whose key is, or starts with, a GUID (``id``; ``customerId`` for
-    agedAccountsReceivables and customerSales) are derived; text keys are not yet."""
-    if entry is None:
-        return False
-    types = {p["name"]: p["type"] for p in entry["properties"]}
-    return types.get(entry["key"][0]) == "Edm.Guid"
-
-
 def _target_key(target: str | None) -> str | None:
     entry = _reference()["entitySets"].get(target) if target else None
     return entry["key"][0] if entry is not None and len(entry["key"]) == 1 else None
@@ -870,6 +875,8 @@ def _target_key(target: str | None) -> str | None:
 
 def _reference_field(prop: dict[str, Any]) -> Field:
     edm: str = prop["type"]
+    if edm.startswith(_COLLECTION):
+        return Field(prop["name"], FieldType.COLLECTION, read_only=True, edm_type=edm)
     if edm.startswith(_NAV_PREFIX):
         members = _reference()["enums"][edm.removeprefix(_NAV_PREFIX)]
         options = tuple(decode_member(member) for member in members)
@@ -904,12 +911,24 @@ def _reference_navigations(
             via = "id"
         if via in fields:
             found.append(Navigation(nav["name"], target, via))
+        elif via is None and len(constraints) == 1:
+            # a link by another field than the target's key (shortcutDimension1Code = code)
+            ((mine, theirs),) = constraints.items()
+            if mine in fields and theirs in _property_names(target):
+                found.append(Navigation(nav["name"], target, mine, key=theirs))
     return tuple(found)
 
 
-def _derived(name: str, entity: str, entry: dict[str, Any]) -> EntitySet:
+def _property_names(set_name: str) -> set[str]:
+    entry = _reference()["entitySets"].get(set_name)
+    return {p["name"] for p in entry["properties"]} if entry else set()
+
+
+def _derived(name: str, entry: dict[str, Any], scope: Scope) -> EntitySet:
     props = entry["properties"]
+    # Streams are content, not part of a record.
     fields = tuple(_reference_field(p) for p in props if p["type"] != _STREAM)
+    types = {p["name"]: p["type"] for p in props}
     return EntitySet(
         name,
         entry["entityType"],
@@ -917,11 +936,48 @@ def _derived(name: str, entity: str, entry: dict[str, Any]) -> EntitySet:
         actions=tuple(entry["actions"]),
         fields=fields,
         navigations=_reference_navigations(entry, {f.name for f in fields}, set()),
+        scope=scope,
         key=entry["key"][0],
+        key_is_string=types.get(entry["key"][0]) == "Edm.String",
         composite_key=tuple(entry["key"]) if len(entry["key"]) > 1 else (),
         streams=tuple(p["name"] for p in props if p["type"] == _STREAM),
         derived=True,
     )
+
+
+def _with_write_rules(entity_set: EntitySet, by_name: Mapping[str, EntitySet]) -> EntitySet:
+    """A derived set with BC's rules for writing it, as far as they are known: its mirror's
+    (`_MIRRORS`), the computed properties (`_COMPUTED`, `_WRITABLE_ONLY`), its natural key and
+    number series. Hand-written sets are returned as they are."""
+    if not entity_set.derived:
+        return entity_set
+    name = entity_set.name
+    mirror = _MIRRORS.get(name)
+    like = by_name[mirror.like] if mirror else None
+    read_only = set(_COMPUTED.get(name, ()))
+    if like is not None:
+        read_only |= {f.name for f in like.fields if f.read_only}
+    if name in _WRITABLE_ONLY:
+        read_only |= set(entity_set.field_names) - _WRITABLE_ONLY[name]
+    fields = tuple(
+        dataclasses.replace(f, read_only=True) if f.name in read_only else f
+        for f in entity_set.fields
+    )
+    names = {f.name for f in fields}
+    natural = next((key for key in ("number", "code") if key in names), None)
+    changes: dict[str, Any] = {"fields": fields, "natural_key": natural}
+    if name in _DERIVED_SERIES:
+        changes["number_series"] = _DERIVED_SERIES[name]
+    if mirror is not None and like is not None:
+        changes.update(
+            natural_key=like.natural_key,
+            required_one_of=like.required_one_of,
+            number_series=mirror.number_series,
+            lines=mirror.lines,
+        )
+        if mirror.parent:
+            changes.update(parent=mirror.parent, parent_field=like.parent_field)
+    return dataclasses.replace(entity_set, **changes)
 
 
 def _refined(entity_set: EntitySet, entry: dict[str, Any] | None) -> EntitySet:
@@ -931,9 +987,7 @@ def _refined(entity_set: EntitySet, entry: dict[str, Any] | None) -> EntitySet:
     if entry is None:
         return entity_set
     declared = {p["name"]: p for p in entry["properties"]}
-    # Lengths only under a company for now: tests/emulator/test_em_lengths.py reads every set
-    # that has lengths as companies({id})/<set>, which a root set (companies) is not.
-    with_lengths = entity_set.scope is Scope.COMPANY
+    with_lengths = True
     fields = tuple(
         _as_declared(f, declared.get(f.name), with_lengths)
         for f in entity_set.fields
@@ -972,8 +1026,8 @@ def _with_back_references(sets: list[EntitySet], reference: dict[str, Any]) -> l
     for entry in reference.values():
         for nav in entry["navigations"]:
             constraints = nav.get("constraints", {})
-            if nav["many"] and nav.get("target") and list(constraints) == ["id"]:
-                back.setdefault(nav["target"], set()).add(constraints["id"])
+            if nav["many"] and nav.get("target") and len(constraints) == 1:
+                back.setdefault(nav["target"], set()).update(constraints.values())
     for name, fields in back.items():
         target = by_name.get(name)
         if target is not None and target.derived and len(fields) == 1:
@@ -986,13 +1040,14 @@ def _with_back_references(sets: list[EntitySet], reference: dict[str, Any]) -> l
             continue
         present = {nav.name for nav in source.navigations}
         added = tuple(
-            Navigation(nav["name"], nav["target"], nav["constraints"]["id"], many=True)
+            Navigation(nav["name"], nav["target"], theirs, many=True, key=mine)
             for nav in entry["navigations"]
             if nav["many"]
             and nav["name"] not in present
             and nav.get("target") in by_name
-            and list(nav.get("constraints", {})) == ["id"]
-            and by_name[nav["target"]].parent_field == nav["constraints"]["id"]
+            and len(nav.get("constraints", {})) == 1
+            for mine, theirs in nav["constraints"].items()
+            if mine in source.field_names and by_name[nav["target"]].parent_field == theirs
         )
         if added:
             by_name[name] = dataclasses.replace(source, navigations=source.navigations + added)
@@ -1000,6 +1055,15 @@ def _with_back_references(sets: list[EntitySet], reference: dict[str, Any]) -> l
 
 
 CATALOG: Mapping[str, EntitySet] = _build()
+
+
+def complex_types() -> Mapping[str, tuple[tuple[str, str, bool], ...]]:
+    """BC's complex types (``entityMetadataLabel``, ...): each property's name, EDM type and
+    whether it may be null, from the reference."""
+    return {
+        name: tuple((p["name"], p["type"], p.get("nullable", True)) for p in props)
+        for name, props in _reference().get("complexTypes", {}).items()
+    }
 
 
 def names() -> tuple[str, ...]:
@@ -1042,6 +1106,7 @@ _EDM = {
     FieldType.DATE: "Edm.Date",
     FieldType.DATETIME: "Edm.DateTimeOffset",
     FieldType.ENUM: "Edm.String",
+    FieldType.COLLECTION: "Collection(Edm.String)",  # always named by `Field.edm_type`
 }
 
 
@@ -1129,6 +1194,8 @@ def _has_type(field: Field, value: object) -> bool:
     when the request says IEEE754Compatible=true is UNCONFIRMED; bcbridge never says so."""
     if field.type is FieldType.BOOL:
         return isinstance(value, bool)
+    if field.type is FieldType.COLLECTION:
+        return isinstance(value, list)
     if field.type is FieldType.INT:
         return isinstance(value, int) and not isinstance(value, bool)
     if field.type is FieldType.DECIMAL:  # a Decimal (`convert: decimal`) is sent as a number

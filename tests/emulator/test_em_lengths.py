@@ -104,7 +104,7 @@ def test_seeded_data_fits_the_lengths(api: httpx.Client, emulator: RunningEmulat
     for company in emulator.info.companies:
         for entity_set in catalog.CATALOG.values():
             limited = [f for f in entity_set.fields if f.max_length]
-            if not limited or entity_set.parent:
+            if not limited or entity_set.parent or entity_set.scope is catalog.Scope.ROOT:
                 continue
             rows = api.get(
                 f"companies({company['id']})/{entity_set.name}", params={"$top": 5000}

@@ -54,8 +54,9 @@ def default_state_dir() -> Path:
 def scalable_sets() -> tuple[str, ...]:
     """The entity sets whose row counts `scale` can set (the ones the seeder generates)."""
     from bcbridge.emulator.seed import DEFAULT_COUNTS
+    from bcbridge.emulator.seed_sets import scalable_sets as generic_sets
 
-    return tuple(DEFAULT_COUNTS)
+    return tuple(dict.fromkeys([*DEFAULT_COUNTS, *generic_sets()]))
 
 
 def parse_scale(text: str | None) -> dict[str, int]:

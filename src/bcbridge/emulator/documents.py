@@ -93,7 +93,7 @@ def resolve_references(records: Records, place: Place, values: dict[str, Any]) -
     """Fill id/number pairs and copied names for the references this write touches."""
     names = set(place.entity_set.field_names)
     for ref in REFERENCES:
-        if ref.id_field not in names:
+        if ref.id_field not in names or _links_elsewhere(place.entity_set, ref):
             continue
         given_id = values.get(ref.id_field)
         given_number = values.get(ref.number_field) if ref.number_field else None
@@ -123,6 +123,13 @@ def resolve_references(records: Records, place: Place, values: dict[str, Any]) -
             values.setdefault("billToCustomerId", row["id"])
             values.setdefault("billToCustomerNumber", row["number"])
             values.setdefault("billToName", row["displayName"])
+
+
+def _links_elsewhere(entity_set: catalog.EntitySet, ref: Reference) -> bool:
+    """The set's own link through `ref.id_field` names another set (a customer payment's
+    journalId is a customerPaymentJournal, not a journal)."""
+    link = next((n for n in entity_set.navigations if n.via == ref.id_field and not n.many), None)
+    return link is not None and link.target != ref.target
 
 
 def require_party(entity_set: catalog.EntitySet, record: Row) -> None:

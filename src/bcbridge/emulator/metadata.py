@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from xml.sax.saxutils import quoteattr
 
+from bcbridge import catalog
 from bcbridge.catalog import EntitySet, FieldType, Operation, Scope, edm_type, encode_member
 from bcbridge.emulator.store import fields_of
 
@@ -77,6 +78,36 @@ def _enum_types(sets: Iterable[EntitySet]) -> list[str]:
     return lines
 
 
+def _complex_types(sets: Iterable[EntitySet]) -> list[str]:
+    """One ComplexType per complex type a property names, and those they name in turn."""
+    known = catalog.complex_types()
+    wanted = [
+        _element_type(f.edm_type)
+        for entity_set in sets
+        for f in entity_set.fields
+        if f.type is FieldType.COLLECTION and f.edm_type
+    ]
+    lines: list[str] = []
+    done: set[str] = set()
+    while wanted:
+        name = wanted.pop(0)
+        if name in done or name not in known:
+            continue
+        done.add(name)
+        lines.append(f"<ComplexType Name={quoteattr(name)}>")
+        for prop, edm, nullable in known[name]:
+            null = "" if nullable else ' Nullable="false"'
+            lines.append(f"<Property Name={quoteattr(prop)} Type={quoteattr(edm)}{null}/>")
+            wanted.append(_element_type(edm))
+        lines.append("</ComplexType>")
+    return lines
+
+
+def _element_type(edm: str) -> str:
+    """``Collection(Microsoft.NAV.entityMetadataLabel)`` -> ``entityMetadataLabel``."""
+    return edm.removeprefix("Collection(").removesuffix(")").removeprefix("Microsoft.NAV.")
+
+
 def _capabilities(entity_set: EntitySet) -> list[str]:
     """What the set accepts, as BC's capability annotations. BC writes them inside its
     EntitySet element; here they target it from outside (the same meaning in CSDL), so the
@@ -93,8 +124,17 @@ def _capabilities(entity_set: EntitySet) -> list[str]:
     return lines
 
 
+def _with_subscriptions(sets: list[EntitySet]) -> list[EntitySet]:
+    """BC declares ``subscriptions`` beside ``companies``; the emulator serves it from
+    `bcbridge.emulator.webhooks` rather than from a table, so the served sets lack it."""
+    names = {entity_set.name for entity_set in sets}
+    if "companies" in names and "subscriptions" not in names:
+        sets.append(catalog.get("subscriptions"))
+    return sets
+
+
 def edmx(entity_sets: Iterable[EntitySet]) -> str:
-    sets = sorted(entity_sets, key=lambda s: s.name)
+    sets = sorted(_with_subscriptions(list(entity_sets)), key=lambda s: s.name)
     by_name = {s.name: s for s in sets}
     known = set(by_name)
     body = [
@@ -104,6 +144,7 @@ def edmx(entity_sets: Iterable[EntitySet]) -> str:
         '<Schema Namespace="Microsoft.NAV" xmlns="http://docs.oasis-open.org/odata/ns/edm">',
     ]
     body += _enum_types(sets)
+    body += _complex_types(sets)
     for entity_set in sets:
         body += _entity_type(entity_set, known, by_name)
     for entity_set in sets:

@@ -8,6 +8,7 @@ emulator does not support). Companies and parent records are looked up afterward
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,6 +35,9 @@ _ROUTE = re.compile(r"^(?P<route>v2\.0|[\w-]+/[\w-]+/(?:v[\w.]+|beta))(?:/(?P<pa
 _ACTION_PREFIX = "Microsoft.NAV."
 # Microsoft's runtime API, which serves companies({id})/webhookSupportedResources (§9.2).
 RUNTIME_ROUTE = "microsoft/runtime/beta"
+# The `_company` of records BC serves at the API root, outside every company
+# (entityDefinitions, apicategoryroutes, externaleventsubscriptions, ...).
+ROOT_COMPANY = ""
 
 
 class Kind(StrEnum):
@@ -67,6 +71,9 @@ class Target:
     company_key: str | None = None  # from companies({key})/...; None: ?company= or the header
     parent: Parent | None = None
     via: str | None = None  # RELATED: the parent's field that holds the record's id
+    # the field on the "one" side a navigation matches (catalog.Navigation.key): RELATED, the
+    # record's field `via` names; a collection, the parent's field its records hold
+    match: str = "id"
     action: str | None = None
 
 
@@ -97,6 +104,9 @@ def resolve(
     name, key = segments[0]
     if name == "subscriptions":  # outside a $batch, `webhook_target` routes them first
         raise not_emulated("Webhook subscriptions are not emulated inside a $batch.")
+    root_set = sets.get(name)
+    if root_set is not None and root_set.scope is Scope.ROOT and name != "companies":
+        return _at_root(method, root_set, segments)
     company_key = None
     if name == "companies":
         if key is None and len(segments) > 1:
@@ -182,6 +192,17 @@ def resource_parts(resource: str) -> tuple[str, str, str]:
     return match["route"], segments[0][1], segments[1][0]
 
 
+def _at_root(method: str, entity_set: EntitySet, segments: list[tuple[str, str | None]]) -> Target:
+    """``entityDefinitions``, ``externaleventsubscriptions({id})``: a set BC serves outside
+    companies. BC's $metadata gives these sets no navigation properties."""
+    if len(segments) > 1:
+        raise segment_not_found(segments[1][0])
+    key = segments[0][1]
+    if key is None:
+        return _on_set(method, entity_set, None)
+    return _on_record(method, entity_set, None, key)
+
+
 def _below_company(
     method: str,
     segments: list[tuple[str, str | None]],
@@ -223,15 +244,29 @@ def _navigation(
         raise not_emulated("This navigation path is not emulated.")
     if navigation.many:
         if next_key is None:
-            return _on_set(method, target, company_key, parent)
-        return _on_record(method, target, company_key, next_key, parent)
+            found = _on_set(method, target, company_key, parent)
+        else:
+            found = _on_record(method, target, company_key, next_key, parent)
+        return dataclasses.replace(found, match=navigation.key)
     if method == "DELETE" and target.allows("DELETE"):  # items({id})/picture
         return Target(
-            Kind.DELETE, target, company_key=company_key, parent=parent, via=navigation.via
+            Kind.DELETE,
+            target,
+            company_key=company_key,
+            parent=parent,
+            via=navigation.via,
+            match=navigation.key,
         )
     if method != "GET":
         raise method_not_allowed(f"'{method}' is not allowed on '{next_name}'.")
-    return Target(Kind.RELATED, target, company_key=company_key, parent=parent, via=navigation.via)
+    return Target(
+        Kind.RELATED,
+        target,
+        company_key=company_key,
+        parent=parent,
+        via=navigation.via,
+        match=navigation.key,
+    )
 
 
 def _companies(method: str, key: str | None) -> Target:

@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bcbridge import catalog
-from bcbridge.emulator import documents
+from bcbridge.emulator import documents, seed_sets
 from bcbridge.emulator.store import BLANK_GUID, STANDARD_ROUTE, Schema
 from bcbridge.emulator.validation import blank_record
 
@@ -87,6 +87,7 @@ class _Seeder:
         )
         self.counter = 0
         self.rows: dict[str, list[dict[str, Any]]] = {}
+        self.blanks: dict[str, dict[str, Any]] = {}
 
     def uid(self) -> str:
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -97,8 +98,9 @@ class _Seeder:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
     def add(self, set_name: str, values: dict[str, Any]) -> dict[str, Any]:
-        row = blank_record(catalog.get(set_name))
-        row.update(values)
+        if set_name not in self.blanks:  # one blank record per set, copied for each row
+            self.blanks[set_name] = blank_record(catalog.get(set_name))
+        row = {**self.blanks[set_name], **values}
         if row["id"] == BLANK_GUID:
             row["id"] = self.uid()
         if "lastModifiedDateTime" in row:
@@ -352,6 +354,7 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
     _documents(
         s, "purchaseInvoices", counts["purchaseInvoices"], vendors, items, {"status": "Draft"}
     )
+    seed_sets.seed_every_set(s, counts, _documents)  # every other set: generic, linked rows
     s.flush()
 
 

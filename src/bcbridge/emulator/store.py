@@ -36,6 +36,7 @@ _COLUMN_TYPES: Mapping[FieldType, type[sa.types.TypeEngine[Any]]] = {
     # arithmetic in documents.py: not done (see tests/subpub/test_sp_exact.py).
     FieldType.DECIMAL: sa.Float,
     FieldType.BOOL: sa.Boolean,
+    FieldType.COLLECTION: sa.JSON,  # a JSON array, read back as a list
 }
 
 GENERIC_FIELDS = (
@@ -63,6 +64,7 @@ def blank(field: Field) -> Any:
         FieldType.DATE: BLANK_DATE,
         FieldType.DATETIME: BLANK_DATETIME,
         FieldType.ENUM: field.options[0] if field.options else "",
+        FieldType.COLLECTION: [],
     }.get(field.type, "")
 
 

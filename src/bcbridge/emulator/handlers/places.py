@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
+from bcbridge.catalog import Scope
 from bcbridge.emulator.calls import Call
-from bcbridge.emulator.errors import company_not_found
+from bcbridge.emulator.errors import company_not_found, record_not_found
 from bcbridge.emulator.records import Place, Records
-from bcbridge.emulator.routing import Target, record_key
+from bcbridge.emulator.routing import ROOT_COMPANY, Target, record_key
 from bcbridge.emulator.store import STANDARD_ROUTE
 from bcbridge.odata import parse_key
 
@@ -27,20 +28,28 @@ class Address:
 def locate(records: Records, call: Call, target: Target) -> Address:
     """The company and parent a target names, looked up; BC's 400/404 when one is missing."""
     assert target.entity_set is not None, target
-    company_id = (
-        company_by_id(records, target.company_key)
-        if target.company_key is not None
-        else company_from_request(records, call)
-    )
+    if target.entity_set.scope is Scope.ROOT:  # served outside companies
+        company_id = ROOT_COMPANY
+    elif target.company_key is not None:
+        company_id = company_by_id(records, target.company_key)
+    else:
+        company_id = company_from_request(records, call)
     if target.parent is None:
         place = Place(call.route, target.entity_set, company_id)
         return Address(place, target.key, action=target.action)
     parent_place = Place(call.route, target.parent.entity_set, company_id)
     parent = records.get(parent_place, target.parent.key)
     if target.via is not None:  # a single-valued navigation: the parent names the record
-        key = record_key(target.entity_set, str(parent[target.via]))
-        return Address(Place(call.route, target.entity_set, company_id), key)
-    place = Place(call.route, target.entity_set, company_id, parent_id=parent["id"])
+        place = Place(call.route, target.entity_set, company_id)
+        if target.match == "id":
+            return Address(place, record_key(target.entity_set, str(parent[target.via])))
+        found = records.find_by(place, target.match, parent[target.via])  # by code, not id
+        if found is None:
+            what = f"{target.match}='{parent[target.via]}'"
+            raise record_not_found(target.entity_set.entity, what)
+        return Address(place, str(found["id"]))
+    parent_id = str(parent[target.match])  # jobQueueEntries(..)/jobQueueLogEntries: not the id
+    place = Place(call.route, target.entity_set, company_id, parent_id=parent_id)
     segment = f"{target.parent.entity_set.name}({parent['id']})"
     return Address(place, target.key, segment)
 

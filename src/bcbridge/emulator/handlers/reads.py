@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 import sqlalchemy as sa
 
 from bcbridge import catalog
-from bcbridge.catalog import EntitySet
+from bcbridge.catalog import EntitySet, Scope
 from bcbridge.emulator import query, streams
 from bcbridge.emulator.calls import Call, Result
 from bcbridge.emulator.errors import bad_request
@@ -52,6 +52,8 @@ def companies(records: Records, call: Call, company_id: str | None) -> Result:
 
 
 def context(call: Call, place: Place, suffix: str = "", parent_segment: str | None = None) -> str:
+    if place.entity_set.scope is Scope.ROOT:  # entityDefinitions, ...: outside companies
+        return f"{call.root_url}/$metadata#{place.name}{suffix}"
     middle = f"{parent_segment}/" if parent_segment else ""
     return f"{call.root_url}/$metadata#companies({place.company_id})/{middle}{place.name}{suffix}"
 
@@ -154,11 +156,11 @@ def _expand(
     names = query.select_names(target, expand.options.get("$select"))
     nested = query.parse_expand(expand.options.get("$expand"))
     if navigation.many:
-        ids = [row["id"] for row in rows]
+        ids = [row[navigation.key] for row in rows]
         column = table.c[navigation.via]
     else:
         ids = sorted({str(row[navigation.via]) for row in rows})
-        column = table.c.id
+        column = table.c[navigation.key]
         for record_id in ids:  # a document's pdfDocument, a customer's picture, ...
             streams.materialize(records, target_place, record_id)
     found: list[Row] = []
@@ -175,6 +177,6 @@ def _expand(
         groups: dict[str, list[dict[str, Any]]] = {}
         for row, body in zip(found, rendered, strict=True):
             groups.setdefault(row[navigation.via], []).append(body)
-        return [groups.get(row["id"], []) for row in rows]
-    by_id = {row["id"]: body for row, body in zip(found, rendered, strict=True)}
-    return [by_id.get(str(row[navigation.via])) for row in rows]
+        return [groups.get(row[navigation.key], []) for row in rows]
+    by_key = {str(row[navigation.key]): body for row, body in zip(found, rendered, strict=True)}
+    return [by_key.get(str(row[navigation.via])) for row in rows]

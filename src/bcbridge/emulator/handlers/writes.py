@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from bcbridge import catalog
-from bcbridge.catalog import Operation
+from bcbridge.catalog import Operation, Scope
 from bcbridge.emulator import documents, query
 from bcbridge.emulator.calls import Call, Result
 from bcbridge.emulator.errors import (
@@ -49,7 +49,8 @@ def create(records: Records, call: Call, at: Address) -> Result:
         return Result(204)
     expands = query.parse_expand(call.query.get("$expand"))
     body = render(records, place, [row], query.select_names(entity_set, None), expands)[0]
-    location = f"{call.root_url}/companies({place.company_id})/{place.name}({row['id']})"
+    company = "" if place.entity_set.scope is Scope.ROOT else f"companies({place.company_id})/"
+    location = f"{call.root_url}/{company}{place.name}({row['id']})"
     return Result(
         201,
         {"@odata.context": context(call, place, "/$entity"), **body},
@@ -110,11 +111,8 @@ def delete(records: Records, call: Call, at: Address) -> Result:
 def require_writable(place: Place, operation: Operation, method: str) -> None:
     if not place.entity_set.allows(operation):
         raise method_not_allowed(f"'{method}' requests for '{place.name}' are not allowed.")
-    if not place.entity_set.described:
-        raise not_emulated(
-            f"The emulator does not know BC's rules for writing '{place.name}' "
-            "(read-only fields, defaults, checks), so it cannot accept writes to it."
-        )
+    if not place.entity_set.fields:  # every set of BC's $metadata has its properties
+        raise not_emulated(f"The emulator does not know the properties of '{place.name}'.")
 
 
 def insert(records: Records, place: Place, values: dict[str, Any]) -> Row:
