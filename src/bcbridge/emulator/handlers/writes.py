@@ -133,6 +133,12 @@ def insert(records: Records, place: Place, values: dict[str, Any]) -> Row:
     if parent is not None and entity_set.parent_field == "documentId":
         values.setdefault("sequence", documents.next_sequence(records, place, parent[1]["id"]))
         documents.prepare_line(records, place, values, None)
+    elif (
+        parent is not None
+        and "lineNumber" in entity_set.field_names
+        and not values.get("lineNumber")
+    ):  # journal lines and payments: BC numbers them 10000, 20000, ...
+        values["lineNumber"] = documents.next_line_number(records, place, parent[1]["id"])
     row = records.insert(place, values)
     if parent is not None:
         documents.recompute_totals(records, parent[0], records.get(parent[0], parent[1]["id"]))
