@@ -537,3 +537,27 @@ def test_the_seed_posts_documents_consistently(fresh: tuple[Client, str]) -> Non
     assert credit and sum(row["balanceDue"] for row in aged) <= open_total + 0.005
     assert bc.get_json(f"{company}/customerPayments")["value"]  # one left to post
     assert bc.get_json(f"{company}/itemLedgerEntries")["value"]
+
+
+def test_a_posted_invoice_and_its_lines_can_no_longer_be_changed(
+    bc: Client, company: str, posts: None
+) -> None:
+    customer = _customer(bc, company)
+    invoice = _document(bc, company, "salesInvoices", customer)
+    _act(bc, company, "salesInvoices", invoice["id"], "post")
+    posted = _get(bc, company, f"salesInvoices({invoice['id']})")
+    lines = f"{company}/salesInvoices({invoice['id']})/salesInvoiceLines"
+    line = bc.get_json(lines)["value"][0]
+    attempts = (
+        ("PATCH", f"{company}/salesInvoices({invoice['id']})", {"externalDocumentNumber": "X"}),
+        ("DELETE", f"{company}/salesInvoices({invoice['id']})", None),
+        ("PATCH", f"{lines}({line['id']})", {"quantity": 9}),
+        ("DELETE", f"{lines}({line['id']})", None),
+        ("POST", lines, {"lineType": "Item", "lineObjectNumber": line["lineObjectNumber"]}),
+    )
+    for method, path, body in attempts:
+        with pytest.raises(BCAPIError) as refused:
+            bc.request(method, path, json=body, headers={"If-Match": "*"})
+        assert refused.value.status == 400, (method, path)
+        assert refused.value.code == "Application_DialogException"
+    assert _get(bc, company, f"salesInvoices({invoice['id']})") == posted

@@ -337,3 +337,27 @@ def post_payment_journal(schema: Schema, conn: sa.Connection, journal_id: str) -
             place = Place(STANDARD_ROUTE, entity_set, str(journal["_company"]))
             return posting.post_payments(records, place, journal)
     raise dialog(f"journalId: no customer or vendor payment journal has the id {journal_id}")
+
+
+# --- posted documents stay as posted ---------------------------------------------------------
+
+POSTABLE = ("salesInvoices", "purchaseInvoices", "salesCreditMemos", "purchaseCreditMemos")
+
+
+def refuse_posted_change(records: Records, place: Place, row: Row) -> None:
+    """A posted invoice or credit memo, and its lines, can no longer be changed or deleted:
+    the ledger entries posting made stand for it. (BC refuses a change to a posted invoice;
+    the wording here, and BC's rules for deleting posted documents, which depend on its setup,
+    are UNCONFIRMED: the emulator refuses every change.)"""
+    header, header_place = row, place
+    if place.entity_set.parent in POSTABLE and place.entity_set.parent_field == "documentId":
+        header_place = _at(place, place.entity_set.parent)
+        found = records.find(header_place, str(row.get("documentId") or place.parent_id or ""))
+        if found is None:
+            return
+        header = found
+    if header_place.name in POSTABLE and header.get("status") not in (None, *DRAFT):
+        raise dialog(
+            f"The {_kind(header_place)} {header['number']} has been posted and can no longer "
+            "be modified."
+        )
