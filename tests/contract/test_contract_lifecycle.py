@@ -561,3 +561,19 @@ def test_a_posted_invoice_and_its_lines_can_no_longer_be_changed(
         assert refused.value.status == 400, (method, path)
         assert refused.value.code == "Application_DialogException"
     assert _get(bc, company, f"salesInvoices({invoice['id']})") == posted
+
+
+def test_without_email_set_up_the_send_actions_are_refused(
+    bc: Client, company: str, emulator_only: InProcessEmulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bcbridge.emulator import lifecycle
+
+    customer = _customer(bc, company)
+    invoice = _document(bc, company, "salesInvoices", customer)
+    monkeypatch.setattr(lifecycle, "EMAIL_SET_UP", False)
+    for action in ("send", "postAndSend"):
+        assert "E-mail is not set up" in _refused(
+            bc, company, "salesInvoices", invoice["id"], action
+        )
+    assert _get(bc, company, f"salesInvoices({invoice['id']})")["status"] == "Draft"
+    assert _sent_for(emulator_only, invoice["id"]) == []

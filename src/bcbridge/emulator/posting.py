@@ -54,6 +54,7 @@ __all__ = [
     "post_document",
     "post_payments",
     "refresh_parties",
+    "side_of",
 ]
 
 
