@@ -577,3 +577,19 @@ def test_without_email_set_up_the_send_actions_are_refused(
         )
     assert _get(bc, company, f"salesInvoices({invoice['id']})")["status"] == "Draft"
     assert _sent_for(emulator_only, invoice["id"]) == []
+
+
+def test_a_credit_memo_for_another_customers_invoice_is_not_posted(
+    bc: Client, company: str, posts: None
+) -> None:
+    owner, other = _customer(bc, company), _customer(bc, company)
+    invoice = _document(bc, company, "salesInvoices", owner)
+    _act(bc, company, "salesInvoices", invoice["id"], "post")
+    memo = _document(bc, company, "salesCreditMemos", other, invoiceId=invoice["id"])
+    assert "same customer" in _refused(bc, company, "salesCreditMemos", memo["id"], "post")
+    assert _get(bc, company, f"salesCreditMemos({memo['id']})")["status"] == "Draft"
+    assert _balance(bc, company, other) == 0
+    assert (
+        _get(bc, company, f"salesInvoices({invoice['id']})")["remainingAmount"]
+        == (invoice["totalAmountIncludingTax"])
+    )

@@ -298,7 +298,13 @@ def apply_to(records: Records, place: Place, side: Side, entry_seq: int, documen
         records.conn.execute(sa.select(ledger).where(ledger.c.seq == entry_seq)).mappings().one()
     )
     remaining = float(entry["remaining"])
-    for target in entries_of(records, place, side, document_id):
+    targets = entries_of(records, place, side, document_id)
+    if not any(target["party_id"] == entry["party_id"] for target in targets):
+        raise dialog(
+            f"{entry['document_type']} {entry['document_number']} cannot be applied: the "
+            f"invoice it names is not a posted document of the same {side.party}."
+        )
+    for target in targets:
         other = float(target["remaining"])
         if not remaining or not other or (remaining > 0) == (other > 0):
             continue
