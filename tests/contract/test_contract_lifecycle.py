@@ -353,10 +353,32 @@ def test_journal_post_turns_lines_into_gl_entries(bc: Client, company: str, post
             f"{company}/journals({journal['id']})/journalLines",
             json={"accountId": account["id"], "amount": amount, "documentNumber": number},
         )
+    lines = f"{company}/journals({journal['id']})/journalLines"
+    odd = f"J{uuid.uuid4().hex[:8].upper()}"
+    bc.request(
+        "POST", lines, json={"accountId": account["id"], "amount": 5.0, "documentNumber": odd}
+    )
+    assert "out of balance" in _refused(bc, company, "journals", journal["id"], "post")
+    assert len(bc.get_json(lines)["value"]) == 3 and _gl(bc, company, number) == []
+    bc.request("DELETE", f"{lines}({bc.get_json(lines)['value'][-1]['id']})")
     _act(bc, company, "journals", journal["id"], "post")
     assert _balanced(_gl(bc, company, number))
+    assert bc.get_json(lines)["value"] == []
+    assert "nothing to post" in _refused(bc, company, "journals", journal["id"], "post")
+
+
+def test_the_seeded_journal_posts_against_its_balancing_account(
+    bc: Client, company: str, posts: None, target: str
+) -> None:
+    if target == "sandbox":
+        pytest.skip("the emulator's seeded journal")
+    (journal,) = _all(bc, company, "journals", "code eq 'DEFAULT'")
     lines = bc.get_json(f"{company}/journals({journal['id']})/journalLines")["value"]
-    assert lines == []
+    if not lines:
+        pytest.skip("posted already by another test of this session")
+    _act(bc, company, "journals", journal["id"], "post")
+    for line in lines:
+        assert _balanced(_gl(bc, company, line["documentNumber"]))
 
 
 def test_job_queue_restart(bc: Client, company: str) -> None:

@@ -15,8 +15,6 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import sqlalchemy as sa
-
 from bcbridge import catalog
 from bcbridge.emulator.errors import dialog, record_not_found
 from bcbridge.emulator.records import Place, Records
@@ -349,38 +347,8 @@ def make_document(target: str) -> ActionHandler:
     return action
 
 
-def post_journal(records: Records, place: Place, row: Row) -> None:
-    """Each journal line becomes a general ledger entry; the journal is emptied."""
-    line_place = _place(place, "journalLines")
-    entries = _place(place, "generalLedgerEntries")
-    table = records.table(entries)
-
-    last = records.conn.execute(
-        sa.select(sa.func.max(table.c.entryNumber)).where(table.c._company == place.company_id)
-    ).scalar()
-    number = int(last or 0)
-    for line in records.children(line_place, "journalId", row["id"]):
-        number += 1
-        amount = float(line["amount"])
-        records.insert(
-            entries,
-            {
-                "entryNumber": number,
-                "postingDate": line["postingDate"],
-                "documentNumber": line["documentNumber"],
-                "accountId": line["accountId"],
-                "accountNumber": line["accountNumber"],
-                "description": line["description"],
-                "debitAmount": max(amount, 0.0),
-                "creditAmount": max(-amount, 0.0),
-            },
-        )
-        records.delete(line_place, line)
-
-
-# The actions that post, cancel and send documents are `bcbridge.emulator.lifecycle.ACTIONS`.
+# The actions that post (journals too), cancel and send are `bcbridge.emulator.lifecycle.ACTIONS`.
 ACTIONS: Mapping[tuple[str, str], ActionHandler] = {
     ("salesQuotes", "makeInvoice"): make_document("salesInvoices"),
     ("salesQuotes", "makeOrder"): make_document("salesOrders"),
-    ("journals", "post"): post_journal,
 }

@@ -20,7 +20,7 @@ Every bound action of BC API v2.0's $metadata (21, in `catalog_reference.json`) 
 | purchaseOrders      | receiveAndInvoice        | receipt + posted invoice; the order is deleted  |
 | salesQuotes         | makeInvoice, makeOrder   | documents.make_document                         |
 |                     | send                     | status Sent, sentDate, and the e-mail recorded  |
-| journals            | post                     | documents.post_journal                          |
+| journals            | post                     | posting.post_general_journal                    |
 | jobQueueEntries     | restart                  | status Ready, the error cleared                 |
 
 A wrong state answers 400 ``Application_DialogException``, BC's answer to an AL ``Error()``;
@@ -316,6 +316,7 @@ ACTIONS: Mapping[tuple[str, str], ActionHandler] = {
     ("purchaseOrders", "receiveAndInvoice"): receive_and_invoice,
     ("salesQuotes", "send"): send_quote,
     ("jobQueueEntries", "restart"): restart_job,
+    ("journals", "post"): posting.post_general_journal,
 }
 
 

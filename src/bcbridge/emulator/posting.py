@@ -52,6 +52,7 @@ __all__ = [
     "due_date",
     "entries_of",
     "post_document",
+    "post_general_journal",
     "post_payments",
     "refresh_parties",
     "side_of",
@@ -540,6 +541,83 @@ def _posted_copy(records: Records, source: tuple[Place, Row], side: Side, postin
             copied["documentNo"] = copy["number"]
         records.insert(copy_lines, copied)
     return str(copy["number"])
+
+
+# --- general journals ------------------------------------------------------------------------
+
+
+def post_general_journal(records: Records, place: Place, journal: Row) -> None:
+    """``journals(..)/Microsoft.NAV.post``: each line's amount to its G/L account, against its
+    balancing account (or the journal's) when it has one; every document number must balance
+    on its posting date, as BC requires, or nothing is posted. The lines leave the journal.
+    Lines on customer or vendor accounts are not emulated (only G/L accounts)."""
+    line_place = _at(place, "journalLines")
+    lines = records.children(line_place, "journalId", str(journal["id"]))
+    if not lines:
+        raise dialog("There is nothing to post.")
+    batches: dict[tuple[str, str], Journal] = {}
+    descriptions: dict[tuple[str, str], str] = {}
+    for line in lines:
+        if line["accountType"] != "G/L Account":
+            raise not_emulated_line(line)
+        if not line["documentNumber"]:
+            raise dialog(f"Document No. must have a value in journal line {line['lineNumber']}.")
+        key = (_posting_date(line), str(line["documentNumber"]))
+        batch = batches.setdefault(key, Journal())
+        descriptions.setdefault(key, str(line["description"]))
+        amount = float(line["amount"])
+        batch.add(_line_account(records, place, line["accountId"], line["accountNumber"]), amount)
+        balancing = _line_account(
+            records,
+            place,
+            line["balancingAccountId"]
+            if line["balancingAccountId"] not in (None, "", BLANK_GUID)
+            else journal["balancingAccountId"],
+            line["balancingAccountNumber"],
+            required=False,
+        )
+        if balancing:
+            batch.add(balancing, -amount)
+    for (posting_date, number), batch in batches.items():
+        off = round(sum(amount for _, amount in batch.lines), 2)
+        if off:
+            raise dialog(
+                f"Document No. {number} is out of balance by {off:.2f} on {posting_date}; check "
+                "the posting dates, document numbers and amounts of the journal lines."
+            )
+    for (posting_date, number), batch in batches.items():
+        write_gl(
+            records,
+            place,
+            batch,
+            posting_date=posting_date,
+            document_number=number,
+            document_type=" ",
+            description=descriptions[(posting_date, number)],
+        )
+    for line in lines:
+        records.delete(line_place, line)
+
+
+def not_emulated_line(line: Row) -> Exception:
+    return dialog(
+        f"Journal line {line['lineNumber']}: posting to a {line['accountType']} account is not "
+        "emulated; the emulator posts G/L account lines only."
+    )
+
+
+def _line_account(
+    records: Records, place: Place, account_id: Any, number: Any, *, required: bool = True
+) -> str:
+    """The number of the G/L account a journal line names, by id or number."""
+    accounts = _at(place, "accounts")
+    if account_id not in (None, "", BLANK_GUID):
+        return str(records.get(accounts, str(account_id))["number"])
+    if number:
+        return str(_account(records, place, str(number))["number"])
+    if required:
+        raise dialog("Account No. must have a value in the journal line.")
+    return ""
 
 
 # --- payments --------------------------------------------------------------------------------

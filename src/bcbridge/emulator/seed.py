@@ -295,9 +295,16 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
                 "creditAmount": 0.0 if entry % 2 else amount,
             },
         )
+    cash = accounts[0]  # the lines balance against cash, so the journal can be posted
     journal = s.add(
         "journals",
-        {"code": "DEFAULT", "displayName": "Default journal", "templateDisplayName": "GENERAL"},
+        {
+            "code": "DEFAULT",
+            "displayName": "Default journal",
+            "templateDisplayName": "GENERAL",
+            "balancingAccountId": cash["id"],
+            "balancingAccountNumber": cash["number"],
+        },
     )
     for line_number in range(1, 4):
         account = s.rng.choice(accounts[:6])
@@ -314,6 +321,9 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
                 "documentNumber": f"J{line_number:04d}",
                 "amount": 100.0 * line_number,
                 "description": "Seeded journal line",
+                "balanceAccountType": "G/L Account",
+                "balancingAccountId": cash["id"],
+                "balancingAccountNumber": cash["number"],
             },
         )
     for code, values in (("AREA", ("10", "20", "30")), ("DEPARTMENT", ("ADM", "PROD", "SALES"))):
