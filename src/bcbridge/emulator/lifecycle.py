@@ -53,7 +53,6 @@ ActionHandler = Callable[[Records, Place, Row], None]
 
 EMAIL_SET_UP = True
 DRAFT = ("Draft", "In Review")
-POSTED = ("Open", "Paid", "Corrective")
 
 
 def _at(place: Place, name: str) -> Place:

@@ -694,21 +694,36 @@ def post_payments(records: Records, journal_place: Place, journal: Row) -> int:
 # --- balances and ageing ---------------------------------------------------------------------
 
 
+_PAGE = 500  # parties refreshed at a time: bounds memory and the size of IN (...) lists
+
+
 def refresh_parties(
     records: Records, place: Place, side: Side, party_ids: Iterable[str] | None
 ) -> None:
     """Work out the parties' balance, aged amounts and (customers) financial details again
-    from their open ledger entries. `party_ids` None: every party of the company."""
-    ids = None if party_ids is None else sorted(set(party_ids))
-    parties_place = _at(place, side.parties)
-    parties_table = records.table(parties_place)
-    query = sa.select(parties_table).where(parties_table.c._company == place.company_id)
-    if ids is not None:
-        query = query.where(parties_table.c.id.in_(ids))
-    parties = list(records.conn.execute(query).mappings())
+    from their open ledger entries. `party_ids` None: every party of the company (the seed),
+    a page of parties at a time."""
+    table = records.table(_at(place, side.parties))
+    balance = "balanceDue" if side is SALES else "balance"
+    columns = [table.c[name] for name in ("_seq", "id", "number", "displayName", "currencyCode")]
+    query = sa.select(*columns, table.c[balance]).where(table.c._company == place.company_id)
+    as_of = date.today()
+    if party_ids is None:
+        everyone = sa.select(table.c.id).where(table.c._company == place.company_id)
+        party_ids = [str(found) for found in records.conn.execute(everyone).scalars()]
+    for chunk in _chunks(sorted(set(party_ids)), _PAGE):
+        page = list(records.conn.execute(query.where(table.c.id.in_(chunk))).mappings())
+        _refresh_page(records, place, side, page, as_of)
+
+
+def _refresh_page(
+    records: Records, place: Place, side: Side, parties: Sequence[Row], as_of: date
+) -> None:
+    ids = [str(party["id"]) for party in parties]
     open_entries = _open_entries(records, place, side, ids)
     sales = _sales_totals(records, place, ids) if side is SALES else {}
-    as_of = date.today()
+    table = records.table(_at(place, side.parties))
+    field = "balanceDue" if side is SALES else "balance"
     aged_rows, details = [], []
     for party in parties:
         entries = open_entries.get(str(party["id"]), [])
@@ -716,14 +731,12 @@ def refresh_parties(
         aged_rows.append(aged)
         if side is SALES:
             details.append(_financial_details(party, entries, sales.get(str(party["id"])), as_of))
-        balance = aged["balanceDue"]
-        field = "balanceDue" if side is SALES else "balance"
-        if float(party[field]) != balance:
+        if float(party[field]) != aged["balanceDue"]:
             # a FlowField in BC: no new ETag or lastModifiedDateTime
             records.conn.execute(
-                parties_table.update()
-                .where(parties_table.c._seq == party["_seq"])
-                .values({field: balance})
+                table.update()
+                .where(table.c._seq == party["_seq"])
+                .values({field: aged["balanceDue"]})
             )
     _replace_rows(records, _at(place, side.aged), aged_rows, side.party_field)
     if side is SALES:
@@ -822,12 +835,8 @@ def _replace_rows(records: Records, place: Place, rows: Sequence[dict[str, Any]]
     ids = [str(row[key]) for row in rows]
     company = table.c._company == place.company_id
     old: dict[str, Row] = {}
-    # a few parties: look them up; many (a refresh of every party): read the company's rows once
-    lookups = (
-        [table.c.id.in_(chunk) for chunk in _chunks(ids, 500)] if len(ids) <= 500 else [sa.true()]
-    )
-    for chosen in lookups:
-        query = sa.select(table).where(company, chosen)
+    for chunk in _chunks(ids, _PAGE):
+        query = sa.select(table).where(company, table.c.id.in_(chunk))
         old.update((str(row["id"]), row) for row in records.conn.execute(query).mappings())
     stamp = records.clock()
     fresh: list[dict[str, Any]] = []
