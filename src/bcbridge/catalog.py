@@ -471,6 +471,77 @@ _PURCHASE_INVOICES = _document(
     number_series="P-INV107001",
 )
 
+# Credit memos and the payment journals: written out (not derived) because the emulator applies
+# BC's document rules to them (lines, totals, number series, posting; emulator/lifecycle.py).
+CREDIT_MEMO_STATUS = "enum=Draft|In~Review|Open|Canceled|Corrective|Paid"
+_SALES_CREDIT_MEMOS = _document(
+    "salesCreditMemos",
+    "salesCreditMemo",
+    "salesCreditMemoLines",
+    "salesCreditMemoLine",
+    party="sales",
+    header_fields=(
+        f"{EXTERNAL_NUMBER} creditMemoDate:date postingDate:date dueDate:date {SALESPERSON} "
+        f"status:{CREDIT_MEMO_STATUS}:ro invoiceId:guid invoiceNumber:{NUMBER} "
+        f"customerReturnReasonId:guid {SELL_TO_CONTACT}"
+    ),
+    line_fields=SALES_LINE_PRICE,
+    actions=("cancel", "cancelAndSend", "post", "postAndSend", "send"),
+    number_series="S-CR104001",
+)
+_PURCHASE_CREDIT_MEMOS = _document(
+    "purchaseCreditMemos",
+    "purchaseCreditMemo",
+    "purchaseCreditMemoLines",
+    "purchaseCreditMemoLine",
+    party="purchase",
+    header_fields=(
+        "creditMemoDate:date postingDate:date dueDate:date vendorCreditMemoNumber:len=35 "
+        f"{PURCHASER} status:{CREDIT_MEMO_STATUS}:ro invoiceId:guid invoiceNumber:{NUMBER} "
+        "vendorReturnReasonId:guid"
+    ),
+    line_fields="unitCost:decimal",
+    actions=("cancel", "post"),
+    number_series="P-CR108001",
+)
+
+
+def _payment_journal(party: str) -> tuple[EntitySet, EntitySet]:
+    """customerPaymentJournals/customerPayments or vendorPaymentJournals/vendorPayments."""
+    journals, payments = f"{party}PaymentJournals", f"{party}Payments"
+    header = EntitySet(
+        journals,
+        f"{party}PaymentJournal",
+        fields=_fields(
+            ID,
+            f"code:len=10 displayName:{NAME} balancingAccountId:guid balancingAccountNumber:ro",
+            MODIFIED,
+        ),
+        navigations=(Navigation(payments, payments, "journalId", many=True),),
+        natural_key="code",
+        lines=payments,
+    )
+    line = EntitySet(
+        payments,
+        f"{party}Payment",
+        fields=_fields(
+            ID,
+            "journalId:guid journalDisplayName:ro lineNumber:int",
+            f"{party}Id:guid {party}Number:{NUMBER} postingDate:date documentNumber:{NUMBER}",
+            f"{EXTERNAL_NUMBER} amount:decimal appliesToInvoiceId:guid",
+            f"appliesToInvoiceNumber:{NUMBER} description:{NAME} comment:len=250",
+            MODIFIED,
+        ),
+        navigations=(
+            Navigation(f"{party}PaymentJournal", journals, "journalId"),
+            Navigation(party, f"{party}s", f"{party}Id"),
+        ),
+        parent=journals,
+        parent_field="journalId",
+    )
+    return header, line
+
+
 _MASTER_DATA = (
     EntitySet(
         "customers",
@@ -744,6 +815,10 @@ def _build() -> Mapping[str, EntitySet]:
         *_SALES_QUOTES,
         *_PURCHASE_ORDERS,
         *_PURCHASE_INVOICES,
+        *_SALES_CREDIT_MEMOS,
+        *_PURCHASE_CREDIT_MEMOS,
+        *_payment_journal("customer"),
+        *_payment_journal("vendor"),
         *_FINANCE,
     ]
     reference = _reference()["entitySets"]

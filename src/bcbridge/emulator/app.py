@@ -20,11 +20,13 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from bcbridge.emulator import lifecycle
 from bcbridge.emulator.config import EmulatorConfig, describe
 from bcbridge.emulator.control import (
     ConfigUpdate,
     ControlError,
     EntitySpec,
+    PostPaymentsRequest,
     ResetRequest,
     SeedRequest,
     read_body,
@@ -82,6 +84,9 @@ class EmulatorApp:
             Route("/_emulator/entities", _answers_400(self._register_entity), methods=["POST"]),
             Route("/_emulator/webhooks", self._webhooks),
             Route("/_emulator/webhooks", self._clear_webhook_log, methods=["DELETE"]),
+            Route("/_emulator/sent", self._sent),
+            Route("/_emulator/sent", self._clear_sent, methods=["DELETE"]),
+            Route("/_emulator/payments/post", _answers_400(self._post_payments), methods=["POST"]),
         ]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -204,6 +209,26 @@ class EmulatorApp:
     async def _clear_webhook_log(self, request: Request) -> Response:
         self.service.webhooks.clear_log()
         return JSONResponse(self.service.webhooks.status())
+
+    async def _sent(self, request: Request) -> Response:
+        """What the send actions would have e-mailed (emulator/lifecycle.py)."""
+        sent = await self.service.in_transaction(lifecycle.sent_messages)
+        return JSONResponse({"value": sent})
+
+    async def _clear_sent(self, request: Request) -> Response:
+        await self.service.in_transaction(lifecycle.clear_sent)
+        return JSONResponse({"value": []})
+
+    async def _post_payments(self, request: Request) -> Response:
+        """Post a customer or vendor payment journal: BC API v2.0 has no bound action for it."""
+        body = await read_body(request, PostPaymentsRequest)
+        try:
+            posted = await self.service.in_transaction(
+                functools.partial(lifecycle.post_payment_journal, journal_id=body.journalId)
+            )
+        except BCError as exc:
+            raise ControlError(exc.message) from None
+        return JSONResponse({"posted": posted})
 
     async def _info(self, request: Request) -> Response:
         return JSONResponse(self.info)

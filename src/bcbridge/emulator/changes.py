@@ -36,6 +36,11 @@ def note(conn: sa.Connection, change: Change) -> None:
     conn.info.setdefault(_KEY, []).append(change)
 
 
+def forget(conn: sa.Connection) -> None:
+    """Drop the changes noted so far on `conn` (the seed's writes notify nobody)."""
+    conn.info.pop(_KEY, None)
+
+
 def watch(engine: sa.Engine, sink: Callable[[list[Change]], None]) -> None:
     """Call `sink` (on the committing thread) with each committed transaction's changes."""
 

@@ -41,6 +41,7 @@ __all__ = [
     "ControlBody",
     "ControlError",
     "EntitySpec",
+    "PostPaymentsRequest",
     "ResetRequest",
     "SeedRequest",
     "read_body",
@@ -123,6 +124,12 @@ class EntitySpec(ControlBody):
         if "id" not in names:
             raise ValueError("a custom entity needs an 'id' property (id:guid:ro)")
         return value
+
+
+class PostPaymentsRequest(ControlBody):
+    """``POST /_emulator/payments/post``: the customer or vendor payment journal to post."""
+
+    journalId: str = Field(pattern=r"^[0-9a-fA-F]{8}-([0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
 
 
 async def read_body(request: Request, model: type[Body]) -> Body:

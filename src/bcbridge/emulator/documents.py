@@ -15,12 +15,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
-import sqlalchemy as sa
-
 from bcbridge import catalog
 from bcbridge.emulator.errors import dialog, record_not_found
 from bcbridge.emulator.records import Place, Records
-from bcbridge.emulator.store import BLANK_GUID, Row, now_text
+from bcbridge.emulator.store import BLANK_GUID, Row
 
 TAX_PERCENT = 10.0
 
@@ -32,6 +30,8 @@ class Reference:
     target: str
     target_field: str
     copies: Mapping[str, str] = field(default_factory=dict)
+    # the sets this reference applies to; empty: every set that has `id_field`
+    only_in: frozenset[str] = frozenset()
 
 
 REFERENCES = (
@@ -80,7 +80,54 @@ REFERENCES = (
     Reference("currencyId", "currencyCode", "currencies", "code"),
     Reference("itemCategoryId", "itemCategoryCode", "itemCategories", "code"),
     Reference("accountId", "accountNumber", "accounts", "number"),
-    Reference("journalId", None, "journals", "code", {"journalDisplayName": "code"}),
+    Reference(
+        "journalId",
+        None,
+        "journals",
+        "code",
+        {"journalDisplayName": "code"},
+        frozenset({"journalLines"}),
+    ),
+    *(
+        Reference(
+            "journalId",
+            None,
+            f"{party}PaymentJournals",
+            "code",
+            {"journalDisplayName": "code"},
+            frozenset({f"{party}Payments"}),
+        )
+        for party in ("customer", "vendor")
+    ),
+    # the posted invoice a payment or a credit memo applies to
+    Reference(
+        "appliesToInvoiceId",
+        "appliesToInvoiceNumber",
+        "salesInvoices",
+        "number",
+        only_in=frozenset({"customerPayments"}),
+    ),
+    Reference(
+        "appliesToInvoiceId",
+        "appliesToInvoiceNumber",
+        "purchaseInvoices",
+        "number",
+        only_in=frozenset({"vendorPayments"}),
+    ),
+    Reference(
+        "invoiceId",
+        "invoiceNumber",
+        "salesInvoices",
+        "number",
+        only_in=frozenset({"salesCreditMemos"}),
+    ),
+    Reference(
+        "invoiceId",
+        "invoiceNumber",
+        "purchaseInvoices",
+        "number",
+        only_in=frozenset({"purchaseCreditMemos"}),
+    ),
     Reference("dimensionId", None, "dimensions", "code"),
 )
 
@@ -93,7 +140,11 @@ def resolve_references(records: Records, place: Place, values: dict[str, Any]) -
     """Fill id/number pairs and copied names for the references this write touches."""
     names = set(place.entity_set.field_names)
     for ref in REFERENCES:
-        if ref.id_field not in names or _links_elsewhere(place.entity_set, ref):
+        if (
+            ref.id_field not in names
+            or _links_elsewhere(place.entity_set, ref)
+            or (ref.only_in and place.name not in ref.only_in)
+        ):
             continue
         given_id = values.get(ref.id_field)
         given_number = values.get(ref.number_field) if ref.number_field else None
@@ -139,13 +190,18 @@ def require_party(entity_set: catalog.EntitySet, record: Row) -> None:
 
 
 def apply_create_defaults(entity_set: catalog.EntitySet, values: dict[str, Any]) -> None:
-    """New documents start as drafts dated today, as BC's pages do."""
+    """New documents start as drafts dated today, as BC's pages do; a payment journal line is
+    dated today too (BC's work date)."""
     names = entity_set.field_names
     if entity_set.lines and "status" in names:
         values.setdefault("status", "Draft")
-    for date_field in ("orderDate", "invoiceDate", "documentDate", "postingDate"):
-        if entity_set.lines and date_field in names:
+    dated = entity_set.lines or entity_set.parent in PAYMENT_JOURNALS
+    for date_field in ("orderDate", "invoiceDate", "documentDate", "creditMemoDate", "postingDate"):
+        if dated and date_field in names:
             values.setdefault(date_field, date.today().isoformat())
+
+
+PAYMENT_JOURNALS = ("customerPaymentJournals", "vendorPaymentJournals")
 
 
 # --- lines -------------------------------------------------------------------------------------
@@ -216,6 +272,11 @@ def next_sequence(records: Records, place: Place, parent_id: str) -> int:
     return max((int(line["sequence"]) for line in lines), default=0) + 10000
 
 
+def next_line_number(records: Records, place: Place, journal_id: str) -> int:
+    lines = records.children(place, "journalId", journal_id)
+    return max((int(line["lineNumber"]) for line in lines), default=0) + 10000
+
+
 def recompute_totals(records: Records, header_place: Place, header: Row) -> None:
     lines_set = header_place.entity_set.lines
     if not lines_set or "totalAmountExcludingTax" not in header_place.entity_set.field_names:
@@ -243,7 +304,7 @@ def recompute_totals(records: Records, header_place: Place, header: Row) -> None
 ActionHandler = Callable[[Records, Place, Row], None]
 
 
-def _copy_document(
+def copy_document(
     records: Records,
     source: Place,
     row: Row,
@@ -277,79 +338,12 @@ def _copy_document(
     return new_header
 
 
-def _delete_document(records: Records, place: Place, row: Row) -> None:
+def delete_document(records: Records, place: Place, row: Row) -> None:
     if place.entity_set.lines:
         line_place = _place(place, place.entity_set.lines)
         for line in records.children(line_place, "documentId", row["id"]):
             records.delete(line_place, line)
     records.delete(place, row)
-
-
-def _require_status(place: Place, row: Row, allowed: tuple[str, ...], action: str) -> None:
-    if row.get("status") not in allowed:
-        raise dialog(
-            f"The {place.entity_set.entity} {row.get('number')} has status "
-            f"'{row.get('status')}'; {action} needs status {' or '.join(allowed)}."
-        )
-
-
-def _require_draft(row: Row) -> None:
-    """BC's API runs `post` on draft invoices only (`Draft`, `In Review`); on a posted one it
-    answers with the message of its DraftInvoiceActionErr label."""
-    if row.get("status") not in ("Draft", "In Review"):
-        raise dialog("The action can be applied to a draft invoice only.")
-
-
-def post_invoice(records: Records, place: Place, row: Row) -> None:
-    """Posting keeps the id (UNCONFIRMED in BC, bc-api.md §5.5) and makes the invoice Open."""
-    _require_draft(row)
-    records.update(place, row, {"status": "Open"})
-    recompute_totals(records, place, records.get(place, row["id"]))
-
-
-def cancel_invoice(records: Records, place: Place, row: Row) -> None:
-    _require_status(place, row, ("Open",), "cancelling")
-    records.update(place, row, {"status": "Canceled", "remainingAmount": 0.0})
-
-
-def ship_and_invoice(records: Records, place: Place, row: Row) -> None:
-    """Posts the order as a posted invoice; BC then deletes the fully shipped and invoiced order."""
-    lines = records.children(_place(place, "salesOrderLines"), "documentId", row["id"])
-    if not lines:
-        raise dialog("There is nothing to post.")
-    invoice = _copy_document(
-        records,
-        place,
-        row,
-        "salesInvoices",
-        {
-            "status": "Open",
-            "orderId": row["id"],
-            "orderNumber": row["number"],
-            "invoiceDate": row["orderDate"],
-            "postingDate": row["postingDate"],
-        },
-    )
-    recompute_totals(
-        records,
-        _place(place, "salesInvoices"),
-        records.get(_place(place, "salesInvoices"), invoice["id"]),
-    )
-    _delete_document(records, place, row)
-
-
-def receive_and_invoice(records: Records, place: Place, row: Row) -> None:
-    lines = records.children(_place(place, "purchaseOrderLines"), "documentId", row["id"])
-    if not lines:
-        raise dialog("There is nothing to post.")
-    _copy_document(
-        records,
-        place,
-        row,
-        "purchaseInvoices",
-        {"status": "Open", "orderId": row["id"], "orderNumber": row["number"]},
-    )
-    _delete_document(records, place, row)
 
 
 def make_document(target: str) -> ActionHandler:
@@ -358,53 +352,14 @@ def make_document(target: str) -> ActionHandler:
     is converted once: a second call finds no quote (404, as for any missing record)."""
 
     def action(records: Records, place: Place, row: Row) -> None:
-        _copy_document(records, place, row, target, {"status": "Draft"})
-        _delete_document(records, place, row)
+        copy_document(records, place, row, target, {"status": "Draft"})
+        delete_document(records, place, row)
 
     return action
 
 
-def send_quote(records: Records, place: Place, row: Row) -> None:
-    records.update(place, row, {"status": "Sent", "sentDate": now_text()})
-
-
-def post_journal(records: Records, place: Place, row: Row) -> None:
-    """Each journal line becomes a general ledger entry; the journal is emptied."""
-    line_place = _place(place, "journalLines")
-    entries = _place(place, "generalLedgerEntries")
-    table = records.table(entries)
-
-    last = records.conn.execute(
-        sa.select(sa.func.max(table.c.entryNumber)).where(table.c._company == place.company_id)
-    ).scalar()
-    number = int(last or 0)
-    for line in records.children(line_place, "journalId", row["id"]):
-        number += 1
-        amount = float(line["amount"])
-        records.insert(
-            entries,
-            {
-                "entryNumber": number,
-                "postingDate": line["postingDate"],
-                "documentNumber": line["documentNumber"],
-                "accountId": line["accountId"],
-                "accountNumber": line["accountNumber"],
-                "description": line["description"],
-                "debitAmount": max(amount, 0.0),
-                "creditAmount": max(-amount, 0.0),
-            },
-        )
-        records.delete(line_place, line)
-
-
+# The actions that post (journals too), cancel and send are `bcbridge.emulator.lifecycle.ACTIONS`.
 ACTIONS: Mapping[tuple[str, str], ActionHandler] = {
-    ("salesInvoices", "post"): post_invoice,
-    ("purchaseInvoices", "post"): post_invoice,
-    ("salesInvoices", "cancel"): cancel_invoice,
-    ("salesOrders", "shipAndInvoice"): ship_and_invoice,
-    ("purchaseOrders", "receiveAndInvoice"): receive_and_invoice,
     ("salesQuotes", "makeInvoice"): make_document("salesInvoices"),
     ("salesQuotes", "makeOrder"): make_document("salesOrders"),
-    ("salesQuotes", "send"): send_quote,
-    ("journals", "post"): post_journal,
 }

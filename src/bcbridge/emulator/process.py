@@ -178,6 +178,23 @@ class EmulatorControl(ABC):
         """Forget what the notifier delivered, retried and dropped (the counts too)."""
         self._control.delete("/_emulator/webhooks").raise_for_status()
 
+    def sent(self) -> list[dict[str, Any]]:
+        """What the send actions would have e-mailed, oldest first (``GET /_emulator/sent``):
+        companyId, entitySet, documentId, documentNumber, action, recipient, sentAt."""
+        response = self._control.get("/_emulator/sent")
+        response.raise_for_status()
+        result: list[dict[str, Any]] = response.json()["value"]
+        return result
+
+    def clear_sent(self) -> None:
+        self._control.delete("/_emulator/sent").raise_for_status()
+
+    def post_payments(self, journal_id: str) -> int:
+        """Post a customer or vendor payment journal (BC API v2.0 has no action for it);
+        returns how many payments were posted."""
+        posted: int = self._post("/_emulator/payments/post", {"journalId": journal_id})["posted"]
+        return posted
+
     def register_entity(self, **spec: Any) -> None:
         self._post("/_emulator/entities", spec)
 

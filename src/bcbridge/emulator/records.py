@@ -6,6 +6,7 @@ Everything here runs inside one SQLAlchemy connection (one transaction) handed i
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,9 +36,20 @@ class Place:
 
 
 class Records:
-    def __init__(self, schema: Schema, conn: sa.Connection):
+    def __init__(
+        self,
+        schema: Schema,
+        conn: sa.Connection,
+        *,
+        ids: Callable[[], str] = new_id,
+        clock: Callable[[], str] = now_text,
+    ):
+        """`ids` and `clock` make new ids and lastModifiedDateTime values; the seed passes its
+        own so that documents it posts come out the same for the same seed."""
         self.schema = schema
         self.conn = conn
+        self.ids = ids
+        self.clock = clock
 
     def table(self, place: Place) -> sa.Table:
         return self.schema.table(place.route, place.name)
@@ -96,9 +108,9 @@ class Records:
         record = blank_record(place.entity_set)
         record.update(values)
         if record["id"] == BLANK_GUID:
-            record["id"] = new_id()
+            record["id"] = self.ids()
         if "lastModifiedDateTime" in record:
-            record["lastModifiedDateTime"] = now_text()
+            record["lastModifiedDateTime"] = self.clock()
         if place.entity_set.parent_field and place.parent_id:
             record[place.entity_set.parent_field] = place.parent_id
         self.conn.execute(
@@ -112,7 +124,7 @@ class Records:
         table = self.table(place)
         changes = dict(values)
         if "lastModifiedDateTime" in table.c:
-            changes["lastModifiedDateTime"] = now_text()
+            changes["lastModifiedDateTime"] = self.clock()
         self.conn.execute(
             table.update()
             .where(table.c._seq == row["_seq"])

@@ -16,7 +16,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from bcbridge import catalog
-from bcbridge.emulator import documents, seed_sets
+from bcbridge.emulator import changes, documents, lifecycle, posting, seed_sets
+from bcbridge.emulator.records import Place, Records
 from bcbridge.emulator.store import BLANK_GUID, STANDARD_ROUTE, Schema
 from bcbridge.emulator.validation import blank_record
 
@@ -32,8 +33,23 @@ DEFAULT_COUNTS = {
     "salesQuotes": 4,
     "purchaseOrders": 4,
     "purchaseInvoices": 4,
+    "salesCreditMemos": 2,
+    "purchaseCreditMemos": 2,
     "generalLedgerEntries": 60,
 }
+# Seeded documents posted through emulator/posting.py (ledger entries, shipments, balances):
+# at most this many invoices per company, so that a large `scale` stays fast (the others are
+# drafts), and this many sales orders shipped and invoiced.
+POSTED_INVOICES = 25
+# The sets posting the seeded documents fills (emulator/posting.py): the generic seed leaves them.
+POSTED_SETS = posting.OWNED_SETS | {
+    "generalLedgerEntries",
+    "customerPayments",
+    "vendorPayments",
+    "customerSales",
+    "vendorPurchases",
+}
+SHIPPED_ORDERS = 2
 CITIES = [
     ("Atlanta", "GA", "31772"),
     ("Chicago", "IL", "61236"),
@@ -263,26 +279,17 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
         s.add(
             "accounts",
             {
-                "number": str(10000 + 10 * i),
+                "number": number,
                 "displayName": label,
                 "category": category,
                 "accountType": "Posting",
                 "directPosting": True,
             },
         )
-        for i, (label, category) in enumerate(
-            (
-                ("Cash", "Assets"),
-                ("Receivables", "Assets"),
-                ("Payables", "Liabilities"),
-                ("Sales", "Income"),
-                ("Cost of goods", "Cost of Goods Sold"),  # BC's glAccountCategory member
-                ("Rent", "Expense"),
-            )
-        )
+        for number, label, category in posting.CHART
     ]
     for entry in range(1, counts["generalLedgerEntries"] + 1):
-        account = s.rng.choice(accounts)
+        account = s.rng.choice(accounts[:6])
         amount = round(s.rng.uniform(10, 5000), 2)
         s.add(
             "generalLedgerEntries",
@@ -298,12 +305,19 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
                 "creditAmount": 0.0 if entry % 2 else amount,
             },
         )
+    cash = accounts[0]  # the lines balance against cash, so the journal can be posted
     journal = s.add(
         "journals",
-        {"code": "DEFAULT", "displayName": "Default journal", "templateDisplayName": "GENERAL"},
+        {
+            "code": "DEFAULT",
+            "displayName": "Default journal",
+            "templateDisplayName": "GENERAL",
+            "balancingAccountId": cash["id"],
+            "balancingAccountNumber": cash["number"],
+        },
     )
     for line_number in range(1, 4):
-        account = s.rng.choice(accounts)
+        account = s.rng.choice(accounts[:6])
         s.add(
             "journalLines",
             {
@@ -317,6 +331,9 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
                 "documentNumber": f"J{line_number:04d}",
                 "amount": 100.0 * line_number,
                 "description": "Seeded journal line",
+                "balanceAccountType": "G/L Account",
+                "balancingAccountId": cash["id"],
+                "balancingAccountNumber": cash["number"],
             },
         )
     for code, values in (("AREA", ("10", "20", "30")), ("DEPARTMENT", ("ADM", "PROD", "SALES"))):
@@ -330,32 +347,45 @@ def _seed_company(s: _Seeder, name: str, counts: Mapping[str, int]) -> None:
                     "displayName": f"{code.title()} {value}",
                 },
             )
-    _documents(s, "salesOrders", counts["salesOrders"], customers, items, {"status": "Draft"})
+    draft = {"status": "Draft"}
     invoice_count = counts["salesInvoices"]
-    _documents(
-        s,
-        "salesInvoices",
-        invoice_count - invoice_count // 2,
-        customers,
-        items,
-        {"status": "Draft"},
+    # half the invoices are posted: SHIPPED_ORDERS of them come from shipping orders
+    to_post = min(invoice_count // 2, POSTED_INVOICES)
+    shipped = min(SHIPPED_ORDERS, to_post)
+    orders = _documents(s, "salesOrders", counts["salesOrders"] + shipped, customers, items, draft)
+    drafts = invoice_count - to_post
+    _documents(s, "salesInvoices", drafts, customers, items, draft)
+    posted = _documents(
+        s, "salesInvoices", to_post - shipped, customers, items, draft, numbers_from=drafts
     )
-    _documents(
-        s,
-        "salesInvoices",
-        invoice_count // 2,
-        customers,
-        items,
-        {"status": "Open"},
-        numbers_from=invoice_count - invoice_count // 2,
+    _documents(s, "salesQuotes", counts["salesQuotes"], customers, items, draft)
+    received = min(1, counts["purchaseInvoices"])
+    purchase_orders = _documents(
+        s, "purchaseOrders", counts["purchaseOrders"] + received, vendors, items, draft
     )
-    _documents(s, "salesQuotes", counts["salesQuotes"], customers, items, {"status": "Draft"})
-    _documents(s, "purchaseOrders", counts["purchaseOrders"], vendors, items, {"status": "Draft"})
-    _documents(
-        s, "purchaseInvoices", counts["purchaseInvoices"], vendors, items, {"status": "Draft"}
+    _documents(s, "purchaseInvoices", counts["purchaseInvoices"] - received, vendors, items, draft)
+    credit_memos = _documents(
+        s, "salesCreditMemos", counts["salesCreditMemos"], customers, items, draft
     )
-    seed_sets.seed_every_set(s, counts, _documents)  # every other set: generic, linked rows
+    if credit_memos and posted:  # the first credit memo corrects the first posted invoice
+        _corrects(credit_memos[0], posted[0])
+    _documents(s, "purchaseCreditMemos", counts["purchaseCreditMemos"], vendors, items, draft)
+    for party, code, name in (
+        ("customer", "CASHRCPT", "Cash receipts"),
+        ("vendor", "PAYMENT", "Payments"),
+    ):
+        s.add(f"{party}PaymentJournals", {"code": code, "displayName": name})
+    # every other set: generic, linked rows (made from the pools, so before they are flushed),
+    # but not what posting below writes: its ledgers, balances and payments add up
+    seed_sets.seed_every_set(s, counts, taken=POSTED_SETS)
     s.flush()
+    _post_seeded(
+        s,
+        posted,
+        orders[:shipped],
+        purchase_orders[:received],
+        credit_memos[:1] if posted else [],
+    )
 
 
 def _customer(
@@ -395,9 +425,10 @@ def _documents(
     items: list[dict[str, Any]],
     fixed: dict[str, Any],
     numbers_from: int = 0,
-) -> None:
+) -> list[dict[str, Any]]:
+    """`count` documents with 1-4 item lines each; returns their headers."""
     if not count or not parties or not items:
-        return
+        return []
     entity_set = catalog.get(set_name)
     numbers = (
         s.series(set_name, numbers_from + count)[numbers_from:]
@@ -407,6 +438,7 @@ def _documents(
     line_set = catalog.get(str(entity_set.lines))
     price_field = documents.price_field(line_set)
     sales = "customerId" in entity_set.field_names
+    headers = []
     for number in s.counted(set_name, numbers):
         party = s.rng.choice(parties)
         header = {"number": number, **fixed}
@@ -424,10 +456,17 @@ def _documents(
             header.update(
                 vendorId=party["id"], vendorNumber=party["number"], vendorName=party["displayName"]
             )
-        for date_field in ("orderDate", "invoiceDate", "documentDate", "postingDate"):
+        for date_field in (
+            "orderDate",
+            "invoiceDate",
+            "documentDate",
+            "creditMemoDate",
+            "postingDate",
+        ):
             if date_field in entity_set.field_names:
                 header[date_field] = "2025-03-01"
         row = s.add(set_name, header)
+        headers.append(row)
         total = tax_total = 0.0
         for sequence in range(1, s.rng.randint(1, 4) + 1):
             item = s.rng.choice(items)
@@ -461,8 +500,91 @@ def _documents(
             totalTaxAmount=round(tax_total, 2),
             totalAmountIncludingTax=round(total + tax_total, 2),
         )
-        if "remainingAmount" in row and row.get("status") == "Open":
-            row["remainingAmount"] = row["totalAmountIncludingTax"]
+    return headers
+
+
+def _corrects(credit_memo: dict[str, Any], invoice: dict[str, Any]) -> None:
+    """The credit memo is for the invoice's customer and names the invoice."""
+    for name in ("customerId", "customerNumber", "customerName", "billToCustomerId"):
+        credit_memo[name] = invoice[name]
+    for name in ("billToCustomerNumber", "billToName", "sellToCity"):
+        credit_memo[name] = invoice[name]
+    credit_memo.update(invoiceId=invoice["id"], invoiceNumber=invoice["number"])
+
+
+def _post_seeded(
+    s: _Seeder,
+    invoices: list[dict[str, Any]],
+    orders: list[dict[str, Any]],
+    purchase_orders: list[dict[str, Any]],
+    credit_memos: list[dict[str, Any]],
+) -> None:
+    """Post seeded documents through the emulator's own posting, so a posted invoice has its
+    ledger entries, G/L entries and shipment, and every balance adds up to the open entries:
+    the invoices, the shipped orders, the received purchase order, a credit memo applied to
+    an invoice, and a customer and a vendor payment (one more of each is left unposted)."""
+    records = Records(s.schema, s.conn, ids=s.uid, clock=s.stamp)
+
+    def place(name: str) -> Place:
+        return Place(STANDARD_ROUTE, catalog.get(name), s.company_id)
+
+    def run(action: lifecycle.ActionHandler, name: str, row: dict[str, Any]) -> None:
+        action(records, place(name), records.get(place(name), row["id"]))
+
+    for invoice in invoices:
+        run(lifecycle.post, "salesInvoices", invoice)
+    for order in orders:
+        run(lifecycle.ship_and_invoice, "salesOrders", order)
+    for order in purchase_orders:
+        run(lifecycle.receive_and_invoice, "purchaseOrders", order)
+    for credit_memo in credit_memos:
+        run(lifecycle.post, "salesCreditMemos", credit_memo)
+    _seed_payments(records, place, posting.SALES, "salesInvoices")
+    _seed_payments(records, place, posting.PURCHASE, "purchaseInvoices")
+    posting.refresh_parties(records, place("customers"), posting.SALES, None)
+    posting.refresh_parties(records, place("vendors"), posting.PURCHASE, None)
+    changes.forget(s.conn)
+
+
+def _seed_payments(
+    records: Records, place: Callable[[str], Place], side: posting.Side, invoices: str
+) -> None:
+    """Pay the last open posted invoice in full (posted), and leave a payment of half the next
+    one in the journal (not posted)."""
+    journals = place(f"{side.party}PaymentJournals")
+    journal = records.find_by(journals, "code", "CASHRCPT" if side is posting.SALES else "PAYMENT")
+    table = records.table(place(invoices))
+    open_invoices = list(
+        records.conn.execute(
+            sa.select(table)
+            .where(table.c._company == journals.company_id, table.c.status == "Open")
+            .order_by(table.c._seq.desc())
+            .limit(2)
+        ).mappings()
+    )
+    if journal is None or not open_invoices:
+        return
+    payments = place(side.field("Payments"))
+    for index, invoice in enumerate(open_invoices):
+        owed = invoice.get("remainingAmount", invoice["totalAmountIncludingTax"])
+        amount = float(owed) * (1 if index == 0 else 0.5)
+        records.insert(
+            payments,
+            {
+                "journalId": journal["id"],
+                "journalDisplayName": journal["code"],
+                "lineNumber": 10000,
+                side.party_field: invoice[side.party_field],
+                side.field("Number"): invoice[side.field("Number")],
+                "postingDate": "2025-03-15",
+                "amount": round(amount, 2),
+                "appliesToInvoiceId": invoice["id"],
+                "appliesToInvoiceNumber": invoice["number"],
+                "description": f"Payment of {invoice['number']}",
+            },
+        )
+        if index == 0:
+            posting.post_payments(records, journals, journal)
 
 
 def _continue_series(s: _Seeder, set_name: str, already: int, count: int) -> list[str]:

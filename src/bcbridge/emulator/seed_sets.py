@@ -6,19 +6,19 @@ linked: a property that holds another record's id (by a navigation property of B
 or by its name: ``customerId`` -> ``customers``) holds the id of a seeded record, and the
 number, code and name beside it are copied from that record; a record keyed by a customer
 (``agedAccountsReceivables``) exists once per customer; a dimension value and its dimension
-belong together; a line belongs to a seeded document. Draft credit memos are made by the same
-code as the other documents (lines, prices, totals).
+belong together; a line belongs to a seeded document.
 
-Sets that already have rows when this runs (seeded by hand, or by posting) are left alone, so
-ledger entries and posted documents made by the document life cycles are not mixed with generic
-ones. Stream content (attachments, pictures, pdfDocument) stays empty.
+Sets that already have rows when this runs (seeded by hand) are left alone, and so are the sets
+the caller says another part fills (`taken`: what posting the seeded documents writes), so
+ledger entries, balances and payments made by the document life cycles are not mixed with
+generic ones. Stream content (attachments, pictures, pdfDocument) stays empty.
 """
 
 from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -54,23 +54,21 @@ class Seeder(Protocol):
     def series(self, set_name: str, count: int) -> list[str]: ...
 
 
-# seed._documents: (seeder, set name, count, parties, items, fixed header values)
-DocumentSeeder = Callable[[Any, str, int, list[Row], list[Row], dict[str, Any]], None]
-
-
-def seed_every_set(s: Seeder, counts: Mapping[str, int], documents: DocumentSeeder) -> None:
+def seed_every_set(
+    s: Seeder,
+    counts: Mapping[str, int],
+    *,
+    taken: Collection[str] = (),
+) -> None:
     """Rows for every stored set that has none yet in this company (and, for the first
-    company, in the sets BC serves at the API root)."""
-    for name, party in (("salesCreditMemos", "customers"), ("purchaseCreditMemos", "vendors")):
-        if not s.rows.get(name) and name in catalog.CATALOG:
-            count = counts.get(name, DEFAULT_COUNT - 1)
-            fixed = {"status": "Draft", "creditMemoDate": "2025-03-01"}
-            documents(s, name, count, s.rows.get(party, []), s.rows.get("items", []), fixed)
+    company, in the sets BC serves at the API root), but the sets in `taken`: another part of
+    the seed fills them."""
     pending = [
         entity_set
         for entity_set in catalog.CATALOG.values()
         if entity_set.derived
         and entity_set.name not in NOT_STORED
+        and entity_set.name not in taken
         and not s.rows.get(entity_set.name)
         and (entity_set.scope is Scope.COMPANY or s.company_index == 0)
     ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from typing import TypeVar
 
 import anyio
 import orjson
@@ -38,6 +39,7 @@ from bcbridge.emulator.store import STANDARD_ROUTE, Row, Schema, make_engine
 from bcbridge.emulator.webhooks import Webhooks
 
 Handler = Callable[[Records, Call, Address], Result]
+T = TypeVar("T")
 
 # The operations on records; the others (service document, $metadata, companies) need no place.
 HANDLERS: Mapping[Kind, Handler] = {
@@ -106,6 +108,15 @@ class DataService:
         table.create(self.engine, checkfirst=True)
         self.routes.setdefault(route, {})[entity_set.name] = entity_set
         return True
+
+    async def in_transaction(self, work: Callable[[Schema, sa.Connection], T]) -> T:
+        """Run `work` in one transaction on the worker thread (control endpoints)."""
+
+        def run() -> T:
+            with self.engine.begin() as conn:
+                return work(self.schema, conn)
+
+        return await anyio.to_thread.run_sync(run, limiter=self._worker)
 
     def close(self) -> None:
         self.engine.dispose()

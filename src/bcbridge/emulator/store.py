@@ -107,6 +107,39 @@ class Schema:
             sa.Column("content_type", sa.String, nullable=False),
             sa.Column("content", sa.LargeBinary, nullable=False),
         )
+        # Customer and vendor ledger entries: BC's API v2.0 serves no set for them, but posting
+        # keeps them (emulator/posting.py) so that balances, remaining amounts and aged
+        # receivables/payables all come from the same open entries.
+        self.ledger = sa.Table(
+            "_ledger",
+            self.metadata,
+            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("company", sa.String(36), nullable=False),
+            sa.Column("party", sa.String(8), nullable=False),  # "customer" or "vendor"
+            sa.Column("party_id", sa.String(36), nullable=False, index=True),
+            sa.Column("document_type", sa.String(20), nullable=False),
+            sa.Column("document_id", sa.String(36), nullable=False, index=True),
+            sa.Column("document_number", sa.String(20), nullable=False),
+            sa.Column("posting_date", sa.String(10), nullable=False),
+            sa.Column("due_date", sa.String(10), nullable=False),
+            # BC's signs: a customer invoice is positive, a vendor invoice negative
+            sa.Column("amount", sa.Float, nullable=False),
+            sa.Column("amount_excluding_tax", sa.Float, nullable=False),
+            sa.Column("remaining", sa.Float, nullable=False),
+        )
+        # What `send`, `postAndSend`, `cancelAndSend` would have e-mailed (GET /_emulator/sent).
+        self.sent = sa.Table(
+            "_sent",
+            self.metadata,
+            sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("company", sa.String(36), nullable=False),
+            sa.Column("set_name", sa.String(40), nullable=False),
+            sa.Column("document_id", sa.String(36), nullable=False),
+            sa.Column("document_number", sa.String(20), nullable=False),
+            sa.Column("action", sa.String(40), nullable=False),
+            sa.Column("recipient", sa.String(250), nullable=False),
+            sa.Column("sent_at", sa.String(30), nullable=False),
+        )
 
     def add(self, route: str, entity_set: EntitySet) -> sa.Table:
         table_name = entity_set.name if route == STANDARD_ROUTE else f"{route}/{entity_set.name}"

@@ -10,7 +10,7 @@ from typing import Any
 
 from bcbridge import catalog
 from bcbridge.catalog import Operation, Scope
-from bcbridge.emulator import documents, query
+from bcbridge.emulator import documents, lifecycle, query
 from bcbridge.emulator.calls import Call, Result
 from bcbridge.emulator.errors import (
     bad_request,
@@ -70,6 +70,7 @@ def update(records: Records, call: Call, at: Address) -> Result:
     row = records.get(place, at.key)
     require_writable(place, Operation.PATCH, "PATCH")
     check_if_match(row, call.headers.get("if-match"), required=True)
+    lifecycle.refuse_posted_change(records, place, row)
     values = validate(place.entity_set, call.body)
     documents.resolve_references(records, place, values)
     if place.entity_set.parent_field == "documentId":
@@ -93,6 +94,7 @@ def delete(records: Records, call: Call, at: Address) -> Result:
     row = records.get(place, at.key)
     require_writable(place, Operation.DELETE, "DELETE")
     check_if_match(row, call.headers.get("if-match"), required=False)
+    lifecycle.refuse_posted_change(records, place, row)
     entity_set = place.entity_set
     if entity_set.lines:
         line_set = catalog.get(entity_set.lines)
@@ -129,8 +131,15 @@ def insert(records: Records, place: Place, values: dict[str, Any]) -> Row:
     elif natural and values.get(natural) and records.find_by(place, natural, values[natural]):
         raise duplicate_key(entity_set.entity, natural, values[natural])
     if parent is not None and entity_set.parent_field == "documentId":
+        lifecycle.refuse_posted_change(records, parent[0], parent[1])
         values.setdefault("sequence", documents.next_sequence(records, place, parent[1]["id"]))
         documents.prepare_line(records, place, values, None)
+    elif (
+        parent is not None
+        and "lineNumber" in entity_set.field_names
+        and not values.get("lineNumber")
+    ):  # journal lines and payments: BC numbers them 10000, 20000, ...
+        values["lineNumber"] = documents.next_line_number(records, place, parent[1]["id"])
     row = records.insert(place, values)
     if parent is not None:
         documents.recompute_totals(records, parent[0], records.get(parent[0], parent[1]["id"]))
