@@ -19,7 +19,7 @@ import pytest
 
 from bcbridge import catalog
 from bcbridge.catalog import EntitySet, Field, FieldType, Operation, Scope
-from bcbridge.errors import BCAPIError, NotFound
+from bcbridge.errors import BCAPIError, NotFound, ValidationFailed
 from bcbridge.sync import Client
 from tests.contract import test_contract as shared
 
@@ -119,8 +119,16 @@ def test_create_read_change_delete(bc: Client, company: str, target: str, name: 
     examples = _rows(bc, company, entity_set)
     if not examples:
         pytest.skip(f"{name} holds no record to model a new one on")
-    body = _body_like(entity_set, examples[0])
-    created = bc.request("POST", _url(company, entity_set), json=body)
+    for example in examples:  # a line of a posted document is refused: another example
+        body = _body_like(entity_set, example)
+        try:
+            created = bc.request("POST", _url(company, entity_set), json=body)
+            break
+        except ValidationFailed as exc:
+            if "has been posted" not in str(exc):
+                raise
+    else:
+        pytest.skip(f"{name}: every example belongs to a posted document")
     assert created.status_code == 201, created.text
     record = created.json()
     url = _record_url(company, entity_set, record)

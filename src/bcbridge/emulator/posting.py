@@ -101,6 +101,9 @@ OWNED_SETS = frozenset(
         "salesShipmentLines",
         "purchaseReceipts",
         "purchaseReceiptLines",
+        "generalLedgerEntries",
+        "customerPayments",
+        "vendorPayments",
     }
 )
 

@@ -9,7 +9,7 @@ number, code and name beside it are copied from that record; a record keyed by a
 belong together; a line belongs to a seeded document.
 
 Sets that already have rows when this runs (seeded by hand) are left alone, and so are the sets
-the caller says another part fills (`taken`: what posting the seeded documents writes), so
+posting the seeded documents fills (`posting.OWNED_SETS`), so
 ledger entries, balances and payments made by the document life cycles are not mixed with
 generic ones. Stream content (attachments, pictures, pdfDocument) stays empty.
 """
@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bcbridge import catalog
 from bcbridge.catalog import EntitySet, Field, FieldType, Navigation, Scope
+from bcbridge.emulator import posting
 from bcbridge.emulator.routing import ROOT_COMPANY
 from bcbridge.emulator.store import BLANK_GUID, blank
 
@@ -54,21 +55,15 @@ class Seeder(Protocol):
     def series(self, set_name: str, count: int) -> list[str]: ...
 
 
-def seed_every_set(
-    s: Seeder,
-    counts: Mapping[str, int],
-    *,
-    taken: Collection[str] = (),
-) -> None:
+def seed_every_set(s: Seeder, counts: Mapping[str, int]) -> None:
     """Rows for every stored set that has none yet in this company (and, for the first
-    company, in the sets BC serves at the API root), but the sets in `taken`: another part of
-    the seed fills them."""
+    company, in the sets BC serves at the API root), but those posting fills."""
     pending = [
         entity_set
         for entity_set in catalog.CATALOG.values()
         if entity_set.derived
         and entity_set.name not in NOT_STORED
-        and entity_set.name not in taken
+        and entity_set.name not in posting.OWNED_SETS
         and not s.rows.get(entity_set.name)
         and (entity_set.scope is Scope.COMPANY or s.company_index == 0)
     ]
@@ -119,13 +114,13 @@ def _set_present(row: Row, **values: Any) -> None:
 
 def scalable_sets() -> tuple[str, ...]:
     """The sets whose row counts ``--scale`` sets here (in the first company): every generic
-    one but the singletons and the root sets made from the emulator's own facts. A set keyed by
-    another record has at most one row per such record."""
+    one but the singletons, the root sets made from the emulator's own facts and what posting
+    fills. A set keyed by another record has at most one row per such record."""
+    fixed = NOT_STORED | SINGLETONS | set(_SPECIAL_ROWS) | posting.OWNED_SETS
     return tuple(
         entity_set.name
         for entity_set in catalog.CATALOG.values()
-        if entity_set.derived
-        and entity_set.name not in NOT_STORED | SINGLETONS | set(_SPECIAL_ROWS)
+        if entity_set.derived and entity_set.name not in fixed
     )
 
 
