@@ -151,13 +151,13 @@ def test_aged_receivables_add_up_to_the_open_invoices(api: httpx.Client, company
         if memo["status"] == "Open"
     }
     customers = {row["id"]: row for row in _all(api, company, "customers")}
-    balances = {}
+    balances: dict[str, object] = {}
     for aged in _all(api, company, "agedAccountsReceivables"):
         customer = str(aged["customerId"])
         balances[customer] = aged["balanceDue"]
         assert aged["balanceDue"] == customers[customer]["balanceDue"]
         periods = ("currentAmount", "period1Amount", "period2Amount", "period3Amount")
-        assert round(sum(aged[period] for period in periods), 2) == aged["balanceDue"]
+        assert round(sum(float(str(aged[period])) for period in periods), 2) == aged["balanceDue"]
         if customer not in credited:
             assert aged["balanceDue"] == round(owed.get(customer, 0.0), 2)
     for details in _all(api, company, "customerFinancialDetails"):
