@@ -342,12 +342,16 @@ class FlowRunner:
         lease is waited for first. Anything else (Ctrl-C pressed twice, a bug) is recorded as
         an error run and re-raised. `transform`, an already built chain, replaces the flow's
         configured transformers (`bcbridge push` builds its own). `source` gives the records
-        instead of the flow's incoming (webhook notifications); they take the same path."""
+        instead of the flow's incoming (webhook notifications); they take the same path.
+
+        A record BC refuses is kept as read when the flow's own transformers made its payload,
+        so that a retry after the transform was fixed sends the fixed payload; with `transform`
+        it is kept as sent (push writes it, and its record, to its failed file)."""
 
         async def work(
             name: str, flow: FlowConfig, chain: Chain, keeper: LeaseKeeper, result: RunResult
         ) -> None:
-            await self._work(name, flow, chain, keeper, result, source)
+            await self._work(name, flow, chain, keeper, result, source, transform is None)
 
         return await self._leased(name, wait, recover=True, work=work, transform=transform)
 
@@ -394,6 +398,7 @@ class FlowRunner:
         keeper: LeaseKeeper,
         result: RunResult,
         given: SourceFactory | None = None,
+        keep_refused_as_read: bool = False,
     ) -> None:
         assert result.run_id is not None
         async with AsyncExitStack() as stack:
@@ -407,7 +412,16 @@ class FlowRunner:
             await self._settle_unclear(name, result.run_id, target, result.counts)
             async for chunk in _chunks(source.records(), flow.chunk_size):
                 keeper.check()  # never work on after another process took the flow over
-                await self._chunk(name, result.run_id, chunk, chain, source, target, result.counts)
+                await self._chunk(
+                    name,
+                    result.run_id,
+                    chunk,
+                    chain,
+                    source,
+                    target,
+                    result.counts,
+                    keep_refused_as_read,
+                )
                 source.commit([r for r in chunk if not isinstance(r, BadRecord)])
                 self.progress(name, result.counts)
                 if self.stop.is_set():
@@ -557,9 +571,11 @@ class FlowRunner:
         source: _Source,
         target: _Target,
         counts: Counter[str],
+        keep_refused_as_read: bool,
     ) -> None:
         context = {"flow": name, "run": run_id, **source.context()}
-        payloads, broken, unreadable = [], [], []
+        transformed: list[_Transformed] = []
+        broken, unreadable = [], []
         for record in records:
             counts["read"] += 1
             if isinstance(record, BadRecord):
@@ -573,22 +589,25 @@ class FlowRunner:
             if payload is None:
                 counts["filtered"] += 1
             else:
-                payloads.append(payload)
+                transformed.append(_Transformed(record, payload))
         self._keep_broken(name, run_id, broken, counts)
         self._keep_unreadable(name, run_id, unreadable, counts)
         tasks = self.store.register(
             name,
             run_id,
-            [(target.key_of(p), p) for p in payloads],
+            [(target.key_of(t.payload), t.payload) for t in transformed],
             redeliver_done=target.redeliver_done and not self._notified(name),
             resend_in_flight=target.repeatable,
         )
+        fresh = {task.id: t for task, t in zip(tasks, transformed, strict=True)}
         # unknown tasks wait for a person; the run reported them when it started (_settle_unclear)
         todo = list({task.id: task for task in tasks if task.status == TaskStatus.PENDING}.values())
         settled = [task for task in tasks if task.status in (TaskStatus.DONE, TaskStatus.SKIPPED)]
         if settled:  # delivered before a crash, twice in the input, or skipped by hand
             counts[TaskStatus.SKIPPED.value] += len(settled)
-        await self._deliver(todo, None, context, target, counts)
+        await self._deliver(
+            todo, None, context, target, counts, fresh=fresh, keep_refused=keep_refused_as_read
+        )
 
     def _deletes(self, flow: FlowConfig) -> bool:
         """The flow reads a webhook incoming whose `deleted` notifications delete rows."""
@@ -668,16 +687,30 @@ class FlowRunner:
         counts: Counter[str],
         *,
         probe: bool = True,
+        fresh: Mapping[int, _Transformed] | None = None,
+        keep_refused: bool = False,
     ) -> None:
+        """Send `tasks` and settle them. `fresh`: the records this run read and transformed, by
+        task, sent as transformed now; with `keep_refused`, one BC refuses is kept as read, so
+        a retry transforms it again with the flow's transformers as they are then (a fixed
+        transform fixes the record)."""
+        fresh = fresh or {}
         ready, updates = [], []
         payloads: dict[int, dict[str, Any]] = {}
+        as_read: dict[int, dict[str, Any]] = {}  # kept if BC refuses the payload
         for task in tasks:
             payload = task.payload
-            if task.stage == "read":  # not a record: there is nothing to deliver
+            if task.id in fresh:
+                payload = fresh[task.id].payload
+                if task.stage != "send":  # a refused record, kept as read, comes again
+                    payloads[task.id] = payload
+                if keep_refused:
+                    as_read[task.id] = fresh[task.id].record
+            elif task.stage == "read":  # not a record: there is nothing to deliver
                 updates.append(TaskUpdate(task.id, TaskStatus.FAILED, error=task.last_error))
                 counts[TaskStatus.FAILED.value] += 1
                 continue
-            if task.stage == "transform" and chain is not None:
+            elif task.stage == "transform" and chain is not None:
                 try:
                     transformed = chain.apply(payload, context)
                 except TransformError as exc:
@@ -691,6 +724,7 @@ class FlowRunner:
                     counts["filtered"] += 1
                     continue
                 payloads[task.id] = payload = transformed
+                as_read[task.id] = task.payload
             ready.append((task, payload))
         self.store.settle(updates)
         if not ready:
@@ -703,7 +737,10 @@ class FlowRunner:
         updates, lost, attempts = [], [], []
         for (task, _), result in zip(ready, results, strict=True):
             outcome = _outcome(result, target.action)
-            updates.append(_update(task.id, outcome, result, payloads.get(task.id)))
+            update = _update(task.id, outcome, result, payloads.get(task.id))
+            if outcome == Outcome.FAILED and task.id in as_read:
+                update.payload, update.stage = as_read[task.id], "transform"
+            updates.append(update)
             attempts.append(_attempt(task, outcome, result, started, ended))
             if outcome == Outcome.UNKNOWN:
                 lost.append(task)
@@ -756,6 +793,14 @@ class FlowRunner:
         self.store.settle(updates)
         if again:
             await self._deliver(again, None, {}, target, counts, probe=False)
+
+
+@dataclass(frozen=True)
+class _Transformed:
+    """A record as read, and the payload the flow's transformers made of it."""
+
+    record: dict[str, Any]
+    payload: dict[str, Any]
 
 
 def _update(

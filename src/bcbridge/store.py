@@ -332,6 +332,7 @@ class TaskUpdate:
     error: str | None = None
     result_id: str | None = None
     payload: dict[str, Any] | None = None  # replaces the stored payload (a retried transform)
+    stage: str = "send"  # the stage of a replaced payload: "transform" for a record as read
 
 
 @dataclass
@@ -991,7 +992,7 @@ class Store:
                     values["result_id"] = update.result_id
                 if update.payload is not None:
                     values["payload"] = _json.store_dumps(update.payload).decode()
-                    values["stage"] = "send"
+                    values["stage"] = update.stage
                 conn.execute(tasks.update().where(tasks.c.id == update.id).values(**values))
 
     def attempts(self, task_id: int, limit: int = KEPT_ATTEMPTS) -> list[Attempt]:
