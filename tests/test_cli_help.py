@@ -127,7 +127,8 @@ def test_a_mistyped_option_suggests_the_right_one(
     ("typed", "meant"),
     [
         (["retry", "42"], "'tasks retry'"),  # a subcommand without its group
-        (["list"], "'flows list' or 'tasks list'"),  # beats a close root name ('client')
+        # beats a close root name ('client')
+        (["list"], "'flows list', 'tasks list' or 'workers list'"),
         (["skpi", "42"], "'tasks skip'"),  # a close name of a subcommand
     ],
 )

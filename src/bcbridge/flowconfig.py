@@ -2,6 +2,7 @@
 
 ```yaml
 store: sqlite:///.bcbridge/state.db        # optional; any SQLAlchemy URL
+engine: inline                              # or procrastinate: `bcbridge worker`s, PostgreSQL store
 clients:
   bc: {tenant_id: ..., client_id: ..., client_secret: "${BC_CLIENT_SECRET}"}
 incoming:
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import importlib.util
 import os
 import re
 import sys
@@ -187,6 +189,9 @@ class ProjectConfig(_Strict):
     join them. Load it with `load_project`, which also checks names, steps and paths."""
 
     store: Location = DEFAULT_URL
+    # who runs the flows: this process (`inline`), or `bcbridge worker` processes over the
+    # PostgreSQL store (`procrastinate`, see bcbridge.engine)
+    engine: Literal["inline", "procrastinate"] = "inline"
     clients: dict[str, ClientSettings] = Field(default_factory=dict)  # validated at load
     incoming: dict[str, IncomingConfig] = Field(default_factory=dict)
     outgoing: dict[str, OutgoingConfig] = Field(default_factory=dict)
@@ -453,6 +458,17 @@ def _check_store(config: ProjectConfig, problems: _Problems) -> None:
         _check_database(config.store)
     except ConfigError as exc:
         problems.add("store", str(exc))
+        return
+    if config.engine != "procrastinate":
+        return
+    if not config.store.startswith("postgresql"):
+        problems.add(
+            "engine",
+            "procrastinate needs a PostgreSQL `store:` (postgresql+psycopg://user@host/db), "
+            "where workers share jobs and state; set `store:` to one, or `engine: inline`",
+        )
+    elif importlib.util.find_spec("procrastinate") is None:
+        problems.add("engine", "procrastinate is not installed: pip install 'bcbridge[workers]'")
 
 
 def _check_locations(config: ProjectConfig, problems: _Problems) -> None:

@@ -501,6 +501,21 @@ class FlowRunner:
         target: _Target,
         counts: Counter[str],
     ) -> None:
+        todo = self._register_chunk(name, run_id, records, chain, source, target, counts)
+        await self._deliver(todo, None, {}, target, counts)
+
+    def _register_chunk(
+        self,
+        name: str,
+        run_id: int,
+        records: list[dict[str, Any] | BadRecord],
+        chain: Chain,
+        source: _Source,
+        target: _Target,
+        counts: Counter[str],
+    ) -> list[Task]:
+        """Steps 1 of a chunk: its records transformed and registered as tasks; the tasks still
+        to deliver (a split run hands them to other workers, `bcbridge.engine`)."""
         context = {"flow": name, "run": run_id, **source.context()}
         payloads, broken, unreadable = [], [], []
         for record in records:
@@ -531,7 +546,7 @@ class FlowRunner:
         settled = [task for task in tasks if task.status in (TaskStatus.DONE, TaskStatus.SKIPPED)]
         if settled:  # delivered before a crash, twice in the input, or skipped by hand
             counts[TaskStatus.SKIPPED.value] += len(settled)
-        await self._deliver(todo, None, context, target, counts)
+        return todo
 
     def _keep_broken(
         self,

@@ -47,6 +47,7 @@ COMMAND_MODULES = (
     "check",
     "discover",
     "serve",
+    "worker",
 )
 
 
