@@ -135,3 +135,54 @@ UPSERT_ITEMS = {"entity": "items", "company": CRONUS, "action": "upsert", "key_f
 
 def worker_env(emulator_env: dict[str, str], **extra: str) -> dict[str, str]:
     return {**os.environ, **emulator_env, "BCBRIDGE_LEASE_TTL": "3", **extra}
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL server of one test, which it may restart (the session's is shared)."""
+
+    folder: Path
+    port: int
+
+    @property
+    def pg_ctl(self) -> list[str]:
+        from tests.pg_server import postgres_bin
+
+        return [str(postgres_bin() / "pg_ctl"), "-D", str(self.folder / "data")]
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def start(self) -> None:
+        from tests.pg_server import as_server_user
+
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off"
+        log = str(self.folder / "server.log")
+        command = as_server_user([*self.pg_ctl, "-o", options, "-l", log, "-w", "start"])
+        subprocess.run(command, check=True, capture_output=True)
+
+    def stop(self, mode: str = "fast") -> None:
+        from tests.pg_server import as_server_user
+
+        subprocess.run(as_server_user([*self.pg_ctl, "-m", mode, "stop"]), capture_output=True)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    import shutil
+    import tempfile
+
+    from tests.pg_server import as_server_user, free_port, postgres_bin
+
+    folder = Path(tempfile.mkdtemp(prefix="bcbridge-wk-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, "postgres", "postgres")
+    initdb = [str(postgres_bin() / "initdb"), "-D", str(folder / "data"), "-U", "postgres"]
+    subprocess.run(as_server_user([*initdb, "--auth=trust"]), check=True, capture_output=True)
+    server = PrivatePostgres(folder, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop("immediate")
+        shutil.rmtree(folder, ignore_errors=True)
