@@ -405,7 +405,7 @@ class SplitRunner(FlowRunner):
                 keeper.check()  # lost (stalled past the TTL): stop before writing
                 await self._deliver(todo, None, {}, target, counts)
             keeper.check()
-            self.store.chunk_done(name, run_id, seq, dict(counts))
+            self.store.chunk_done(name, run_id, seq, {k: v for k, v in counts.items() if v})
 
     def _still_to_deliver(
         self, task_ids: Sequence[int], target: _Target, counts: Counter[str]

@@ -136,3 +136,31 @@ def test_the_cursor_moves_over_the_delivered_prefix_only(
             assert result.counts == Counter(created=9)
     finally:
         store.close()
+
+
+@pytest.mark.postgres
+def test_a_chunk_of_a_run_that_lost_the_flow_is_not_delivered(
+    tmp_path: Path, postgres: PostgresServer
+) -> None:
+    """A chunk job whose run no longer holds the flow's lease (it died and another run took
+    the flow) writes nothing; the run holding it delivers the chunk."""
+    url, target = postgres.new_database(), postgres.new_database()
+    flows = {"copy": {"from": "in.jsonl", "to": {"writer": f"{target}#rows", "key": "id"}}}
+    project = load_project(engine_project(tmp_path, url, flows=flows))
+    store = Store(url)
+    runner = SplitRunner(project, store, procrastinate.App(connector=InMemoryConnector()))
+    lease = store.acquire_lease("copy")
+    run_id = store.start_run("copy", holder=lease.holder)
+    tasks = store.register("copy", run_id, [(str(n), {"id": str(n)}) for n in range(5)])
+    ids = [task.id for task in tasks]
+    try:
+        anyio.run(runner.deliver_chunk, "copy", run_id, "a-dead-run", 1, ids)
+        assert store.count_tasks("copy") == {"pending": 5}
+        assert store.chunks_done(run_id) == {}
+        anyio.run(runner.deliver_chunk, "copy", run_id, lease.holder, 1, ids)
+        assert store.count_tasks("copy") == {"done": 5}
+        assert store.chunks_done(run_id) == {1: {"written": 5}}
+        assert store.live_leases("copy#") == []  # the chunk's lease is given back
+    finally:
+        store.release_lease(lease)
+        store.close()
