@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
 import sqlalchemy as sa
 import yaml
 
@@ -96,7 +97,15 @@ def project(folder: Path, store: str, prefix: str, items: int) -> Path:
     return path
 
 
-def one_round(folder: Path, store_url: str, env: dict[str, str], workers: int, items: int) -> float:
+def cpu_seconds(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return float(times.user + times.system)
+
+
+def one_round(
+    folder: Path, store_url: str, env: dict[str, str], workers: int, items: int, emulator_pid: int
+) -> tuple[float, float, float]:
+    """Seconds from deferred to ok; the CPU seconds of the emulator and of the workers then."""
     path = project(folder, store_url, f"B{workers}", items)
     command = [sys.executable, "-m", "bcbridge", "worker", "--config", str(path)]
     processes = [
@@ -108,6 +117,8 @@ def one_round(folder: Path, store_url: str, env: dict[str, str], workers: int, i
     try:
         time.sleep(3)  # the workers are up (imports, schema, registered)
         started = time.perf_counter()
+        emulator_cpu = cpu_seconds(emulator_pid)
+        workers_cpu = sum(cpu_seconds(process.pid) for process in processes)
         assert client.defer_run("load")
         while True:
             runs = store.runs("load", limit=1)
@@ -115,9 +126,11 @@ def one_round(folder: Path, store_url: str, env: dict[str, str], workers: int, i
                 break
             time.sleep(0.2)
         elapsed = time.perf_counter() - started
+        emulator_cpu = cpu_seconds(emulator_pid) - emulator_cpu
+        workers_cpu = sum(cpu_seconds(process.pid) for process in processes) - workers_cpu
         assert runs[0]["status"] == "ok", runs[0]
         assert store.count_tasks("load") == {"done": items}, store.count_tasks("load")
-        return elapsed
+        return elapsed, emulator_cpu, workers_cpu
     finally:
         client.close()
         store.close()
@@ -142,8 +155,15 @@ def main() -> None:
         times = {}
         for workers in (1, 3):
             store_url = new_database(server, f"bench_workers_{workers}")
-            times[workers] = one_round(Path(tmp), store_url, env, workers, args.items)
-            print(f"{workers} worker(s): {times[workers]:.1f} s", flush=True)
+            times[workers], emulator_cpu, workers_cpu = one_round(
+                Path(tmp), store_url, env, workers, args.items, emulator.process.pid
+            )
+            print(
+                f"{workers} worker(s): {times[workers]:.1f} s; CPU: emulator {emulator_cpu:.0f} s"
+                f" ({emulator_cpu / times[workers]:.0%} of one core), workers {workers_cpu:.0f} s;"
+                f" machine load {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
+                flush=True,
+            )
     print(f"{args.items} items, upsert, emulator latency {args.latency_ms} ms, limits raised")
     print(f"1 worker:  {times[1]:.1f} s  ({args.items / times[1]:,.0f} records/s)")
     print(f"3 workers: {times[3]:.1f} s  ({args.items / times[3]:,.0f} records/s)")

@@ -189,13 +189,13 @@ class ProjectConfig(_Strict):
     join them. Load it with `load_project`, which also checks names, steps and paths."""
 
     store: Location = DEFAULT_URL
-    # who runs the flows: this process (`inline`), or `bcbridge worker` processes over the
-    # PostgreSQL store (`procrastinate`, see bcbridge.engine)
-    engine: Literal["inline", "procrastinate"] = "inline"
     clients: dict[str, ClientSettings] = Field(default_factory=dict)  # validated at load
     incoming: dict[str, IncomingConfig] = Field(default_factory=dict)
     outgoing: dict[str, OutgoingConfig] = Field(default_factory=dict)
     flows: dict[str, FlowConfig] = Field(default_factory=dict)
+    # who runs the flows: this process (`inline`), or `bcbridge worker` processes over the
+    # PostgreSQL store (`procrastinate`, see bcbridge.engine)
+    engine: Literal["inline", "procrastinate"] = "inline"
     # set by load_project, not keys of the file (so never offered as valid keys)
     source: str = Field("environment", exclude=True)
     lines: dict[str, int] = Field(default_factory=dict, exclude=True)
