@@ -95,7 +95,7 @@ RUN_TASK = "bcbridge.run_flow"
 CHUNK_TASK = "bcbridge.deliver_chunk"
 RETRY_TASK = "bcbridge.retry_tasks"
 WINDOW = 12  # chunks of one run out with the workers at once (its memory: WINDOW chunks)
-POLL = 0.05  # seconds between a run's looks at its chunks
+POLL = 0.1  # seconds between a run's looks at its chunks
 STALLED_AFTER = 10.0  # seconds without a worker's heartbeat before its jobs are put back
 _SCHEMA_LOCK = 0x6263627770726F63  # "bcbwproc": the advisory lock around Procrastinate's schema
 # a run that stops on an error is tried again (a restarted PostgreSQL, a lease held elsewhere)
@@ -357,11 +357,12 @@ class SplitRunner(FlowRunner):
         """Deliver here a chunk that no worker has started, else wait a moment; then commit."""
         if await self._commit_delivered(name, run_id, keeper, out, source, result):
             return
-        done = self.store.chunks_done(run_id)
-        for chunk in out:
-            if chunk.seq in done or chunk.job_id is None:
+        waiting = [chunk for chunk in out if chunk.job_id is not None]
+        statuses = _job_statuses(self.store, [chunk.job_id for chunk in waiting if chunk.job_id])
+        for chunk in waiting:
+            if statuses.get(chunk.job_id or 0) != "todo":
                 continue
-            if await self.app.job_manager.cancel_job_by_id_async(chunk.job_id):
+            if await self.app.job_manager.cancel_job_by_id_async(chunk.job_id or 0):
                 chunk.job_id = None  # nobody else will: it is ours
                 await self._deliver_here(name, run_id, keeper.lease, chunk)
                 break
