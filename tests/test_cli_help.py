@@ -128,7 +128,7 @@ def test_a_mistyped_option_suggests_the_right_one(
     [
         (["retry", "42"], "'tasks retry'"),  # a subcommand without its group
         # beats a close root name ('client')
-        (["list"], "'flows list', 'subscriptions list' or 'tasks list'"),
+        (["list"], "'flows list', 'subscriptions list', 'tasks list' or 'workers list'"),
         (["skpi", "42"], "'tasks skip'"),  # a close name of a subcommand
     ],
 )

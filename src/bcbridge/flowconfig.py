@@ -2,6 +2,7 @@
 
 ```yaml
 store: sqlite:///.bcbridge/state.db        # optional; any SQLAlchemy URL
+engine: inline                              # or procrastinate: `bcbridge worker`s, PostgreSQL store
 clients:
   bc: {tenant_id: ..., client_id: ..., client_secret: "${BC_CLIENT_SECRET}"}
 incoming:
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import codecs
 import difflib
+import importlib.util
 import os
 import re
 import sys
@@ -272,6 +274,9 @@ class ProjectConfig(_Strict):
     outgoing: dict[str, OutgoingConfig] = Field(default_factory=dict)
     flows: dict[str, FlowConfig] = Field(default_factory=dict)
     serve: ServeConfig = Field(default_factory=ServeConfig)
+    # who runs the flows: this process (`inline`), or `bcbridge worker` processes over the
+    # PostgreSQL store (`procrastinate`, see bcbridge.engine)
+    engine: Literal["inline", "procrastinate"] = "inline"
     # set by load_project, not keys of the file (so never offered as valid keys)
     source: str = Field("environment", exclude=True)
     lines: dict[str, int] = Field(default_factory=dict, exclude=True)
@@ -588,6 +593,17 @@ def _check_store(config: ProjectConfig, problems: _Problems) -> None:
         _check_database(config.store)
     except ConfigError as exc:
         problems.add("store", str(exc))
+        return
+    if config.engine != "procrastinate":
+        return
+    if not config.store.startswith("postgresql"):
+        problems.add(
+            "engine",
+            "procrastinate needs a PostgreSQL `store:` (postgresql+psycopg://user@host/db), "
+            "where workers share jobs and state; set `store:` to one, or `engine: inline`",
+        )
+    elif importlib.util.find_spec("procrastinate") is None:
+        problems.add("engine", "procrastinate is not installed: pip install 'bcbridge[workers]'")
 
 
 def _check_locations(config: ProjectConfig, problems: _Problems) -> None:

@@ -573,8 +573,26 @@ class FlowRunner:
         counts: Counter[str],
         keep_refused_as_read: bool,
     ) -> None:
+        todo, as_read = self._register_chunk(name, run_id, records, chain, source, target, counts)
+        await self._deliver(
+            todo, None, {}, target, counts, as_read=as_read if keep_refused_as_read else None
+        )
+
+    def _register_chunk(
+        self,
+        name: str,
+        run_id: int,
+        records: list[dict[str, Any] | BadRecord],
+        chain: Chain,
+        source: _Source,
+        target: _Target,
+        counts: Counter[str],
+    ) -> tuple[list[Task], dict[int, dict[str, Any]]]:
+        """Step 1 of a chunk: its records transformed and registered as tasks. The tasks still
+        to deliver (a split run hands them to other workers, `bcbridge.engine`), each with the
+        payload made now, and the records as read, by task."""
         context = {"flow": name, "run": run_id, **source.context()}
-        transformed: list[_Transformed] = []
+        transformed: list[tuple[dict[str, Any], dict[str, Any]]] = []  # (as read, payload)
         broken, unreadable = [], []
         for record in records:
             counts["read"] += 1
@@ -589,25 +607,42 @@ class FlowRunner:
             if payload is None:
                 counts["filtered"] += 1
             else:
-                transformed.append(_Transformed(record, payload))
+                transformed.append((record, payload))
         self._keep_broken(name, run_id, broken, counts)
         self._keep_unreadable(name, run_id, unreadable, counts)
         tasks = self.store.register(
             name,
             run_id,
-            [(target.key_of(t.payload), t.payload) for t in transformed],
+            [(target.key_of(payload), payload) for _, payload in transformed],
             redeliver_done=target.redeliver_done and not self._notified(name),
             resend_in_flight=target.repeatable,
         )
-        fresh = {task.id: t for task, t in zip(tasks, transformed, strict=True)}
+        made = {task.id: pair for task, pair in zip(tasks, transformed, strict=True)}
         # unknown tasks wait for a person; the run reported them when it started (_settle_unclear)
         todo = list({task.id: task for task in tasks if task.status == TaskStatus.PENDING}.values())
         settled = [task for task in tasks if task.status in (TaskStatus.DONE, TaskStatus.SKIPPED)]
         if settled:  # delivered before a crash, twice in the input, or skipped by hand
             counts[TaskStatus.SKIPPED.value] += len(settled)
-        await self._deliver(
-            todo, None, context, target, counts, fresh=fresh, keep_refused=keep_refused_as_read
+        todo = self._payloads_made_now(todo, {i: payload for i, (_, payload) in made.items()})
+        return todo, {task_id: record for task_id, (record, _) in made.items()}
+
+    def _payloads_made_now(
+        self, tasks: list[Task], payloads: Mapping[int, dict[str, Any]]
+    ) -> list[Task]:
+        """A task BC refused that kept its record as read (see `run`) holds it again as the
+        payload this run made of it, in the store too: whoever delivers it sends that."""
+        kept = [task for task in tasks if task.stage != "send"]
+        self.store.settle(
+            [
+                TaskUpdate(task.id, task.status, error=task.last_error, payload=payloads[task.id])
+                for task in kept
+            ]
         )
+        again = {task.id for task in kept}
+        return [
+            replace(task, payload=payloads[task.id], stage="send") if task.id in again else task
+            for task in tasks
+        ]
 
     def _deletes(self, flow: FlowConfig) -> bool:
         """The flow reads a webhook incoming whose `deleted` notifications delete rows."""
@@ -687,30 +722,21 @@ class FlowRunner:
         counts: Counter[str],
         *,
         probe: bool = True,
-        fresh: Mapping[int, _Transformed] | None = None,
-        keep_refused: bool = False,
+        as_read: Mapping[int, dict[str, Any]] | None = None,
     ) -> None:
-        """Send `tasks` and settle them. `fresh`: the records this run read and transformed, by
-        task, sent as transformed now; with `keep_refused`, one BC refuses is kept as read, so
-        a retry transforms it again with the flow's transformers as they are then (a fixed
-        transform fixes the record)."""
-        fresh = fresh or {}
+        """Send `tasks` and settle them. `as_read`: records as read, by task; one BC refuses is
+        kept as read (stage `transform`), so a retry transforms it again with the flow's
+        transformers as they are then (a fixed transform fixes the record)."""
         ready, updates = [], []
         payloads: dict[int, dict[str, Any]] = {}
-        as_read: dict[int, dict[str, Any]] = {}  # kept if BC refuses the payload
+        kept = dict(as_read or {})
         for task in tasks:
             payload = task.payload
-            if task.id in fresh:
-                payload = fresh[task.id].payload
-                if task.stage != "send":  # a refused record, kept as read, comes again
-                    payloads[task.id] = payload
-                if keep_refused:
-                    as_read[task.id] = fresh[task.id].record
-            elif task.stage == "read":  # not a record: there is nothing to deliver
+            if task.stage == "read":  # not a record: there is nothing to deliver
                 updates.append(TaskUpdate(task.id, TaskStatus.FAILED, error=task.last_error))
                 counts[TaskStatus.FAILED.value] += 1
                 continue
-            elif task.stage == "transform" and chain is not None:
+            if task.stage == "transform" and chain is not None:
                 try:
                     transformed = chain.apply(payload, context)
                 except TransformError as exc:
@@ -724,7 +750,7 @@ class FlowRunner:
                     counts["filtered"] += 1
                     continue
                 payloads[task.id] = payload = transformed
-                as_read[task.id] = task.payload
+                kept[task.id] = task.payload
             ready.append((task, payload))
         self.store.settle(updates)
         if not ready:
@@ -738,8 +764,8 @@ class FlowRunner:
         for (task, _), result in zip(ready, results, strict=True):
             outcome = _outcome(result, target.action)
             update = _update(task.id, outcome, result, payloads.get(task.id))
-            if outcome == Outcome.FAILED and task.id in as_read:
-                update.payload, update.stage = as_read[task.id], "transform"
+            if outcome == Outcome.FAILED and task.id in kept:
+                update.payload, update.stage = kept[task.id], "transform"
             updates.append(update)
             attempts.append(_attempt(task, outcome, result, started, ended))
             if outcome == Outcome.UNKNOWN:
@@ -793,14 +819,6 @@ class FlowRunner:
         self.store.settle(updates)
         if again:
             await self._deliver(again, None, {}, target, counts, probe=False)
-
-
-@dataclass(frozen=True)
-class _Transformed:
-    """A record as read, and the payload the flow's transformers made of it."""
-
-    record: dict[str, Any]
-    payload: dict[str, Any]
 
 
 def _update(

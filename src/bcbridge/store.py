@@ -164,6 +164,17 @@ leases = sa.Table(
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
 )
 
+# the chunks of a run split over workers (bcbridge.engine) that were delivered, with their counts
+chunks = sa.Table(
+    "chunks",
+    metadata,
+    sa.Column("run_id", sa.Integer, primary_key=True),
+    sa.Column("seq", sa.Integer, primary_key=True),
+    sa.Column("flow", sa.String(200), nullable=False),
+    sa.Column("counts", sa.Text, nullable=False),
+    sa.Column("done_at", sa.DateTime(timezone=True), nullable=False),
+)
+
 
 def payload_hash(record: Any) -> str:
     """The SHA-256 of a record's canonical encoding (sorted keys): how a task is found again."""
@@ -1019,6 +1030,59 @@ class Store:
         with self._connect() as conn:
             row = conn.execute(sa.select(tasks).where(tasks.c.id == task_id)).mappings().first()
         return _task(row) if row else None
+
+    # --- chunks of a run split over workers (bcbridge.engine) ---------------------------
+
+    def chunk_done(self, flow: str, run_id: int, seq: int, counts: dict[str, int]) -> None:
+        """Record that chunk `seq` of run `run_id` was delivered (once: a repeat is ignored)."""
+        with self._begin() as conn:
+            exists = conn.execute(
+                sa.select(chunks.c.seq).where(chunks.c.run_id == run_id, chunks.c.seq == seq)
+            ).first()
+            if exists is None:
+                conn.execute(
+                    chunks.insert().values(
+                        run_id=run_id,
+                        seq=seq,
+                        flow=flow,
+                        counts=orjson.dumps(counts).decode(),
+                        done_at=_now(),
+                    )
+                )
+
+    def chunks_done(self, run_id: int) -> dict[int, dict[str, int]]:
+        """The delivered chunks of run `run_id`: seq -> counts."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                sa.select(chunks.c.seq, chunks.c.counts).where(chunks.c.run_id == run_id)
+            ).all()
+        return {int(seq): orjson.loads(counts) for seq, counts in rows}
+
+    def drop_chunks(self, run_id: int) -> None:
+        """Forget the chunks of a run that ended (its counts are in the run)."""
+        with self._begin() as conn:
+            conn.execute(chunks.delete().where(chunks.c.run_id == run_id))
+
+    def live_leases(self, prefix: str) -> list[Lease]:
+        """The leases whose name starts with `prefix` and that are alive: not expired, and
+        not held by a process of this machine that is gone."""
+        now = _now()
+        with self._connect() as conn:
+            rows = conn.execute(
+                sa.select(leases).where(leases.c.flow.startswith(prefix, autoescape=True))
+            ).mappings()
+            found = [_lease(row) for row in rows]
+        return [lease for lease in found if lease.expires_at >= now and not _died_here(lease)]
+
+    def tasks_by_id(self, task_ids: Sequence[int]) -> list[Task]:
+        """The tasks with these ids, in id order (a chunk handed to a worker, `bcbridge.engine`)."""
+        ids = sorted(set(task_ids))
+        found: list[Task] = []
+        with self._connect() as conn:
+            for start in range(0, len(ids), 500):  # bound the IN list for every backend
+                stmt = sa.select(tasks).where(tasks.c.id.in_(ids[start : start + 500]))
+                found.extend(_task(row) for row in conn.execute(stmt).mappings())
+        return sorted(found, key=lambda task: task.id)
 
     def tasks(
         self, flow: str | None = None, status: str | None = None, limit: int | None = 50

@@ -35,7 +35,7 @@ def test_an_empty_database_gets_the_whole_schema(store_url: str) -> None:
     )
     assert "stage" in {column["name"] for column in inspector.get_columns("tasks")}
     with engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0007"
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).scalar() == "0008"
     engine.dispose()
     Store(store_url).close()  # opening again is a no-op, not an error
 

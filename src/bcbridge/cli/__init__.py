@@ -48,6 +48,7 @@ COMMAND_MODULES = (
     "discover",
     "serve",
     "subscriptions",
+    "worker",
 )
 
 

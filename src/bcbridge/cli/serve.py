@@ -26,6 +26,7 @@ from bcbridge.store import Store
 
 if TYPE_CHECKING:
     from bcbridge.dashboard import FlowService
+    from bcbridge.engine import EngineClient
     from bcbridge.webhooks import WebhookService
 
 STOP_WAIT = 0.2  # seconds between looks at the stop event while serving
@@ -134,7 +135,13 @@ def serve(
         store.close()
         raise fail(exc) from None
     stop = threading.Event()
-    service = FlowService(project, store, stop)
+    try:
+        engine = _engine(project.engine, store)
+    except BCBridgeError as exc:
+        sock.close()
+        store.close()
+        raise fail(exc) from None
+    service = FlowService(project, store, stop, engine=engine)
     hooks = WebhookService(service, public_url or project.serve.public_url)
     try:
         hooks.check_ready()
@@ -156,7 +163,18 @@ def serve(
             service.join()
     finally:
         sock.close()
+        if engine is not None:
+            engine.close()
         store.close()
+
+
+def _engine(kind: str, store: Store) -> EngineClient | None:
+    """With `engine: procrastinate`, what defers the runs to `bcbridge worker`s."""
+    if kind != "procrastinate":
+        return None
+    from bcbridge.engine import EngineClient
+
+    return EngineClient(store)
 
 
 async def _serve(

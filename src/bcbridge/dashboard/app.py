@@ -66,6 +66,7 @@ def create_app(service: FlowService, sessions: Sessions) -> Starlette:
         Route("/tasks/{task_id:int}", pages.task),
         Route("/tasks/{task_id:int}/retry", csrf_checked(pages.retry_one), methods=["POST"]),
         Route("/tasks/{task_id:int}/skip", csrf_checked(pages.skip_one), methods=["POST"]),
+        Route("/workers", pages.workers),
         *config_routes(service),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
@@ -314,6 +315,17 @@ class Pages:
             finished=finished,
             error=finished and finished.error and _redact.text(finished.error),
         )
+
+    async def workers(self, request: Request) -> Response:
+        """The `bcbridge worker`s of an `engine: procrastinate` project, from Procrastinate's
+        tables: heartbeats and the jobs they run (as `bcbridge workers list`)."""
+        engine = self.service.project.engine
+        rows = []
+        if engine == "procrastinate":
+            from bcbridge.engine import list_workers
+
+            rows = await self._store(list_workers, self.store)
+        return _page(request, "workers.html", workers=rows, engine=engine)
 
     # --- runs -------------------------------------------------------------------------------
 

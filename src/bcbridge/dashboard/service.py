@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import anyio
 
@@ -26,6 +27,9 @@ from bcbridge.flowconfig import ProjectConfig, load_project
 from bcbridge.flows import ClientFactory, FlowRunner, RunResult
 from bcbridge.schedule import parse_schedule
 from bcbridge.store import RunStatus, Store, Task
+
+if TYPE_CHECKING:
+    from bcbridge.engine import EngineClient
 
 log = logging.getLogger("bcbridge.serve")
 SERVER_LOGGERS = ("bcbridge.serve", "uvicorn.error")  # where an unexpected error is logged
@@ -79,8 +83,10 @@ class FlowService:
         stop: threading.Event,
         *,
         client_factory: ClientFactory | None = None,
+        engine: EngineClient | None = None,
     ):
         self.project = project
+        self.engine = engine  # engine: procrastinate: runs are deferred to `bcbridge worker`s
         self.store = store
         self.stop = stop
         self.client_factory = client_factory
@@ -108,7 +114,10 @@ class FlowService:
 
     def start(self, name: str, work: Work | None = None) -> bool:
         """Start a run of flow `name` (or `work` on it, e.g. a retry of its tasks); False
-        (nothing queued) when one is under way here or the service is stopping."""
+        (nothing queued) when one is under way here or the service is stopping. With an
+        engine, the run is deferred to the workers (False: one is queued already)."""
+        if self.engine is not None and work is None:
+            return not self.stop.is_set() and self.engine.defer_run(name)
         with self._lock:
             if name in self._running or self.stop.is_set():
                 return False
@@ -148,7 +157,10 @@ class FlowService:
             return sorted(self._running)
 
     def retry(self, tasks: Sequence[Task]) -> list[RunResult]:
-        """Deliver tasks again, as `bcbridge tasks retry` does (blocks: call it in a thread)."""
+        """Deliver tasks again, as `bcbridge tasks retry` does (blocks: call it in a thread);
+        with an engine, deferred to the workers (each flow's result is `queued`)."""
+        if self.engine is not None:
+            return [RunResult(name, None, "queued", Counter()) for name in self.start_retry(tasks)]
         return anyio.run(self.runner().retry, list(tasks))
 
     def start_retry(self, tasks: Sequence[Task]) -> dict[str, bool]:
@@ -157,6 +169,9 @@ class FlowService:
         started = {}
         for name in sorted({task.flow for task in tasks}):
             mine = [task for task in tasks if task.flow == name]
+            if self.engine is not None:
+                started[name] = self.engine.defer_retry(name, [task.id for task in mine])
+                continue
 
             async def retry(runner: FlowRunner, mine: list[Task] = mine) -> RunResult:
                 (result,) = await runner.retry(mine)
@@ -191,7 +206,9 @@ class FlowService:
                 wait = (due[name] - now).total_seconds() if name else RECHECK
                 await anyio.sleep(min(wait, RECHECK))
                 continue
-            if not self.start(name):
+            if self.engine is not None and not self.engine.fire_once(name, due[name]):
+                log.info("flow %s: another serve fired its time %s", name, due[name])
+            elif not self.start(name):
                 log.info("flow %s is still running: its scheduled start is dropped", name)
             following = plans[name](due[name])  # a steady beat, from the time it was due
             due[name] = following if following > now else plans[name](now)
