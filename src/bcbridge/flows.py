@@ -35,6 +35,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import anyio
+import sqlalchemy as sa
 
 from bcbridge import catalog
 from bcbridge._logging import request_trail
@@ -324,7 +325,7 @@ class FlowRunner:
         self.store = store
         self.stop = stop or threading.Event()
         self.progress = progress or (lambda flow, counts: None)
-        self.client_factory = client_factory or BusinessCentralClient
+        self.client_factory = client_factory or _sharing_bcs_budget(store)
 
     async def run(
         self,
@@ -896,6 +897,20 @@ async def _chunks(
             chunk = []
     if chunk:
         yield chunk
+
+
+def _sharing_bcs_budget(store: Store) -> ClientFactory:
+    """BC clients that share BC's request budget (in flight, per 5 minutes) with every process
+    of a PostgreSQL store: serve, workers, CLI runs (`bcbridge.budget`); with any other store
+    each process keeps BC's limits by itself."""
+    if sa.engine.make_url(store.url).get_backend_name() != "postgresql":
+        return BusinessCentralClient
+    from bcbridge.budget import shared_budget  # psycopg: there with a PostgreSQL store only
+
+    def client(settings: ClientSettings) -> BusinessCentralClient:
+        return BusinessCentralClient(settings, budget=shared_budget(store.url, settings))
+
+    return client
 
 
 class _Clients:
