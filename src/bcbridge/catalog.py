@@ -1291,3 +1291,31 @@ def _parses(parse: Callable[[str], object], text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# The BC API v2.0 entity sets that take webhook subscriptions (bc-api.md §9.2; BC's runtime API
+# serves the same list as webhookSupportedResources): the loader's check and the emulator's rule
+WEBHOOK_ENTITIES = (
+    "accounts",
+    "companyInformation",
+    "countriesRegions",
+    "currencies",
+    "customerPaymentJournals",
+    "customers",
+    "dimensions",
+    "employees",
+    "generalLedgerEntries",
+    "itemCategories",
+    "items",
+    "journals",
+    "paymentMethods",
+    "paymentTerms",
+    "purchaseInvoices",
+    "salesCreditMemos",
+    "salesInvoices",
+    "salesOrders",
+    "salesQuotes",
+    "shipmentMethods",
+    "unitsOfMeasure",
+    "vendors",
+)

@@ -60,6 +60,7 @@ from pydantic import (
 
 from bcbridge import _redact, catalog
 from bcbridge import transform as steps
+from bcbridge.catalog import WEBHOOK_ENTITIES
 from bcbridge.config import (
     ClientSettings,
     Problem,
@@ -93,31 +94,6 @@ Format = Literal["jsonl", "csv"]  # as sinks.FORMATS
 Trigger = Literal["poll", "webhook"]
 OnDelete = Literal["delete", "tombstone", "ignore"]
 PUBLIC_URL_ENV = "BCBRIDGE_PUBLIC_URL"
-# BC API v2.0 entity sets that take webhook subscriptions (bc-api.md §9.2)
-WEBHOOK_ENTITIES = (
-    "accounts",
-    "companyInformation",
-    "countriesRegions",
-    "currencies",
-    "customerPaymentJournals",
-    "customers",
-    "dimensions",
-    "employees",
-    "generalLedgerEntries",
-    "itemCategories",
-    "items",
-    "journals",
-    "paymentMethods",
-    "paymentTerms",
-    "purchaseInvoices",
-    "salesCreditMemos",
-    "salesInvoices",
-    "salesOrders",
-    "salesQuotes",
-    "shipmentMethods",
-    "unitsOfMeasure",
-    "vendors",
-)
 
 
 # A URL or a path: the real value for the code, the password masked in model_dump(_json).

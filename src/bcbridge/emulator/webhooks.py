@@ -32,35 +32,11 @@ from typing import Any
 import httpx
 import orjson
 
+from bcbridge.catalog import WEBHOOK_ENTITIES
 from bcbridge.emulator.changes import Change
 from bcbridge.emulator.errors import handshake_failed
 from bcbridge.emulator.store import STANDARD_ROUTE, etag, now_text
 
-# bc-api.md §9.2; the runtime API serves the same list as webhookSupportedResources.
-SUPPORTED_V2 = (
-    "accounts",
-    "companyInformation",
-    "countriesRegions",
-    "currencies",
-    "customerPaymentJournals",
-    "customers",
-    "dimensions",
-    "employees",
-    "generalLedgerEntries",
-    "itemCategories",
-    "items",
-    "journals",
-    "paymentMethods",
-    "paymentTerms",
-    "purchaseInvoices",
-    "salesCreditMemos",
-    "salesInvoices",
-    "salesOrders",
-    "salesQuotes",
-    "shipmentMethods",
-    "unitsOfMeasure",
-    "vendors",
-)
 MAX_SUBSCRIPTIONS = 200  # bc-api.md §8
 # BC retries "over the next 36 hours" (§9.2); its schedule is not documented: UNCONFIRMED. The
 # emulator waits 1 minute, then doubles each wait up to 6 hours, and gives up once the next
@@ -438,7 +414,7 @@ def _iso(moment: datetime) -> str:
 def supported_resources(routes: dict[str, Iterable[str]]) -> list[str]:
     """``v2.0/customers`` for BC's list, and every set of each custom API route (UNCONFIRMED:
     the entries' exact text; BC filters them with ``resource eq 'v2.0*'``)."""
-    names = [f"{STANDARD_ROUTE}/{name}" for name in SUPPORTED_V2]
+    names = [f"{STANDARD_ROUTE}/{name}" for name in WEBHOOK_ENTITIES]
     for route, sets in routes.items():
         if route != STANDARD_ROUTE:
             names += [f"{route}/{name}" for name in sorted(sets)]

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from bcbridge import catalog
+from bcbridge.catalog import WEBHOOK_ENTITIES
 from bcbridge.emulator.calls import Call, Result
 from bcbridge.emulator.errors import (
     bad_request,
@@ -30,7 +31,6 @@ from bcbridge.emulator.store import STANDARD_ROUTE
 from bcbridge.emulator.validation import validate
 from bcbridge.emulator.webhooks import (
     MAX_SUBSCRIPTIONS,
-    SUPPORTED_V2,
     Subscription,
     Webhooks,
     supported_resources,
@@ -154,7 +154,7 @@ async def _check_resource(
             resource, f"subscriptions at api/{call.route} watch resources of api/{call.route}"
         )
     served = routes.get(route, {})
-    if set_name not in served or (route == STANDARD_ROUTE and set_name not in SUPPORTED_V2):
+    if set_name not in served or (route == STANDARD_ROUTE and set_name not in WEBHOOK_ENTITIES):
         raise subscription_not_supported(
             resource, f"'{set_name}' does not support webhooks (see webhookSupportedResources)"
         )
