@@ -43,6 +43,7 @@ __all__ = [
     "FieldType",
     "Navigation",
     "Operation",
+    "WEBHOOK_ENTITIES",
     "Refusal",
     "Scope",
     "children",
