@@ -38,12 +38,12 @@ from bcbridge.errors import ConfigError
 
 __all__ = [
     "CATALOG",
+    "WEBHOOK_ENTITIES",
     "EntitySet",
     "Field",
     "FieldType",
     "Navigation",
     "Operation",
-    "WEBHOOK_ENTITIES",
     "Refusal",
     "Scope",
     "children",
