@@ -437,10 +437,11 @@ def _check_webhooks(config: ProjectConfig, problems: _Problems) -> None:
                 "a webhook incoming reads the whole entity set: remove key, or use trigger: poll",
             )
         if not incoming.cursor:
-            problems.add(
-                path,
+            problems.add(  # at the cursor key (a form's field), named as the incoming
+                f"{path}.cursor",
                 "trigger: webhook needs cursor: lastModifiedDateTime, for the reconciliation "
                 "pull that catches notifications BC could not deliver",
+                shown=path,
             )
         if incoming.on_delete == "delete":
             for flow_name in config.flows_of(name):

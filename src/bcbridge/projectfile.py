@@ -173,6 +173,7 @@ class ProjectFile:
         document = self._parse(text, env_text)[0]
         environ = {**_dotenv(env_text), **os.environ}
         sections = {name: _shown(name, document.get(name), environ) for name in SECTIONS}
+        sections["serve"] = _plain(document.get("serve"))  # settings of `bcbridge serve`
         problems = self._problems(text, env_text) if text and check else []
         return Snapshot(_version_of(text, env_text), sections, problems)
 
@@ -245,6 +246,29 @@ class ProjectFile:
                 document["store"] = _node(written)
             else:
                 _insert(document, 0, "store", _node(written))
+
+        return self._change(version, edit)
+
+    def set_serve(self, settings: Mapping[str, Any], *, version: str) -> str:
+        """Keys of `serve:` (e.g. public_url, subscription_check_s): a value set, None removes
+        the key; its other keys and comments stay, and an emptied `serve:` goes."""
+
+        def edit(document: CommentedMap, env: _EnvFile) -> None:
+            serve = document.get("serve")
+            written = isinstance(serve, CommentedMap)  # else none yet, or `serve:` left empty
+            if not isinstance(serve, CommentedMap):
+                serve = CommentedMap()
+            for key, value in settings.items():
+                if value is None:
+                    serve.pop(key, None)
+                elif not (key in serve and _same(serve[key], value)):
+                    serve[key] = _node(value)
+            if not serve:
+                document.pop("serve", None)
+            elif "serve" not in document:
+                _insert(document, len(document), "serve", serve)
+            elif not written:
+                document["serve"] = serve
 
         return self._change(version, edit)
 

@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio.to_thread
 import orjson
+import sqlalchemy.exc
 import yaml
 from pydantic import ValidationError
 from starlette.datastructures import FormData
@@ -36,10 +37,11 @@ from bcbridge.dashboard.app import _flash, _page
 from bcbridge.dashboard.security import csrf_checked
 from bcbridge.dashboard.service import FlowService
 from bcbridge.errors import BCBridgeError
-from bcbridge.flowconfig import IncomingConfig, actions_for
+from bcbridge.flowconfig import WEBHOOK_ENTITIES, IncomingConfig, actions_for
 from bcbridge.projectfile import Conflict, FieldProblem, InvalidChange, ProjectFile, Secret
 from bcbridge.publisher import ETAG_POLICIES
 from bcbridge.publisher import preview as preview_payload
+from bcbridge.store import Store
 from bcbridge.subscriber import Subscriber
 from bcbridge.transform import load_chain
 
@@ -57,6 +59,8 @@ CLIENT_TEXT_FIELDS = (
     "client_id",
     "ca_bundle",
 )
+SERVE_FIELDS = ("public_url", "subscription_check_s")  # the Project page's keys of `serve:`
+SUBSCRIPTION_ID_SHOWN = 8  # characters of a subscription id shown (enough to tell them apart)
 SECTIONS = {"clients": "Clients", "incoming": "Incoming", "outgoing": "Outgoing", "flows": "Flows"}
 
 
@@ -158,6 +162,9 @@ def form_values(section: str, item: dict[str, Any] | None) -> dict[str, Any]:
         values["page_size"] = _text(item.get("page_size"))
         values["etag"] = _text(item.get("etag", "fetch"))
         values["allow_duplicates"] = bool(item.get("allow_duplicates"))
+        values["trigger"] = _text(item.get("trigger", "poll"))
+        values["reconcile"] = _text(item.get("reconcile"))
+        values["on_delete"] = _text(item.get("on_delete", "tombstone"))
         return values
     return {
         "from": _endpoint_text(item.get("from")),
@@ -250,6 +257,7 @@ def item_data(
             if size and not size.isdigit():
                 problems.setdefault("page_size", []).append("expected a whole number, e.g. 1000")
             _set(data, "page_size", int(size) if size.isdigit() else None)
+            _trigger(data, form)
     else:
         for key in ("from", "to"):
             data[key] = _endpoint(_field(form, key), key, problems)
@@ -257,6 +265,17 @@ def item_data(
         _set(data, "transform", steps)
         _set(data, "schedule", _field(form, "schedule"))
     return data, problems
+
+
+def _trigger(data: dict[str, Any], form: FormData) -> None:
+    """An incoming's trigger: `webhook` with its reconcile schedule (blank: the loader's
+    default) and on_delete; a poll incoming (the default) keeps none of these keys, which
+    only a webhook incoming reads."""
+    trigger = _field(form, "trigger") or "poll"
+    webhook = trigger != "poll"  # another word is kept for the loader to refuse at the field
+    _set(data, "trigger", trigger if webhook else None)
+    _set(data, "reconcile", _field(form, "reconcile") if webhook else None)
+    _set(data, "on_delete", _field(form, "on_delete") if webhook else None)
 
 
 def _certificate(data: dict[str, Any], form: FormData) -> None:
@@ -304,6 +323,36 @@ def _problems_by_field(
     return fields, general
 
 
+def subscription_states(store: Store, incoming: list[str]) -> dict[str, dict[str, Any]]:
+    """What `bcbridge serve` keeps of the BC subscription of each of these incoming (the id
+    shortened, expiry, last renewal, notifications refused for a wrong clientState); never the
+    clientState nor its digest. {} where the store cannot say (the reason is the store's, shown
+    on the pages that use it)."""
+    from bcbridge.webhooks import WebhookStore  # it imports the dashboard's service
+
+    try:
+        rows = WebhookStore(store).subscriptions()
+    except (BCBridgeError, sqlalchemy.exc.SQLAlchemyError):
+        return {}
+    shown = {}
+    for row in rows:
+        if row.incoming not in incoming:
+            continue  # left from an incoming renamed or no longer a webhook one: serve removes it
+        short = row.subscription_id[:SUBSCRIPTION_ID_SHOWN]
+        shown[row.incoming] = {
+            "id": short + ("…" if len(row.subscription_id) > SUBSCRIPTION_ID_SHOWN else ""),
+            "expires_at": _moment(row.expires_at),
+            "renewed_at": _moment(row.renewed_at),
+            "refused": row.refused,
+        }
+    return shown
+
+
+def _moment(value: datetime) -> str:
+    moment = value if value.tzinfo else value.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def _actions_of(entity: str) -> list[str]:
     """The actions an outgoing can take on an entity set: the writes its operations allow and
     its bound actions (as the loader checks them)."""
@@ -334,6 +383,16 @@ class ConfigPages:
     async def _read(self) -> Any:
         return await anyio.to_thread.run_sync(self.project_file.read)
 
+    async def _subscriptions(
+        self, section: str, rows: list[tuple[str, dict[str, Any]]]
+    ) -> dict[str, dict[str, Any]]:
+        """The subscription state of the webhook incoming among `rows`."""
+        hooked = [name for name, values in rows if values.get("trigger") == "webhook"]
+        if section != "incoming" or not hooked:
+            return {}
+        store = self.service.store
+        return await anyio.to_thread.run_sync(lambda: subscription_states(store, hooked))
+
     def _client_factory(self) -> Any:
         return self.service.client_factory or BusinessCentralClient
 
@@ -351,6 +410,8 @@ class ConfigPages:
                 title=SECTIONS[section],
                 rows=rows,
                 problems=[p.text for p in snapshot.problems],
+                subscriptions=await self._subscriptions(section, rows),
+                webhooks=any(values.get("trigger") == "webhook" for _, values in rows),
             )
 
         listing.__name__ = f"{section}_list"
@@ -364,7 +425,9 @@ class ConfigPages:
             if name and item is None:
                 return HTMLResponse(f"no {section} item named {name}", status_code=404)
             state = FormState(form_values(section, item), snapshot.version, {}, [])
-            return self._form(request, section, name, state)
+            hooked = [(name, state.values)] if name else []
+            subscriptions = await self._subscriptions(section, hooked)
+            return self._form(request, section, name, state, subscriptions=subscriptions)
 
         form_page.__name__ = f"{section}_form"
         return form_page
@@ -394,6 +457,7 @@ class ConfigPages:
             actions=_actions_of(state.values.get("entity", "")),
             fields=_fields_of(state.values.get("entity", "")),
             etags=ETAG_POLICIES,
+            webhook_entities=WEBHOOK_ENTITIES,
             incoming=list(project.incoming),
             outgoing=list(project.outgoing),
             param_rows=PARAM_ROWS,
@@ -554,22 +618,34 @@ class ConfigPages:
 
     async def project_page(self, request: Request) -> Response:
         snapshot = await self._read()
-        return self._project_form(request, _text(snapshot.sections.get("store")), snapshot.version)
+        return await self._project_form(
+            request, _text(snapshot.sections.get("store")), snapshot.version
+        )
 
-    def _project_form(
+    async def _project_form(
         self,
         request: Request,
-        store: str,
+        store: str | None,
         version: str,
         problems: list[str] | None = None,
         status_code: int = 200,
+        serve: dict[str, str] | None = None,
+        serve_problems: dict[str, list[str]] | None = None,
     ) -> HTMLResponse:
+        snapshot = await anyio.to_thread.run_sync(lambda: self.project_file.read(check=False))
+        if store is None:  # the serve form was posted: the store's as on disk
+            store = _text(snapshot.sections.get("store"))
+        if serve is None:
+            written = _mapping(snapshot.sections.get("serve"))
+            serve = {key: _text(written.get(key)) for key in SERVE_FIELDS}
         response = _page(
             request,
             "config_project.html",
             store=store,
             version=version,
             problems=problems or [],
+            serve=serve,
+            serve_problems=serve_problems or {},
             in_use=_redact.url(self.service.store.url),
             source=self.service.project.source,
         )
@@ -580,6 +656,8 @@ class ConfigPages:
         """The store's URL (its password, if one is typed, goes to the .env). The running
         service keeps the store it opened: the new one is used once it restarts."""
         form = await request.form()
+        if _field(form, "part") == "serve":
+            return await self._save_serve(request, form)
         url, version = _field(form, "store"), _field(form, "version")
         try:
             await anyio.to_thread.run_sync(
@@ -590,9 +668,48 @@ class ConfigPages:
                 problems = [problem.message for problem in exc.problems]
             else:
                 problems = [CONFLICT if isinstance(exc, Conflict) else _redact.text(str(exc))]
-            return self._project_form(request, _redact.url(url), version, problems, 422)
+            return await self._project_form(request, _redact.url(url), version, problems, 422)
         await self._reloaded(
             request, "store saved; bcbridge serve uses it once restarted (the CLI at once)"
+        )
+        return RedirectResponse("/project", status_code=303)
+
+    async def _save_serve(self, request: Request, form: FormData) -> Response:
+        """`serve:`'s public URL (where BC sends webhooks) and how often subscriptions are
+        looked at, checked by the loader; a running `bcbridge serve` uses them once restarted."""
+        version = _field(form, "version")
+        typed = {key: _field(form, key) for key in SERVE_FIELDS}
+        problems: dict[str, list[str]] = {}
+        check = typed["subscription_check_s"]
+        seconds: float | None = None
+        try:
+            seconds = float(check) if check else None
+        except ValueError:
+            problems["subscription_check_s"] = ["expected a number of seconds, e.g. 60"]
+        if not problems:
+            settings = {"public_url": typed["public_url"] or None, "subscription_check_s": seconds}
+            if seconds is not None and seconds.is_integer():
+                settings["subscription_check_s"] = int(seconds)  # written as typed: 60, not 60.0
+            try:
+                await anyio.to_thread.run_sync(
+                    lambda: self.project_file.set_serve(settings, version=version)
+                )
+            except InvalidChange as exc:
+                for problem in exc.problems:
+                    key = problem.path.removeprefix("serve.").split(".")[0]
+                    field = key if key in SERVE_FIELDS else "form"
+                    problems.setdefault(field, []).append(
+                        problem.message if problem.path.startswith("serve.") else problem.text
+                    )
+            except BCBridgeError as exc:
+                general = CONFLICT if isinstance(exc, Conflict) else _redact.text(str(exc))
+                problems["form"] = [general]
+        if problems:
+            return await self._project_form(
+                request, None, version, serve=typed, serve_problems=problems, status_code=422
+            )
+        await self._reloaded(
+            request, "serve settings saved; bcbridge serve uses them once restarted"
         )
         return RedirectResponse("/project", status_code=303)
 
