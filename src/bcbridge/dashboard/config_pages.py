@@ -31,13 +31,14 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from bcbridge import _redact, catalog
+from bcbridge.catalog import WEBHOOK_ENTITIES
 from bcbridge.client import BusinessCentralClient
 from bcbridge.config import BC_SCOPE
 from bcbridge.dashboard.app import _flash, _page
 from bcbridge.dashboard.security import csrf_checked
 from bcbridge.dashboard.service import FlowService
 from bcbridge.errors import BCBridgeError
-from bcbridge.flowconfig import WEBHOOK_ENTITIES, IncomingConfig, actions_for
+from bcbridge.flowconfig import IncomingConfig, actions_for
 from bcbridge.projectfile import Conflict, FieldProblem, InvalidChange, ProjectFile, Secret
 from bcbridge.publisher import ETAG_POLICIES
 from bcbridge.publisher import preview as preview_payload
