@@ -85,6 +85,9 @@ class Schema:
         self.metadata = sa.MetaData()
         self.sets: dict[tuple[str, str], EntitySet] = {}
         self.tables: dict[tuple[str, str], sa.Table] = {}
+        # Statements built once and run with bound parameters (`bcbridge.emulator.records`):
+        # building a statement and its cache key on each write cost more than running it.
+        self.statements: dict[tuple[Any, ...], Any] = {}
         for entity_set in catalog.CATALOG.values():
             if entity_set.name != "subscriptions":
                 self.add(STANDARD_ROUTE, entity_set)
