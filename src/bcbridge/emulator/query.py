@@ -241,21 +241,20 @@ class Expand:
 
 
 def split_top_level(text: str, separator: str) -> list[str]:
+    """`text` split at each `separator` outside parentheses, parts stripped; a blank last part
+    is dropped. Split with str.split and glued back where a cut fell inside parentheses (the
+    text before it has more '(' than ')'): every request's path goes through here."""
+    pieces = text.split(separator)
     parts: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for char in text:
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        if char == separator and depth == 0:
-            parts.append("".join(current).strip())
-            current = []
+    current = pieces[0]
+    for piece in pieces[1:]:
+        if current.count("(") == current.count(")"):
+            parts.append(current.strip())
+            current = piece
         else:
-            current.append(char)
-    if "".join(current).strip():
-        parts.append("".join(current).strip())
+            current += separator + piece
+    if current.strip():
+        parts.append(current.strip())
     return parts
 
 
