@@ -91,12 +91,16 @@ def _fields_in(node: Any) -> set[str]:
     return found
 
 
-def _check_and_normalize(node: Any, gates: frozenset[str] = frozenset()) -> Any:
+def _check_and_normalize(
+    node: Any, gates: frozenset[str] = frozenset(), *, in_or: bool = False
+) -> Any:
     """Refuse what BC refuses (`gates`: what needs $schemaversion=2.1 and was not given it);
-    rewrite literals to the stored text form."""
+    rewrite literals to the stored text form. `in_or`: `node` is below an ``or`` whose fields
+    were checked already (they include this node's), so the check is not run again: a lookup's
+    chain of 40 ``or``s would otherwise walk its subtrees 40 times."""
     _refuse_gated(node, gates)
     is_or = isinstance(node, odata_ast.BoolOp) and isinstance(node.op, odata_ast.Or)
-    if is_or and len(_fields_in(node.left) | _fields_in(node.right)) > 1:
+    if is_or and not in_or and len(_fields_in(node.left) | _fields_in(node.right)) > 1:
         raise bad_request(
             "The 'OR' operator is not supported on distinct fields on an OData filter."
         )
@@ -117,15 +121,18 @@ def _check_and_normalize(node: Any, gates: frozenset[str] = frozenset()) -> Any:
         return odata_ast.String(node.val)
     if isinstance(node, odata_ast.Integer) and abs(int(node.val)) > MAX_INT64:
         return odata_ast.Float(node.val)  # beyond SQLite's integers; compared as a number
+    in_or = in_or or is_or
     for key, value in list(getattr(node, "__dict__", {}).items()):
         if isinstance(value, odata_ast._Node):
-            object.__setattr__(node, key, _check_and_normalize(value, gates))
+            object.__setattr__(node, key, _check_and_normalize(value, gates, in_or=in_or))
         elif isinstance(value, list):
             object.__setattr__(
                 node,
                 key,
                 [
-                    _check_and_normalize(v, gates) if isinstance(v, odata_ast._Node) else v
+                    _check_and_normalize(v, gates, in_or=in_or)
+                    if isinstance(v, odata_ast._Node)
+                    else v
                     for v in value
                 ],
             )
@@ -234,21 +241,20 @@ class Expand:
 
 
 def split_top_level(text: str, separator: str) -> list[str]:
+    """`text` split at each `separator` outside parentheses, parts stripped; a blank last part
+    is dropped. Split with str.split and glued back where a cut fell inside parentheses (the
+    text before it has more '(' than ')'): every request's path goes through here."""
+    pieces = text.split(separator)
     parts: list[str] = []
-    current: list[str] = []
-    depth = 0
-    for char in text:
-        if char == "(":
-            depth += 1
-        elif char == ")":
-            depth -= 1
-        if char == separator and depth == 0:
-            parts.append("".join(current).strip())
-            current = []
+    current = pieces[0]
+    for piece in pieces[1:]:
+        if current.count("(") == current.count(")"):
+            parts.append(current.strip())
+            current = piece
         else:
-            current.append(char)
-    if "".join(current).strip():
-        parts.append("".join(current).strip())
+            current += separator + piece
+    if current.strip():
+        parts.append(current.strip())
     return parts
 
 

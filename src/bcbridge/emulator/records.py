@@ -61,10 +61,31 @@ class Records:
             clauses.append(table.c[place.entity_set.parent_field] == place.parent_id)
         return clauses
 
+    def _scoped(self, place: Place, field: str, *, first_only: bool) -> Any:
+        """SELECT of `place`'s records whose `field` is the parameter ``p_value`` (company
+        ``p_company``, parent ``p_parent``): built once per table and shape, then reused."""
+        parent_field = place.entity_set.parent_field if place.parent_id is not None else None
+        key = ("scoped", place.route, place.name, field, parent_field, first_only)
+        stmt = self.schema.statements.get(key)
+        if stmt is None:
+            table = self.table(place)
+            clauses = [table.c._company == sa.bindparam("p_company")]
+            if parent_field:
+                clauses.append(table.c[parent_field] == sa.bindparam("p_parent"))
+            clauses.append(table.c[field] == sa.bindparam("p_value"))
+            stmt = sa.select(table).where(*clauses)
+            if first_only:
+                stmt = stmt.limit(1)
+            self.schema.statements[key] = stmt
+        return stmt
+
+    def _scope_params(self, place: Place, value: Any) -> dict[str, Any]:
+        return {"p_company": place.company_id, "p_parent": place.parent_id, "p_value": value}
+
     def find(self, place: Place, record_id: str) -> Row | None:
-        table = self.table(place)
-        stmt = sa.select(table).where(*self.scope(place), table.c.id == record_id.lower())
-        return self.conn.execute(stmt).mappings().first()
+        stmt = self._scoped(place, "id", first_only=False)
+        params = self._scope_params(place, record_id.lower())
+        return self.conn.execute(stmt, params).mappings().first()
 
     def get(self, place: Place, record_id: str) -> Row:
         row = self.find(place, record_id)
@@ -73,9 +94,12 @@ class Records:
         return row
 
     def find_by(self, place: Place, field: str, value: Any) -> Row | None:
-        table = self.table(place)
-        stmt = sa.select(table).where(*self.scope(place), table.c[field] == value).limit(1)
-        return self.conn.execute(stmt).mappings().first()
+        if value is None:  # `== None` is SQL's IS NULL, which a bound parameter is not
+            table = self.table(place)
+            null_stmt = sa.select(table).where(*self.scope(place), table.c[field].is_(None))
+            return self.conn.execute(null_stmt.limit(1)).mappings().first()
+        stmt = self._scoped(place, field, first_only=True)
+        return self.conn.execute(stmt, self._scope_params(place, value)).mappings().first()
 
     def children(self, place: Place, field: str, parent_id: str) -> list[Row]:
         table = self.table(place)
@@ -113,8 +137,9 @@ class Records:
             record["lastModifiedDateTime"] = self.clock()
         if place.entity_set.parent_field and place.parent_id:
             record[place.entity_set.parent_field] = place.parent_id
+        # the values as parameters of one statement, not baked into a new one per record
         self.conn.execute(
-            self.table(place).insert().values(_company=place.company_id, _version=1, **record)
+            self.table(place).insert(), {**record, "_company": place.company_id, "_version": 1}
         )
         row = self.get(place, record["id"])
         self._note(place, row, "created")
@@ -125,11 +150,17 @@ class Records:
         changes = dict(values)
         if "lastModifiedDateTime" in table.c:
             changes["lastModifiedDateTime"] = self.clock()
-        self.conn.execute(
-            table.update()
-            .where(table.c._seq == row["_seq"])
-            .values(_version=table.c._version + 1, **changes)
-        )
+        key = ("update", place.route, place.name)
+        stmt = self.schema.statements.get(key)
+        if stmt is None:
+            stmt = (
+                table.update()
+                .where(table.c._seq == sa.bindparam("p_seq"))
+                .values(_version=table.c._version + 1)
+            )
+            self.schema.statements[key] = stmt
+        # the changed columns are SET from the parameters (one compiled form per column set)
+        self.conn.execute(stmt, {**changes, "p_seq": row["_seq"]})
         updated = self.get(place, row["id"])
         self._note(place, updated, "updated")
         return updated

@@ -46,8 +46,8 @@ GENERIC_FIELDS = (
 
 
 def now_text() -> str:
-    moment = datetime.now(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat, not strftime: the same text (``2024-01-31T10:00:00.123Z``) in a third the time
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_id() -> str:
@@ -85,6 +85,9 @@ class Schema:
         self.metadata = sa.MetaData()
         self.sets: dict[tuple[str, str], EntitySet] = {}
         self.tables: dict[tuple[str, str], sa.Table] = {}
+        # Statements built once and run with bound parameters (`bcbridge.emulator.records`):
+        # building a statement and its cache key on each write cost more than running it.
+        self.statements: dict[Any, Any] = {}
         for entity_set in catalog.CATALOG.values():
             if entity_set.name != "subscriptions":
                 self.add(STANDARD_ROUTE, entity_set)

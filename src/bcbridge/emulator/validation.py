@@ -8,6 +8,7 @@ it takes into the form the store keeps.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 from bcbridge import catalog
@@ -57,4 +58,22 @@ def validate(
 
 
 def blank_record(entity_set: EntitySet) -> dict[str, Any]:
-    return {f.name: blank(f) for f in fields_of(entity_set)}
+    """A new record's values before its body is applied: a fresh dict (and fresh lists)."""
+    return {
+        name: list(value) if isinstance(value, list) else value
+        for name, value in _blank_values(fields_of(entity_set)).items()
+    }
+
+
+# Worked out once per tuple of properties (`blank` builds a mapping of every type per call),
+# keyed by the tuple's identity: hashing ~30 fields on each insert would cost what it saves.
+# The tuple is kept with its values, so its id is never reused for another.
+_BLANKS: dict[int, tuple[tuple[Field, ...], Mapping[str, Any]]] = {}
+
+
+def _blank_values(fields: tuple[Field, ...]) -> Mapping[str, Any]:
+    cached = _BLANKS.get(id(fields))
+    if cached is None or cached[0] is not fields:
+        cached = (fields, MappingProxyType({f.name: blank(f) for f in fields}))
+        _BLANKS[id(fields)] = cached
+    return cached[1]

@@ -74,14 +74,17 @@ def _one_by_one(
     continue_on_error: bool,
 ) -> list[dict[str, Any]]:
     responses: list[dict[str, Any]] = []
-    for request in requests:
-        with engine.begin() as conn:
-            response = _one(dispatch, conn, call, request)
-            if response["status"] >= 400:
-                conn.rollback()
-        responses.append(response)
-        if response["status"] >= 400 and not continue_on_error:
-            break
+    # one connection for the batch, one transaction per operation (checking a connection out
+    # of the pool for each operation cost as much as a lookup)
+    with engine.connect() as conn:
+        for request in requests:
+            with conn.begin() as transaction:
+                response = _one(dispatch, conn, call, request)
+                if response["status"] >= 400:
+                    transaction.rollback()
+            responses.append(response)
+            if response["status"] >= 400 and not continue_on_error:
+                break
     return responses
 
 

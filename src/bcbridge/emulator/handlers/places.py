@@ -56,8 +56,12 @@ def locate(records: Records, call: Call, target: Target) -> Address:
 
 def company_by_id(records: Records, key: str) -> str:
     company_id = parse_key(key).lower()
-    table = records.schema.table(STANDARD_ROUTE, "companies")
-    found = records.conn.execute(sa.select(table.c.id).where(table.c.id == company_id)).first()
+    stmt = records.schema.statements.get("company_by_id")
+    if stmt is None:  # built once: every request under companies(...) runs it
+        table = records.schema.table(STANDARD_ROUTE, "companies")
+        stmt = sa.select(table.c.id).where(table.c.id == sa.bindparam("p_id"))
+        records.schema.statements["company_by_id"] = stmt
+    found = records.conn.execute(stmt, {"p_id": company_id}).first()
     if found is None:
         raise company_not_found(f"The company '{company_id}' does not exist.")
     return company_id
