@@ -8,6 +8,7 @@ import pytest
 import yaml
 from selenium import webdriver
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.browser.conftest import Screenshot, Served
 
@@ -29,7 +30,10 @@ def test_a_file_changed_on_disk_since_the_form_was_opened_is_not_overwritten(
     project.write_text(edited)
 
     browser.find_element(By.XPATH, "//button[normalize-space()='Save']").click()
-    alert = browser.find_element(By.CSS_SELECTOR, "form p.form-error[role=alert]")
+    # the answer is a new page: wait for it, not for the old form still on screen
+    alert = WebDriverWait(browser, 10).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, "form p.form-error[role=alert]")
+    )
     assert "changed on disk since you opened it" in alert.text
     assert browser.current_url == f"{served.url}/flows/edit/copy"  # still at the form
     # what the person typed is still in the form, to make again after a reload
@@ -42,7 +46,7 @@ def test_a_file_changed_on_disk_since_the_form_was_opened_is_not_overwritten(
     browser.get(f"{served.url}/flows/edit/copy")
     browser.find_element(By.NAME, "schedule").send_keys("5m")
     browser.find_element(By.XPATH, "//button[normalize-space()='Save']").click()
-    assert browser.current_url == f"{served.url}/flows"
+    WebDriverWait(browser, 10).until(lambda b: b.current_url == f"{served.url}/flows")
     saved = project.read_text()
     assert saved.startswith("# edited by hand while the form was open\n")  # the comment kept
     flow = yaml.safe_load(saved)["flows"]["copy"]
