@@ -12,6 +12,7 @@ docs/screenshots/ when BCBRIDGE_SCREENSHOTS=1 (the README shows a few).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import secrets
@@ -136,15 +137,11 @@ def gated_project(folder: Path) -> Path:
     return write_project(folder / "bcbridge.yaml", data)
 
 
-@pytest.fixture
-def served() -> Iterator[Served]:
-    """`bcbridge serve --port 0 --json` on `gated_project`, no password (sign-in by link)."""
-    folder = Path(tempfile.mkdtemp(prefix="bcbridge-"))  # short: the pages show its paths
-    project = gated_project(folder)
-    canary = f"CANARY-s3cr3t-{secrets.token_hex(8)}"
-    env = {k: v for k, v in os.environ.items() if k != "BCBRIDGE_DASHBOARD_PASSWORD"}
-    env[CANARY_VARIABLE] = canary
-    command = [sys.executable, "-m", "bcbridge", "serve", "--config", str(project)]
+@contextlib.contextmanager
+def serving(folder: Path, env: dict[str, str], canary: str) -> Iterator[Served]:
+    """`bcbridge serve --port 0 --json` on `folder`'s bcbridge.yaml with `env`, stopped (and the
+    folder removed) at the end."""
+    command = [sys.executable, "-m", "bcbridge", "serve", "--config", str(folder / "bcbridge.yaml")]
     process = subprocess.Popen(
         [*command, "--port", "0", "--json"],
         stdout=subprocess.PIPE,
@@ -168,6 +165,18 @@ def served() -> Iterator[Served]:
                 process.kill()
                 process.wait()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def served() -> Iterator[Served]:
+    """`bcbridge serve` on `gated_project`, no password (sign-in by link)."""
+    folder = Path(tempfile.mkdtemp(prefix="bcbridge-"))  # short: the pages show its paths
+    gated_project(folder)
+    canary = f"CANARY-s3cr3t-{secrets.token_hex(8)}"
+    env = {k: v for k, v in os.environ.items() if k != "BCBRIDGE_DASHBOARD_PASSWORD"}
+    env[CANARY_VARIABLE] = canary
+    with serving(folder, env, canary) as running:
+        yield running
 
 
 @pytest.fixture

@@ -10,11 +10,7 @@ emulator's) is given in its form, as one would for a BC behind a private CA."""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +24,7 @@ from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from bcbridge.testing import EmulatorControl
-from tests.browser.conftest import Screenshot, Served
+from tests.browser.conftest import Screenshot, Served, serving
 from tests.flows.conftest import BC, CRONUS, FABRIKAM, bc, emulator, write_project
 
 pytestmark = pytest.mark.browser
@@ -45,36 +41,14 @@ FIXED = "- keep: [number, displayName, unitPrice]\n- convert: {unitPrice: decima
 def blank_served(emulator: EmulatorControl) -> Iterator[Served]:
     """`bcbridge serve` on a project that has a store and nothing else; no BC_* variables."""
     folder = Path(tempfile.mkdtemp(prefix="bcbridge-"))
-    project = write_project(folder / "bcbridge.yaml", {"store": "sqlite:///state.db"})
+    write_project(folder / "bcbridge.yaml", {"store": "sqlite:///state.db"})
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("BC_") and k != "BCBRIDGE_DASHBOARD_PASSWORD"
     }
-    command = [sys.executable, "-m", "bcbridge", "serve", "--config", str(project)]
-    process = subprocess.Popen(
-        [*command, "--port", "0", "--json"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        cwd=folder,
-    )
-    try:
-        assert process.stdout is not None and process.stderr is not None
-        line = process.stdout.readline()
-        assert line, f"bcbridge serve did not start: {process.stderr.read()}"
-        announced = json.loads(line)
-        canary = emulator.info.client_secret
-        yield Served(announced["url"], announced["login_url"], folder, canary, process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        shutil.rmtree(folder, ignore_errors=True)
+    with serving(folder, env, canary=emulator.info.client_secret) as running:
+        yield running
 
 
 def wait(browser: webdriver.Chrome, until: Any, timeout: float = 30) -> Any:
