@@ -58,8 +58,20 @@ def bc_env(emulator: EmulatorControl, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
-def project_file(folder: Path, port: int, target: Any = None, **incoming: Any) -> Path:
-    """A project: customers of CRONUS by webhook, written to out.jsonl (or `target`)."""
+def project_file(
+    folder: Path,
+    port: int,
+    target: Any = None,
+    *,
+    check_s: float = 0.3,
+    chunk_size: int | None = None,
+    **incoming: Any,
+) -> Path:
+    """A project: customers of CRONUS by webhook, written to out.jsonl (or `target`); serve
+    looks at its subscriptions every `check_s` seconds."""
+    flow: dict[str, Any] = {"from": "customers", "to": target or {"writer": "out.jsonl"}}
+    if chunk_size is not None:
+        flow["chunk_size"] = chunk_size
     return write_project(
         folder / "bcbridge.yaml",
         {
@@ -73,10 +85,8 @@ def project_file(folder: Path, port: int, target: Any = None, **incoming: Any) -
                     **incoming,
                 }
             },
-            "flows": {
-                "customers_out": {"from": "customers", "to": target or {"writer": "out.jsonl"}}
-            },
-            "serve": {"public_url": f"http://127.0.0.1:{port}", "subscription_check_s": 0.3},
+            "flows": {"customers_out": flow},
+            "serve": {"public_url": f"http://127.0.0.1:{port}", "subscription_check_s": check_s},
         },
     )
 

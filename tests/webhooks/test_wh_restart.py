@@ -20,8 +20,7 @@ import pytest
 
 from bcbridge.cli import main
 from bcbridge.testing import RunningEmulator, start_emulator
-from tests.flows.conftest import CRONUS, write_project
-from tests.webhooks.conftest import wait_for
+from tests.webhooks.conftest import project_file, wait_for
 
 pytestmark = pytest.mark.slow  # real processes
 
@@ -64,36 +63,11 @@ def versions(out: Path) -> Counter[tuple[str, str]]:
     return Counter((str(r.get("id")), str(r.get("displayName"))) for r in lines)
 
 
-def webhook_project(folder: Path, port: int, check_s: float = 0.5) -> Path:
-    return write_project(
-        folder / "bcbridge.yaml",
-        {
-            "store": "sqlite:///state.db",
-            "incoming": {
-                "customers": {
-                    "entity": "customers",
-                    "company": CRONUS,
-                    "cursor": "lastModifiedDateTime",
-                    "trigger": "webhook",
-                }
-            },
-            "flows": {
-                "customers_out": {
-                    "from": "customers",
-                    "to": {"writer": "out.jsonl"},
-                    "chunk_size": 10,
-                }
-            },
-            "serve": {"public_url": f"http://127.0.0.1:{port}", "subscription_check_s": check_s},
-        },
-    )
-
-
 def test_notifications_stored_before_a_kill_are_processed_after_the_restart(
     emulator: RunningEmulator, tmp_path: Path
 ) -> None:
     port = free_port()
-    project = webhook_project(tmp_path, port)
+    project = project_file(tmp_path, port, check_s=0.5, chunk_size=10)
     env = {
         **{k: v for k, v in os.environ.items() if k != "BCBRIDGE_DASHBOARD_PASSWORD"},
         **emulator.info.env(),
@@ -154,7 +128,7 @@ def test_the_subscriptions_commands_list_renew_delete_and_create(
 ) -> None:
     port = free_port()
     # serve looks at its subscription every 10 minutes here: the commands act alone meanwhile
-    project = webhook_project(tmp_path, port, check_s=600)
+    project = project_file(tmp_path, port, check_s=600, chunk_size=10)
     for name, value in emulator.info.env().items():
         monkeypatch.setenv(name, value)
     env = {k: v for k, v in os.environ.items() if k != "BCBRIDGE_DASHBOARD_PASSWORD"}
