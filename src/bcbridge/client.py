@@ -514,21 +514,15 @@ class BusinessCentralClient:
         return self._companies
 
     async def resolve_company(self, name_or_id: str) -> Company:
-        """A company named by GUID or by name; names with ``&``, ``'``, ``,`` resolve exactly."""
-        companies = await self.companies()
-        wanted = name_or_id.strip()
-        if is_guid(wanted):
-            matches = [c for c in companies if c.id.lower() == wanted.lower()]
-        else:
-            matches = [c for c in companies if wanted in (c.name, c.display_name)]
-            if not matches:
-                folded = wanted.casefold()
-                matches = [
-                    c for c in companies if folded in (c.name.casefold(), c.display_name.casefold())
-                ]
+        """A company named by GUID or by name; names with ``&``, ``'``, ``,`` resolve exactly.
+        The companies are read again before a name that matches none is refused (a client
+        kept open for long, a worker's, would not see a company made since)."""
+        matches = _matching_companies(await self.companies(), name_or_id)
+        if len(matches) != 1:
+            matches = _matching_companies(await self.companies(refresh=True), name_or_id)
         if len(matches) == 1:
             return matches[0]
-        names = "; ".join(f"{c.name} ({c.id})" for c in companies) or "none"
+        names = "; ".join(f"{c.name} ({c.id})" for c in await self.companies()) or "none"
         problem = "matches several companies" if matches else "matches no company"
         raise ConfigError(f"{name_or_id!r} {problem}; the companies are: {names}", field="company")
 
@@ -545,3 +539,16 @@ def _error_fields(response: httpx.Response) -> tuple[str, str]:
         return str(error.get("code", "")), str(error.get("message", ""))
     except (orjson.JSONDecodeError, AttributeError):
         return "", response.reason_phrase or f"HTTP {response.status_code}"
+
+
+def _matching_companies(companies: list[Company], name_or_id: str) -> list[Company]:
+    """The companies `name_or_id` names: by GUID, else by name or display name (exactly, then
+    ignoring case)."""
+    wanted = name_or_id.strip()
+    if is_guid(wanted):
+        return [c for c in companies if c.id.lower() == wanted.lower()]
+    matches = [c for c in companies if wanted in (c.name, c.display_name)]
+    if not matches:
+        folded = wanted.casefold()
+        matches = [c for c in companies if folded in (c.name.casefold(), c.display_name.casefold())]
+    return matches

@@ -42,6 +42,7 @@ from collections.abc import Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -51,7 +52,7 @@ import sqlalchemy as sa
 from procrastinate import exceptions as procrastinate_errors
 
 from bcbridge.errors import ConfigError
-from bcbridge.flowconfig import FlowConfig, ProjectConfig
+from bcbridge.flowconfig import FlowConfig, ProjectConfig, load_project
 from bcbridge.flows import (
     ClientFactory,
     FlowRunner,
@@ -60,6 +61,7 @@ from bcbridge.flows import (
     _chunks,
     _Clients,
     _ReaderSource,
+    _sharing_bcs_budget,
     _Target,
 )
 from bcbridge.sinks import BadRecord, sql_target
@@ -71,6 +73,7 @@ from bcbridge.store import (
     Store,
     StoreError,
     TaskStatus,
+    TaskUpdate,
     _explain,
 )
 from bcbridge.transform import Chain
@@ -149,16 +152,53 @@ class WorkerState:
     stop: threading.Event = field(default_factory=threading.Event)
     client_factory: ClientFactory | None = None
     window: int = WINDOW
+    # BC clients kept open across the worker's jobs (its connections, token, companies), so a
+    # chunk does not pay a TLS handshake and a company lookup; set while the worker runs
+    clients: _Clients | None = None
+
+    _stamp: tuple[int, int] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._stamp = _file_stamp(self.project)  # the project file's, as it was loaded
 
     def runner(self, app: procrastinate.App) -> SplitRunner:
+        self._follow_the_file()
         return SplitRunner(
             self.project,
             self.store,
             app,
             stop=self.stop,
             client_factory=self.client_factory,
+            clients=self.clients,
             window=self.window,
         )
+
+    def _follow_the_file(self) -> None:
+        """Load the project again when its file changed (the dashboard saved a fixed transform,
+        a new client secret), so the next job works with it; a file that does not load now
+        leaves the last good project in use, with a warning in the worker's log."""
+        stamp = _file_stamp(self.project)
+        if stamp is None or stamp == self._stamp:
+            return  # unchanged, or not a file (a project built in code, a file gone a moment)
+        self._stamp = stamp
+        path = Path(self.project.source)
+        try:
+            self.project = load_project(path)
+        except ConfigError as exc:
+            log.warning("%s changed but does not load; jobs keep the last good one: %s", path, exc)
+            return
+        if self.clients is not None:
+            self.clients.project = self.project
+        log.info("%s changed: loaded again", path)
+
+
+def _file_stamp(project: ProjectConfig) -> tuple[int, int] | None:
+    """The (mtime, size) of the project's file; None when it has none."""
+    try:
+        info = Path(project.source).stat()
+    except OSError:
+        return None
+    return info.st_mtime_ns, info.st_size
 
 
 def make_app(store_url: str) -> procrastinate.App:
@@ -226,6 +266,8 @@ class _Chunk:
     records: list[dict[str, Any]]  # for the cursor, moved over them once delivered
     task_ids: list[int]
     job_id: int | None  # None: nothing to deliver, or delivered by the run itself
+    # the records as read, by task, when the flow's own transformers made the payloads
+    as_read: dict[int, dict[str, Any]] = field(default_factory=dict)
 
 
 class SplitRunner(FlowRunner):
@@ -239,9 +281,10 @@ class SplitRunner(FlowRunner):
         *,
         stop: threading.Event | None = None,
         client_factory: ClientFactory | None = None,
+        clients: _Clients | None = None,
         window: int = WINDOW,
     ):
-        super().__init__(project, store, stop=stop, client_factory=client_factory)
+        super().__init__(project, store, stop=stop, client_factory=client_factory, clients=clients)
         self.app = app
         self.window = max(1, window)
 
@@ -262,7 +305,7 @@ class SplitRunner(FlowRunner):
         run_id = result.run_id
         await self._drain(name, keeper)
         async with AsyncExitStack() as stack:
-            clients = _Clients(self.project, stack, self.client_factory)
+            clients = self._clients(stack)
             source = await self._source(name, flow, clients)
             target = await self._target(name, flow, clients, stack)
             await self._settle_unclear(name, run_id, target, result.counts)
@@ -271,15 +314,16 @@ class SplitRunner(FlowRunner):
             try:
                 async for records in _chunks(source.records(), flow.chunk_size):
                     keeper.check()
-                    # a record BC refuses here is kept as sent: the worker that delivers it
-                    # has only its task (a retry sends the same payload)
-                    todo, _ = self._register_chunk(
+                    todo, as_read = self._register_chunk(
                         name, run_id, records, chain, source, target, result.counts
                     )
                     seq += 1
                     readable = [r for r in records if not isinstance(r, BadRecord)]
                     chunk = _Chunk(seq, readable, [task.id for task in todo], None)
-                    if todo and seq == 1:  # first, alone: a SQL table is created once
+                    if keep_refused_as_read:
+                        chunk.as_read = {task.id: as_read[task.id] for task in todo}
+                    if todo and seq == 1 and flow.target.writer is not None:
+                        # first, alone: the SQL table is created once
                         await self._deliver_here(name, run_id, keeper.lease, chunk)
                     elif todo:
                         chunk.job_id = await self._defer_chunk(name, run_id, keeper.lease, chunk)
@@ -332,6 +376,8 @@ class SplitRunner(FlowRunner):
         while out and out[0].seq in done:
             chunk = out.popleft()
             keeper.check()  # the cursor is the flow's: only its lease holder moves it
+            if done[chunk.seq].get(TaskStatus.FAILED.value):
+                self._keep_refused_as_read(chunk)
             source.commit(chunk.records)
             result.counts.update(done[chunk.seq])
             moved = True
@@ -340,6 +386,28 @@ class SplitRunner(FlowRunner):
         else:
             self._check_jobs(name, out, done)
         return moved
+
+    def _keep_refused_as_read(self, chunk: _Chunk) -> None:
+        """The records BC refused in a chunk a worker delivered hold their record as read
+        again, as in a run on one process (`FlowRunner.run`): the worker had only the tasks,
+        the run has the records. A retry then transforms them with the flow as it is then."""
+        refused = [
+            task
+            for task in self.store.tasks_by_id(list(chunk.as_read))
+            if task.status == TaskStatus.FAILED and task.stage == "send"
+        ]
+        self.store.settle(
+            [
+                TaskUpdate(
+                    task.id,
+                    task.status,
+                    error=task.last_error,
+                    payload=chunk.as_read[task.id],
+                    stage="transform",
+                )
+                for task in refused
+            ]
+        )
 
     def _check_jobs(self, name: str, out: deque[_Chunk], done: dict[int, Any]) -> None:
         """A chunk job that Procrastinate gave up on (its retries spent) stops the run: its
@@ -409,12 +477,10 @@ class SplitRunner(FlowRunner):
             flow = self.project.flow(name)
             counts: Counter[str] = Counter()
             async with AsyncExitStack() as stack:
-                target = await self._target(
-                    name, flow, _Clients(self.project, stack, self.client_factory), stack
-                )
+                target = await self._target(name, flow, self._clients(stack), stack)
                 todo = self._still_to_deliver(task_ids, target, counts)
                 keeper.check()  # lost (stalled past the TTL): stop before writing
-                await self._deliver(todo, None, {}, target, counts)
+                await self._deliver(todo, None, {}, target, counts, guard=keeper.check)
             keeper.check()
             self.store.chunk_done(name, run_id, seq, {k: v for k, v in counts.items() if v})
 
@@ -573,7 +639,9 @@ async def _work_until_stopped(
 ) -> None:
     ensure_schema(state.store.url)
     app = make_app(state.store.url)
-    async with app.open_async():
+    factory = state.client_factory or _sharing_bcs_budget(state.store)
+    async with AsyncExitStack() as kept, app.open_async():
+        state.clients = _Clients(state.project, kept, factory)
         worker = asyncio.create_task(
             app.run_worker_async(
                 queues=[QUEUE],
@@ -597,6 +665,7 @@ async def _work_until_stopped(
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
             await janitor
+            state.clients = None
 
 
 # --- looking at the workers ---------------------------------------------------------------

@@ -79,6 +79,7 @@ Progress = Callable[[str, Counter[str]], None]
 # Builds the BC client for a client's settings: `BusinessCentralClient` itself by default; tests
 # and embedders give one with another transport or token source (see bcbridge.testing).
 ClientFactory = Callable[[ClientSettings], BusinessCentralClient]
+Guard = Callable[[], None]  # raises when writing must stop (`LeaseKeeper.check`)
 # The records of a run taken from elsewhere than by reading the incoming (webhook notifications,
 # bcbridge.webhooks): built from the BC client of the flow's incoming.
 SourceFactory = Callable[[BusinessCentralClient], "_Source"]
@@ -127,7 +128,10 @@ class _Target(Protocol):
     def redeliver_done(self) -> bool: ...  # is a record delivered in an earlier run sent again?
 
     def key_of(self, payload: dict[str, Any]) -> str | None: ...
-    async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]: ...
+    # `before_write`: called before each write goes out; what it raises stops the delivery
+    async def deliver(
+        self, payloads: list[dict[str, Any]], before_write: Guard | None = None
+    ) -> list[RecordResult]: ...
     async def verify(self, payloads: Sequence[dict[str, Any]]) -> list[Verification]: ...
 
     # what to save with a chunk's settled tasks, in the same transaction (a file's offset)
@@ -196,7 +200,9 @@ class _OutgoingTarget:
     def key_of(self, payload: dict[str, Any]) -> str | None:
         return _field_text(payload, self.publisher.key_field or "id")
 
-    async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
+    async def deliver(
+        self, payloads: list[dict[str, Any]], before_write: Guard | None = None
+    ) -> list[RecordResult]:
         """One result per payload; the results of rounds that were answered are kept.
 
         A repeatable publisher raises when a round's answer was lost (dropped connection, retries
@@ -207,7 +213,8 @@ class _OutgoingTarget:
         results: list[RecordResult] = []
         for attempt in range(1, REDELIVERIES + 1):
             try:
-                async for result in self.publisher.publish(payloads[len(results) :]):
+                rest = payloads[len(results) :]
+                async for result in self.publisher.publish(rest, before_write=before_write):
                     results.append(replace(result, index=len(results)))
                 return results
             except (TransportError, RetriableAPIError) as exc:
@@ -216,6 +223,8 @@ class _OutgoingTarget:
                     break
                 # no pause of our own: each delivery goes through the client's retry policy,
                 # which waits between its attempts (backoff, Retry-After); only it ever sleeps
+            except StoreError:
+                raise  # the lease lost (`before_write`), not BC's answer: stop writing
             except BCBridgeError as exc:
                 if self.repeatable:
                     raise
@@ -278,8 +287,12 @@ class _WriterTarget:
     async def verify(self, payloads: Sequence[dict[str, Any]]) -> list[Verification]:
         return [Verification(Verdict.UNKNOWN, "a writer keeps no answer to read") for _ in payloads]
 
-    async def deliver(self, payloads: list[dict[str, Any]]) -> list[RecordResult]:
+    async def deliver(
+        self, payloads: list[dict[str, Any]], before_write: Guard | None = None
+    ) -> list[RecordResult]:
         """Durable before the tasks say done; a failure of the output is a WriteError."""
+        if before_write is not None:
+            before_write()
         if self.deletes and isinstance(self.writer, SqlWriter):
             return self._deliver_with_deletes(payloads)
         refused = self.writer.write_chunk(payloads)
@@ -320,12 +333,19 @@ class FlowRunner:
         stop: threading.Event | None = None,
         progress: Progress | None = None,
         client_factory: ClientFactory | None = None,
+        clients: _Clients | None = None,
     ):
         self.project = project
         self.store = store
         self.stop = stop or threading.Event()
         self.progress = progress or (lambda flow, counts: None)
         self.client_factory = client_factory or _sharing_bcs_budget(store)
+        self.kept_clients = clients  # open for longer than a run (a worker's, across its jobs)
+
+    def _clients(self, stack: AsyncExitStack) -> _Clients:
+        """The BC clients of a run: those kept open by the caller, else new ones that `stack`
+        closes."""
+        return self.kept_clients or _Clients(self.project, stack, self.client_factory)
 
     async def run(
         self,
@@ -403,7 +423,7 @@ class FlowRunner:
     ) -> None:
         assert result.run_id is not None
         async with AsyncExitStack() as stack:
-            clients = _Clients(self.project, stack, self.client_factory)
+            clients = self._clients(stack)
             if given is not None and flow.source.incoming is not None:
                 incoming = self.project.incoming[flow.source.incoming]
                 source: _Source = given(await clients.get(incoming.client))
@@ -422,6 +442,7 @@ class FlowRunner:
                     target,
                     result.counts,
                     keep_refused_as_read,
+                    keeper.check,
                 )
                 source.commit([r for r in chunk if not isinstance(r, BadRecord)])
                 self.progress(name, result.counts)
@@ -472,10 +493,8 @@ class FlowRunner:
             name: str, flow: FlowConfig, chain: Chain, keeper: LeaseKeeper, result: RunResult
         ) -> None:
             async with AsyncExitStack() as stack:
-                target = await self._target(
-                    name, flow, _Clients(self.project, stack, self.client_factory), stack
-                )
-                await self._deliver(tasks, chain, {}, target, result.counts)
+                target = await self._target(name, flow, self._clients(stack), stack)
+                await self._deliver(tasks, chain, {}, target, result.counts, guard=keeper.check)
 
         return await self._leased(name, wait, recover=False, work=deliver)
 
@@ -573,11 +592,11 @@ class FlowRunner:
         target: _Target,
         counts: Counter[str],
         keep_refused_as_read: bool,
+        guard: Guard,
     ) -> None:
         todo, as_read = self._register_chunk(name, run_id, records, chain, source, target, counts)
-        await self._deliver(
-            todo, None, {}, target, counts, as_read=as_read if keep_refused_as_read else None
-        )
+        kept = as_read if keep_refused_as_read else None
+        await self._deliver(todo, None, {}, target, counts, as_read=kept, guard=guard)
 
     def _register_chunk(
         self,
@@ -724,10 +743,12 @@ class FlowRunner:
         *,
         probe: bool = True,
         as_read: Mapping[int, dict[str, Any]] | None = None,
+        guard: Guard | None = None,
     ) -> None:
         """Send `tasks` and settle them. `as_read`: records as read, by task; one BC refuses is
         kept as read (stage `transform`), so a retry transforms it again with the flow's
-        transformers as they are then (a fixed transform fixes the record)."""
+        transformers as they are then (a fixed transform fixes the record). `guard` is called
+        before each write goes out (the lease's check: a run that lost it stops writing)."""
         ready, updates = [], []
         payloads: dict[int, dict[str, Any]] = {}
         kept = dict(as_read or {})
@@ -759,7 +780,7 @@ class FlowRunner:
         self.store.mark([task.id for task, _ in ready], TaskStatus.SENDING, attempt=True)
         started = datetime.now(UTC)
         with request_trail() as requests:
-            results = await target.deliver([payload for _, payload in ready])
+            results = await target.deliver([payload for _, payload in ready], guard)
         ended = datetime.now(UTC)
         updates, lost, attempts = [], [], []
         for (task, _), result in zip(ready, results, strict=True):
@@ -777,7 +798,7 @@ class FlowRunner:
         # unknown is recorded before BC is read, in case we die here
         self.store.settle(updates, cursor=committed, attempts=attempts, requests=requests)
         if lost and probe:
-            await self._resolve(lost, target, counts)
+            await self._resolve(lost, target, counts, guard)
         else:
             counts[TaskStatus.UNKNOWN.value] += len(lost)
 
@@ -790,7 +811,9 @@ class FlowRunner:
         if unclear:
             await self._resolve(unclear, target, counts)
 
-    async def _resolve(self, tasks: list[Task], target: _Target, counts: Counter[str]) -> None:
+    async def _resolve(
+        self, tasks: list[Task], target: _Target, counts: Counter[str], guard: Guard | None = None
+    ) -> None:
         """Read in BC whether the lost ones happened: done ones become `done`, ones BC shows not
         done are sent (once: a second lost answer leaves them `unknown`), the rest stay
         `unknown`, counted, for a person to retry or skip."""
@@ -819,7 +842,7 @@ class FlowRunner:
                 counts[TaskStatus.UNKNOWN.value] += 1
         self.store.settle(updates)
         if again:
-            await self._deliver(again, None, {}, target, counts, probe=False)
+            await self._deliver(again, None, {}, target, counts, probe=False, guard=guard)
 
 
 def _update(
@@ -914,16 +937,21 @@ def _sharing_bcs_budget(store: Store) -> ClientFactory:
 
 
 class _Clients:
-    """One BC client per configured client name for the length of a run."""
+    """One BC client per configured client name, open as long as `stack` (a run, a worker)."""
 
     def __init__(self, project: ProjectConfig, stack: AsyncExitStack, factory: ClientFactory):
         self.project = project
         self.stack = stack
         self.factory = factory
         self.open: dict[str, BusinessCentralClient] = {}
+        self._opening = anyio.Lock()  # a worker's jobs share them: each client is opened once
 
     async def get(self, name: str) -> BusinessCentralClient:
-        if name not in self.open:
-            client = self.factory(self.project.client_settings(name))
-            self.open[name] = await self.stack.enter_async_context(client)
+        """The client `name` of the project; one opened again when its settings changed (a
+        worker's project reloaded), the old one left to its jobs under way until `stack` ends."""
+        settings = self.project.client_settings(name)
+        async with self._opening:
+            if name not in self.open or self.open[name].settings != settings:
+                client = self.factory(settings)
+                self.open[name] = await self.stack.enter_async_context(client)
         return self.open[name]

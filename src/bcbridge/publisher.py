@@ -291,18 +291,25 @@ class Publisher:
 
     # --- the public entry ------------------------------------------------------------------------
 
-    async def publish(self, records: Iterable[dict[str, Any]]) -> AsyncIterator[RecordResult]:
-        """Write `records`; yield one result per record, in input order, round by round."""
+    async def publish(
+        self,
+        records: Iterable[dict[str, Any]],
+        *,
+        before_write: Callable[[], None] | None = None,
+    ) -> AsyncIterator[RecordResult]:
+        """Write `records`; yield one result per record, in input order, round by round.
+        `before_write` is called before each `$batch` goes out; what it raises stops the
+        writing (a run that lost its lease: `LeaseKeeper.check`)."""
         await self._resolve_company()
         round_: list[_Item] = []
         for index, record in enumerate(records):
             round_.append(_Item(index, record))
             if len(round_) >= self.batch_size:
-                for result in await self._round(round_):
+                for result in await self._round(round_, before_write):
                     yield result
                 round_ = []
         if round_:
-            for result in await self._round(round_):
+            for result in await self._round(round_, before_write):
                 yield result
 
     async def _resolve_company(self) -> None:
@@ -343,7 +350,9 @@ class Publisher:
 
     # --- one round --------------------------------------------------------------------------
 
-    async def _round(self, items: list[_Item]) -> list[RecordResult]:
+    async def _round(
+        self, items: list[_Item], before_write: Callable[[], None] | None = None
+    ) -> list[RecordResult]:
         live = [item for item in items if self._prepare(item)]
         await self._find_targets(live)
         pending = [item for item in live if item.result is None]
@@ -354,6 +363,8 @@ class Publisher:
             sent = [item for item in pending if item.result is None]
             if not operations:
                 break
+            if before_write is not None:
+                before_write()
             answers = await self._send(operations)
             conflicts = [
                 item

@@ -486,6 +486,12 @@ def _store_engine(url: str) -> sa.Engine:
     """An engine for the store; a SQLite file's folder is made first. SQLite waits up to 30 s
     for another process's write (a heartbeat, another flow's run) instead of the default 5 s."""
     path = sqlite_path(url)
+    if path is None and sa.engine.make_url(url).get_driver_name() == "psycopg":
+        # No server-side prepared statements: psycopg prepares a query run 5 times, and
+        # PostgreSQL may then keep a generic plan made while the tasks table was small (no
+        # statistics yet); the lookup of a chunk's hashes then scanned every task of the flow,
+        # 40-140 ms a chunk and growing with the table, where a plan per query takes 3 ms.
+        return sa.create_engine(url, connect_args={"prepare_threshold": None})
     if path is None:
         return sa.create_engine(url)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -993,18 +999,7 @@ class Store:
                 _put_cursor(conn, *cursor)
             if attempts:
                 _add_attempts(conn, attempts, requests)
-            for update in updates:
-                values: dict[str, Any] = {
-                    "status": update.status,
-                    "last_error": _masked(update.error),
-                    "updated_at": now,
-                }
-                if update.result_id is not None:
-                    values["result_id"] = update.result_id
-                if update.payload is not None:
-                    values["payload"] = _json.store_dumps(update.payload).decode()
-                    values["stage"] = update.stage
-                conn.execute(tasks.update().where(tasks.c.id == update.id).values(**values))
+            _update_tasks(conn, [_task_values(update, now) for update in updates])
 
     def attempts(self, task_id: int, limit: int = KEPT_ATTEMPTS) -> list[Attempt]:
         """The latest attempts of a task, newest first."""
@@ -1187,6 +1182,33 @@ def _renamed_cursor(
     return name
 
 
+def _task_values(update: TaskUpdate, now: datetime) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        "task_id": update.id,
+        "status": update.status,
+        "last_error": _masked(update.error),
+        "updated_at": now,
+    }
+    if update.result_id is not None:
+        values["result_id"] = update.result_id
+    if update.payload is not None:
+        values["payload"] = _json.store_dumps(update.payload).decode()
+        values["stage"] = update.stage
+    return values
+
+
+def _update_tasks(conn: sa.Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """Update tasks by id, one statement per set of columns run over all its rows at once
+    (executemany: PostgreSQL gets them pipelined, not one round trip per task)."""
+    shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+    for row in rows:
+        shapes.setdefault(tuple(sorted(row)), []).append(row)
+    for columns, group in shapes.items():
+        values: dict[str, Any] = {n: sa.bindparam(n) for n in columns if n != "task_id"}
+        stmt = tasks.update().where(tasks.c.id == sa.bindparam("task_id")).values(**values)
+        conn.execute(stmt, group)
+
+
 def _add_attempts(
     conn: sa.Connection, attempts: Sequence[Attempt], requests: Sequence[str]
 ) -> None:
@@ -1256,6 +1278,7 @@ class LeaseKeeper:
         self.store = store
         self.lease = lease
         self.problem: StoreError | None = None
+        self._renewed_at = time.monotonic()  # taken (or renewed) just before the keeper starts
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._beat, name=f"lease {lease.flow}", daemon=True)
 
@@ -1275,15 +1298,26 @@ class LeaseKeeper:
             self.store.release_lease(self.lease)
 
     def check(self) -> None:
-        """Raise the problem that lost the lease, if any (`LeaseLost` or a `StoreError`)."""
+        """Raise the problem that lost the lease, if any (`LeaseLost` or a `StoreError`). A
+        lease not renewed for a whole TTL counts as lost at once, before the heartbeat thread
+        learns it: a process frozen (SIGSTOP, a VM paused) past the TTL wakes up to find
+        another process may hold the flow, and must not write first."""
         if self.problem is not None:
             raise self.problem
+        ttl = self.store.lease_ttl
+        if time.monotonic() - self._renewed_at > ttl:
+            raise LeaseLost(
+                f"store {_shown(self.store.url)}: the lease of flow {self.lease.flow!r} was "
+                f"not renewed for longer than its {ttl:g} s TTL (this process stalled); "
+                "another process may hold it: run again"
+            )
 
     def _beat(self) -> None:
         ttl = self.store.lease_ttl
         deadline = time.monotonic() + ttl
         while not self._stopped.wait(ttl / 3):
             try:
+                asked = time.monotonic()  # held from here on: the renewal reaches the store later
                 if not self.store.renew_lease(self.lease):
                     self.problem = LeaseLost(
                         f"store {_shown(self.store.url)}: the lease of flow "
@@ -1291,6 +1325,7 @@ class LeaseKeeper:
                         f"heartbeat stalled longer than the {ttl:g} s TTL); run again"
                     )
                     return
+                self._renewed_at = asked
                 deadline = time.monotonic() + ttl
             except StoreError as exc:  # e.g. locked for a moment: try again until it expires
                 if time.monotonic() >= deadline:

@@ -253,6 +253,25 @@ def test_companies_resolve_by_exact_name_or_id(inprocess_emulator: InProcessEmul
         run(resolve, "Fabrikam")
 
 
+def test_a_company_made_after_the_list_was_read_is_found(
+    inprocess_emulator_factory: Callable[..., InProcessEmulator],
+) -> None:
+    """A client kept open (a worker's, across its jobs) keeps the companies it read; a company
+    it does not know is looked for again before it is refused."""
+    emulator = inprocess_emulator_factory()
+
+    async def resolve_before_and_after_a_new_seed() -> tuple[str, str]:
+        async with emulator.client() as bc:
+            before = (await bc.resolve_company("CRONUS USA, Inc.")).id
+            emulator.seed(seed=2)  # every company is made again, under a new id
+            async with emulator.client() as fresh:
+                after = (await fresh.resolve_company("CRONUS USA, Inc.")).id
+            return before, (await bc.resolve_company(after)).id
+
+    before, after = run(resolve_before_and_after_a_new_seed)
+    assert after != before
+
+
 def test_batch_chunks_and_returns_one_result_per_operation(
     inprocess_emulator: InProcessEmulator,
 ) -> None:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import sqlite3
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psycopg
 import pytest
 import sqlalchemy as sa
 
@@ -28,6 +31,7 @@ from bcbridge.store import (
     Store,
     StoreError,
     TaskStatus,
+    sqlite_path,
 )
 from tests.flows.conftest import BCBRIDGE, write_project
 
@@ -122,6 +126,39 @@ def test_a_keeper_whose_lease_was_taken_over_says_so(stores: tuple[Store, Store]
         time.sleep(0.5)  # a heartbeat or two
         with pytest.raises(LeaseLost, match="taken over"):
             keeper.check()
+
+
+def test_a_keeper_not_renewed_for_a_ttl_stops_at_once_and_recovers(
+    stores: tuple[Store, Store], store_url: str
+) -> None:
+    """A heartbeat held up past the TTL (here by a lock on the leases table; in life a frozen
+    process, a paused VM) makes `check()` refuse at once, before any renewal says whether the
+    flow was taken: the caller must not write. Renewed again, the lease is usable."""
+    first, _ = stores
+    with LeaseKeeper(first, first.acquire_lease("orders")) as keeper:
+        with _leases_locked(store_url):
+            time.sleep(1.0)  # the heartbeat waits on the lock for longer than the 0.6 s TTL
+            with pytest.raises(LeaseLost, match=r"not renewed for longer than its 0\.6 s TTL"):
+                keeper.check()
+        time.sleep(0.5)  # nobody took the flow meanwhile: the next heartbeat renews it
+        keeper.check()
+
+
+@contextmanager
+def _leases_locked(store_url: str) -> Iterator[None]:
+    """Another connection holds the leases table locked (SQLite: the whole database)."""
+    path = sqlite_path(store_url)
+    if path is not None:
+        with closing(sqlite3.connect(path, isolation_level=None)) as lite:
+            lite.execute("BEGIN EXCLUSIVE")
+            yield
+            lite.rollback()
+        return
+    url = sa.engine.make_url(store_url).set(drivername="postgresql")
+    with psycopg.connect(url.render_as_string(hide_password=False)) as pg:
+        pg.execute("LOCK TABLE leases IN ACCESS EXCLUSIVE MODE")
+        yield
+        pg.rollback()
 
 
 def test_only_the_lease_holder_recovers_the_flows_runs(stores: tuple[Store, Store]) -> None:

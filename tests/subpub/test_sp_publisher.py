@@ -10,6 +10,7 @@ import pytest
 from bcbridge.client import BusinessCentralClient
 from bcbridge.errors import ConfigError
 from bcbridge.publisher import Outcome, Publisher, RecordResult
+from bcbridge.store import LeaseLost
 from bcbridge.testing import EmulatorControl, InProcessEmulator, start_inprocess_emulator
 from bcbridge.transform import load_chain
 from tests.subpub.conftest import with_client
@@ -237,3 +238,26 @@ def test_create_matched_on_key_field_is_not_sent_twice(emulator: InProcessEmulat
     second = publish(emulator, "itemCategories", "create", [record], key_field="code")
     assert first[0].outcome is Outcome.CREATED and second[0].outcome is Outcome.UNCHANGED
     assert len(read(emulator, "itemCategories", {"$filter": "code eq 'ONCE'"})) == 1
+
+
+def test_a_guard_that_refuses_stops_the_writing_before_the_next_batch(
+    emulator: InProcessEmulator,
+) -> None:
+    """`before_write` runs before each `$batch`: once it raises (a run that lost its lease),
+    no further write goes out and the error reaches the caller; the rounds sent stand."""
+    records = [{"number": f"GRD{i:03d}", "displayName": f"Guarded {i}"} for i in range(30)]
+    calls: list[int] = []
+
+    def guard() -> None:
+        calls.append(len(calls))
+        if len(calls) > 2:
+            raise LeaseLost("the lease was lost")
+
+    async def work(bc: BusinessCentralClient) -> list[RecordResult]:
+        publisher = Publisher(bc, "items", "create", key_field="number", batch_size=10)
+        return [result async for result in publisher.publish(records, before_write=guard)]
+
+    with pytest.raises(LeaseLost):
+        with_client(emulator, work)
+    made = read(emulator, "items", {"$filter": "startswith(number,'GRD')", "$select": "number"})
+    assert sorted(item["number"] for item in made) == [r["number"] for r in records[:20]]

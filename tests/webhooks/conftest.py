@@ -108,7 +108,9 @@ class Serving:
         path = self.folder / "out.jsonl"
         if not path.exists():
             return []
-        return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+        data = path.read_bytes()
+        complete = data[: data.rfind(b"\n") + 1]  # a line being written is not a line yet
+        return [orjson.loads(line) for line in complete.splitlines() if line.strip()]
 
     def versions(self) -> Counter[tuple[str, str]]:
         """How often each (id, displayName) reached the target."""

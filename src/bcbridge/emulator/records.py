@@ -137,11 +137,15 @@ class Records:
             record["lastModifiedDateTime"] = self.clock()
         if place.entity_set.parent_field and place.parent_id:
             record[place.entity_set.parent_field] = place.parent_id
-        # the values as parameters of one statement, not baked into a new one per record
-        self.conn.execute(
-            self.table(place).insert(), {**record, "_company": place.company_id, "_version": 1}
-        )
-        row = self.get(place, record["id"])
+        # the values as parameters of one statement, not baked into a new one per record; the
+        # row as stored comes back from the same statement (RETURNING, SQLite >= 3.35)
+        key = ("insert", place.route, place.name)
+        stmt = self.schema.statements.get(key)
+        if stmt is None:
+            table = self.table(place)
+            stmt = self.schema.statements[key] = table.insert().returning(*table.c)
+        values = {**record, "_company": place.company_id, "_version": 1}
+        row: Row = self.conn.execute(stmt, values).mappings().one()
         self._note(place, row, "created")
         return row
 

@@ -74,6 +74,7 @@ class DataService:
         self, seed: int, scale: Mapping[str, int], progress: SeedProgress | None = None
     ) -> None:
         self.schema.metadata.drop_all(self.engine)
+        self.schema.company_ids.clear()
         self.schema.metadata.create_all(self.engine)
         with self.engine.begin() as conn:
             seed_data(self.schema, conn, seed, scale, progress)

@@ -88,6 +88,9 @@ class Schema:
         # Statements built once and run with bound parameters (`bcbridge.emulator.records`):
         # building a statement and its cache key on each write cost more than running it.
         self.statements: dict[Any, Any] = {}
+        # ids of companies found since the last seed (only a seed makes or drops a company;
+        # every request under companies(...) checks its id)
+        self.company_ids: set[str] = set()
         for entity_set in catalog.CATALOG.values():
             if entity_set.name != "subscriptions":
                 self.add(STANDARD_ROUTE, entity_set)

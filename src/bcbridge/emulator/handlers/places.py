@@ -56,6 +56,8 @@ def locate(records: Records, call: Call, target: Target) -> Address:
 
 def company_by_id(records: Records, key: str) -> str:
     company_id = parse_key(key).lower()
+    if company_id in records.schema.company_ids:
+        return company_id
     stmt = records.schema.statements.get("company_by_id")
     if stmt is None:  # built once: every request under companies(...) runs it
         table = records.schema.table(STANDARD_ROUTE, "companies")
@@ -64,6 +66,7 @@ def company_by_id(records: Records, key: str) -> str:
     found = records.conn.execute(stmt, {"p_id": company_id}).first()
     if found is None:
         raise company_not_found(f"The company '{company_id}' does not exist.")
+    records.schema.company_ids.add(company_id)
     return company_id
 
 
