@@ -27,6 +27,9 @@ Safety when workers die or stall:
 - A worker that lost its lease (its heartbeat stalled past the TTL) stops before it writes.
 
 Writers to a file write in order, so a flow into a file runs whole in its run's job (no split).
+
+Webhooks: `serve` receives BC's notifications and keeps them in the store; a job
+(`bcbridge.process_notifications`, under the flow's lock) runs the flow over them on a worker.
 """
 
 from __future__ import annotations
@@ -98,6 +101,7 @@ QUEUE = "bcbridge"
 RUN_TASK = "bcbridge.run_flow"
 CHUNK_TASK = "bcbridge.deliver_chunk"
 RETRY_TASK = "bcbridge.retry_tasks"
+NOTIFIED_TASK = "bcbridge.process_notifications"
 WINDOW = 12  # chunks of one run out with the workers at once (its memory: WINDOW chunks)
 POLL = 0.1  # seconds between a run's looks at its chunks
 STALLED_AFTER = 10.0  # seconds without a worker's heartbeat before its jobs are put back
@@ -208,6 +212,7 @@ def make_app(store_url: str) -> procrastinate.App:
     app.task(name=RUN_TASK, pass_context=True, retry=RUN_RETRY, queue=QUEUE)(_run_flow_job)
     app.task(name=CHUNK_TASK, pass_context=True, retry=CHUNK_RETRY, queue=QUEUE)(_deliver_chunk_job)
     app.task(name=RETRY_TASK, pass_context=True, retry=RUN_RETRY, queue=QUEUE)(_retry_job)
+    app.task(name=NOTIFIED_TASK, pass_context=True, retry=RUN_RETRY, queue=QUEUE)(_notified_job)
     return app
 
 
@@ -250,6 +255,18 @@ async def _retry_job(context: procrastinate.JobContext, flow: str, task_ids: lis
     for result in await state.runner(context.app).retry(tasks, wait=2 * state.store.lease_ttl):
         if result.status in (RunStatus.ERROR, RunStatus.BUSY):
             raise JobFailed(f"flow {flow}: {result.error}")
+
+
+async def _notified_job(context: procrastinate.JobContext, flow: str) -> None:
+    from bcbridge.webhooks import WebhookStore, process_work  # serve's side, loaded on use
+
+    state = _state(context)
+    notifications = WebhookStore(state.store)
+    if not notifications.open_notifications(flow, limit=1):
+        return  # a job queued while the one before ran: that one took them all
+    result = await process_work(flow, notifications)(state.runner(context.app))
+    if result.status in (RunStatus.ERROR, RunStatus.BUSY):
+        raise JobFailed(f"flow {flow}: {result.error}")  # the notifications wait in the store
 
 
 def _configure_run(app: procrastinate.App, flow: str) -> Any:
@@ -556,6 +573,20 @@ class EngineClient:
             raise _explain(self.store.url, exc) from None
         return True
 
+    def defer_notified(self, flow: str) -> bool:
+        """Queue a run of `flow` over the notifications BC sent that wait in the store (all of
+        them when it starts); False when one is queued already."""
+        job = self.app.configure_task(
+            NOTIFIED_TASK, lock=f"flow:{flow}", queueing_lock=f"notified:{flow}"
+        )
+        try:
+            job.defer(flow=flow)
+        except procrastinate_errors.AlreadyEnqueued:
+            return False
+        except procrastinate_errors.ConnectorException as exc:
+            raise _explain(self.store.url, exc) from None
+        return True
+
     def defer_retry(self, flow: str, task_ids: Sequence[int]) -> bool:
         """Queue a retry of tasks of `flow` (under the flow's Procrastinate lock)."""
         try:
@@ -718,4 +749,6 @@ def _describe_job(job_id: int, task: str, args: dict[str, Any]) -> str:
         return f"#{job_id} {flow} chunk {args.get('seq')} ({len(args.get('task_ids', []))} records)"
     if task == RETRY_TASK:
         return f"#{job_id} {flow} retry ({len(args.get('task_ids', []))} tasks)"
+    if task == NOTIFIED_TASK:
+        return f"#{job_id} {flow} notifications"
     return f"#{job_id} {flow} run"

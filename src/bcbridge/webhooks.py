@@ -17,7 +17,7 @@
   incoming's `on_delete` says. The run takes the flow's usual path (transformers, tasks, the
   target, exactly-once); the notifications are marked processed only after it, so a killed
   process processes them again after its restart, and the tasks already done are not delivered
-  twice.
+  twice. With `engine: procrastinate` the run is a job that a `bcbridge worker` runs.
 - **The safety net**: the flow's reconciliation run (the incoming's `reconcile:`, hourly by
   default) reads by cursor and registers the records as the same tasks (task identity is the
   payload's hash), so what a notification brought is not delivered again.
@@ -852,6 +852,12 @@ class WebhookService:
         now = time.monotonic()
         for flow in waiting:
             if flow not in self.service.project.flows or self._errors.get(flow, (0, 0.0))[1] > now:
+                continue
+            if self.service.engine is not None:  # a worker runs it (one queued at most)
+                try:
+                    self.service.engine.defer_notified(flow)
+                except StoreError as exc:  # the notifications wait in the store meanwhile
+                    log.warning("webhooks %s: cannot queue the processing: %s", flow, exc)
                 continue
             work = process_work(flow, self.store, functools.partial(self._ended, flow))
             started_all = self.service.start(flow, work) and started_all

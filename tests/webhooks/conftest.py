@@ -22,6 +22,7 @@ from bcbridge.cli.serve import _bind, _serve, _Server
 from bcbridge.client import BusinessCentralClient
 from bcbridge.config import ClientSettings
 from bcbridge.dashboard import FlowService, Sessions, create_app
+from bcbridge.engine import EngineClient
 from bcbridge.flowconfig import load_project
 from bcbridge.store import Store
 from bcbridge.testing import EmulatorControl, InProcessEmulator
@@ -65,6 +66,8 @@ def project_file(
     *,
     check_s: float = 0.3,
     chunk_size: int | None = None,
+    store: str = "sqlite:///state.db",
+    engine: str = "inline",
     **incoming: Any,
 ) -> Path:
     """A project: customers of CRONUS by webhook, written to out.jsonl (or `target`); serve
@@ -75,7 +78,8 @@ def project_file(
     return write_project(
         folder / "bcbridge.yaml",
         {
-            "store": "sqlite:///state.db",
+            "store": store,
+            "engine": engine,
             "incoming": {
                 "customers": {
                     "entity": "customers",
@@ -99,6 +103,7 @@ class Serving:
     service: FlowService
     hooks: WebhookService
     thread: threading.Thread
+    client_factory: Callable[[ClientSettings], BusinessCentralClient]
 
     @property
     def store(self) -> WebhookStore:
@@ -120,21 +125,26 @@ class Serving:
         self.service.stop.set()
         self.thread.join(30)
         assert not self.thread.is_alive()
+        if self.service.engine is not None:
+            self.service.engine.close()
         self.service.store.close()
 
 
 def start_serving(
-    folder: Path, emulator: EmulatorControl, target: Any = None, **incoming: Any
+    folder: Path, emulator: EmulatorControl, target: Any = None, **options: Any
 ) -> Serving:
+    """serve on the project of `project_file(..., **options)`; with `engine="procrastinate"`
+    it defers its runs to workers, as `bcbridge serve` does."""
     sock = _bind("127.0.0.1", 0)
-    project = load_project(project_file(folder, sock.getsockname()[1], target, **incoming))
+    project = load_project(project_file(folder, sock.getsockname()[1], target, **options))
     store = Store(project.store)
+    engine = EngineClient(store) if project.engine == "procrastinate" else None
 
     def quick(settings: ClientSettings) -> BusinessCentralClient:
         retry = settings.retry.model_copy(update=QUICK_RETRIES)
         return emulator.client_for(settings.model_copy(update={"retry": retry}))
 
-    service = FlowService(project, store, threading.Event(), client_factory=quick)
+    service = FlowService(project, store, threading.Event(), client_factory=quick, engine=engine)
     hooks = WebhookService(service, project.serve.public_url)
     app = hooks.app(create_app(service, Sessions(password=None, login_token="unused")))
     server = _Server(uvicorn.Config(app, log_level="warning"))
@@ -150,7 +160,7 @@ def start_serving(
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    return Serving(folder, service, hooks, thread)
+    return Serving(folder, service, hooks, thread, quick)
 
 
 @pytest.fixture
@@ -159,8 +169,8 @@ def serving(
 ) -> Iterator[Callable[..., Serving]]:
     started: list[Serving] = []
 
-    def start(target: Any = None, **incoming: Any) -> Serving:
-        running = start_serving(tmp_path, emulator, target, **incoming)
+    def start(target: Any = None, **options: Any) -> Serving:
+        running = start_serving(tmp_path, emulator, target, **options)
         started.append(running)
         return running
 
