@@ -72,6 +72,7 @@ from bcbridge.store import (
     FlowBusy,
     Lease,
     LeaseKeeper,
+    LeaseLost,
     RunStatus,
     Store,
     StoreError,
@@ -483,8 +484,19 @@ class SplitRunner(FlowRunner):
         when that run no longer holds the flow's lease (it died and another replaced it)."""
         lease = await self._chunk_lease(f"{name}#{run_id}.{seq}")
         with LeaseKeeper(self.store, lease) as keeper:
-            current = self.store.lease(name)
-            if current is None or current.holder != holder:
+
+            def guard() -> None:
+                """Write only while this chunk's lease and its run's hold on the flow last: a
+                worker that stalled may renew the chunk's lease on waking (nobody takes it),
+                but a run that replaced its run holds the flow and delivers the chunk itself."""
+                keeper.check()
+                current = self.store.lease(name)
+                if current is None or current.holder != holder:
+                    raise LeaseLost(f"flow {name!r}: run {run_id} was replaced by another run")
+
+            try:
+                guard()
+            except LeaseLost:
                 log.info(
                     "chunk %s of run %s of %s: the run is over, not delivered", seq, run_id, name
                 )
@@ -496,9 +508,9 @@ class SplitRunner(FlowRunner):
             async with AsyncExitStack() as stack:
                 target = await self._target(name, flow, self._clients(stack), stack)
                 todo = self._still_to_deliver(task_ids, target, counts)
-                keeper.check()  # lost (stalled past the TTL): stop before writing
-                await self._deliver(todo, None, {}, target, counts, guard=keeper.check)
-            keeper.check()
+                guard()  # lost (stalled past the TTL): stop before writing
+                await self._deliver(todo, None, {}, target, counts, guard=guard)
+            guard()
             self.store.chunk_done(name, run_id, seq, {k: v for k, v in counts.items() if v})
 
     def _still_to_deliver(

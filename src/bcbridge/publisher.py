@@ -298,8 +298,8 @@ class Publisher:
         before_write: Callable[[], None] | None = None,
     ) -> AsyncIterator[RecordResult]:
         """Write `records`; yield one result per record, in input order, round by round.
-        `before_write` is called before each `$batch` goes out; what it raises stops the
-        writing (a run that lost its lease: `LeaseKeeper.check`)."""
+        `before_write` is called before each round (and its lookups) and before each `$batch`
+        goes out; what it raises stops the writing (a run that lost its lease)."""
         await self._resolve_company()
         round_: list[_Item] = []
         for index, record in enumerate(records):
@@ -353,6 +353,8 @@ class Publisher:
     async def _round(
         self, items: list[_Item], before_write: Callable[[], None] | None = None
     ) -> list[RecordResult]:
+        if before_write is not None:
+            before_write()
         live = [item for item in items if self._prepare(item)]
         await self._find_targets(live)
         pending = [item for item in live if item.result is None]

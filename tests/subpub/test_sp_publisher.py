@@ -243,14 +243,15 @@ def test_create_matched_on_key_field_is_not_sent_twice(emulator: InProcessEmulat
 def test_a_guard_that_refuses_stops_the_writing_before_the_next_batch(
     emulator: InProcessEmulator,
 ) -> None:
-    """`before_write` runs before each `$batch`: once it raises (a run that lost its lease),
-    no further write goes out and the error reaches the caller; the rounds sent stand."""
+    """`before_write` runs before each round and each `$batch`: once it raises (a run that
+    lost its lease), no further request goes out and the error reaches the caller; the rounds
+    sent stand."""
     records = [{"number": f"GRD{i:03d}", "displayName": f"Guarded {i}"} for i in range(30)]
     calls: list[int] = []
 
     def guard() -> None:
         calls.append(len(calls))
-        if len(calls) > 2:
+        if len(calls) > 4:  # rounds 1 and 2 (their start and their $batch) went through
             raise LeaseLost("the lease was lost")
 
     async def work(bc: BusinessCentralClient) -> list[RecordResult]:
