@@ -24,7 +24,9 @@ Safety when workers die or stall:
   over (at once when the dead process was on this machine, else after the TTL) and goes on from
   the tasks' statuses: done ones are skipped, those in flight are sent again, matched on their
   key first (or, for bound actions, left for the run's probe of BC).
-- A worker that lost its lease (its heartbeat stalled past the TTL) stops before it writes.
+- A worker that lost its lease (its heartbeat stalled past the TTL) stops before it writes:
+  the chunk's lease and its run's hold on the flow are checked before each `$batch`, so a
+  worker frozen while another run took the flow over sends nothing more when it wakes.
 
 Writers to a file write in order, so a flow into a file runs whole in its run's job (no split).
 
@@ -207,7 +209,7 @@ def _file_stamp(project: ProjectConfig) -> tuple[int, int] | None:
 
 
 def make_app(store_url: str) -> procrastinate.App:
-    """The Procrastinate app of a project's store, with bcbridge's three tasks."""
+    """The Procrastinate app of a project's store, with bcbridge's tasks."""
     connector = procrastinate.PsycopgConnector(conninfo=conninfo(store_url))
     app = procrastinate.App(connector=connector)
     app.task(name=RUN_TASK, pass_context=True, retry=RUN_RETRY, queue=QUEUE)(_run_flow_job)

@@ -17,6 +17,7 @@ import pytest
 from bcbridge.engine import EngineClient
 from bcbridge.store import Store, TaskStatus
 from tests.flows.conftest import BC, CRONUS
+from tests.flows.test_fl_refused_retry import FIRST, FIXED, RECORDS
 from tests.pg_server import PostgresServer
 from tests.workers.conftest import (
     UPSERT_ITEMS,
@@ -72,19 +73,8 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_when_it_wakes(
     assert len(numbers) == FROZEN_RECORDS and set(numbers.values()) == {1}
 
 
-LONG = "A name far longer than the hundred characters BC keeps in an item's displayName " * 2
-REFUSED_RECORDS = [
-    {"number": "WRF-1", "name": "Short enough", "short": "Short enough"},
-    {"number": "WRF-2", "name": LONG, "short": "Now short"},
-]
-FIRST: list[dict[str, Any]] = [
-    {"rename": {"name": "displayName"}},
-    {"keep": ["number", "displayName"]},
-]
-FIXED: list[dict[str, Any]] = [
-    {"rename": {"short": "displayName"}},
-    {"keep": ["number", "displayName"]},
-]
+# the records and transforms of the one-process test, with numbers of their own
+REFUSED_RECORDS = [{**record, "number": f"W{record['number']}"} for record in RECORDS]
 
 
 def test_a_record_refused_in_a_split_run_is_fixed_by_fixing_the_transform(
@@ -116,17 +106,17 @@ def test_a_record_refused_in_a_split_run_is_fixed_by_fixing_the_transform(
         assert client.defer_retry("items", [refused.id])
         _wait(lambda: _status(store, refused.id) == TaskStatus.DONE, workers, "the retry")
         done = store.task(refused.id)
-        assert done is not None and done.payload == {"number": "WRF-2", "displayName": "Now short"}
+        assert done is not None and done.payload == {"number": "WRFX-2", "displayName": "Now short"}
         assert workers.stop_all() == [0, 0], workers.logs()
     finally:
         client.close()
         store.close()
     bc = BC(emulator)
-    held = bc.all(CRONUS, "items", **{"$filter": "startswith(number,'WRF-')"})
+    held = bc.all(CRONUS, "items", **{"$filter": "startswith(number,'WRFX-')"})
     bc.close()
     assert sorted((i["number"], i["displayName"]) for i in held) == [
-        ("WRF-1", "Short enough"),
-        ("WRF-2", "Now short"),
+        ("WRFX-1", "Short enough"),
+        ("WRFX-2", "Now short"),
     ]
 
 
