@@ -47,10 +47,12 @@ def run_now(browser: webdriver.Chrome, served: Served) -> list[str]:
     seen: list[str] = []
 
     def ended(b: webdriver.Chrome) -> bool:
+        # busy first, then the text: a text read after "not busy" is the run's last one
+        busy = b.find_elements(By.CSS_SELECTOR, "#progress-1 [aria-busy]")
         text = b.find_element(By.ID, "progress-1").text.strip()
         if text and (not seen or seen[-1] != text):
             seen.append(text)
-        return bool(text) and not b.find_elements(By.CSS_SELECTOR, "#progress-1 [aria-busy]")
+        return bool(text) and not busy
 
     wait(browser, ended, 60)
     return seen
