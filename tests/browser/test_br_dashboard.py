@@ -47,9 +47,12 @@ def run_now(browser: webdriver.Chrome, served: Served) -> list[str]:
     seen: list[str] = []
 
     def ended(b: webdriver.Chrome) -> bool:
-        # busy first, then the text: a text read after "not busy" is the run's last one
-        busy = b.find_elements(By.CSS_SELECTOR, "#progress-1 [aria-busy]")
-        text = b.find_element(By.ID, "progress-1").text.strip()
+        # the text and the busy mark read at once (one script): read one after the other, an
+        # htmx swap in between paired a text with the other state's mark
+        text, busy = b.execute_script(
+            "const p = document.getElementById('progress-1');"
+            "return [p.innerText.trim(), p.querySelector('[aria-busy]') !== null];"
+        )
         if text and (not seen or seen[-1] != text):
             seen.append(text)
         return bool(text) and not busy
