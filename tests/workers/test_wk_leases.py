@@ -64,6 +64,7 @@ def test_a_worker_frozen_past_its_lease_writes_nothing_when_it_wakes(
         time.sleep(5)  # the woken worker's job goes on from where it stopped
         assert emulator.stats()["requests"] == requests, workers.logs()
         assert workers.stop_all() == [0, 0], workers.logs()
+        assert "Traceback" not in workers.logs()  # its job taken over: one line in its log
     finally:
         client.close()
         store.close()

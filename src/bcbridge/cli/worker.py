@@ -6,6 +6,7 @@ import logging
 import signal
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import typer
@@ -67,7 +68,9 @@ def worker(
     from bcbridge.engine import WorkerState, ensure_schema, run_worker
 
     project, store = _open(config)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_OneLine("%(asctime)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("bcbridge.worker").setLevel(logging.INFO)
     stop = threading.Event()
     state = WorkerState(project, store, stop)
@@ -84,6 +87,23 @@ def worker(
         raise fail(exc) from None
     finally:
         store.close()
+
+
+class _OneLine(logging.Formatter):
+    """A worker's log lines stay lines: an exception logged with one (a failed job, a job
+    another worker took over while this one stalled) shows as its type and message, with its
+    cause, not as a traceback."""
+
+    def formatException(self, ei: Any) -> str:
+        error = ei[1]
+        cause = error.__cause__ or error.__context__
+        text = f"{type(error).__name__}: {error}"
+        if cause is not None:
+            text += f" (from {type(cause).__name__}: {cause})"
+        return text
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(super().format(record).split())
 
 
 @workers_group.command("list")
