@@ -232,8 +232,7 @@ async def _run_flow_job(context: procrastinate.JobContext, flow: str) -> None:
     state = _state(context)
     result = await state.runner(context.app).run(flow, wait=2 * state.store.lease_ttl)
     log.info("run of %s ended %s %s", flow, result.status, dict(result.counts))
-    if result.status in (RunStatus.ERROR, RunStatus.BUSY):
-        raise JobFailed(f"flow {flow}: {result.error}")
+    _retry_unless_ended(flow, result)
     if result.status == RunStatus.INTERRUPTED and state.stop.is_set():
         # this worker is stopping: the rest of the run goes to another worker
         with contextlib.suppress(procrastinate_errors.AlreadyEnqueued):
@@ -256,8 +255,7 @@ async def _retry_job(context: procrastinate.JobContext, flow: str, task_ids: lis
     state = _state(context)
     tasks = state.store.tasks_by_id(task_ids)
     for result in await state.runner(context.app).retry(tasks, wait=2 * state.store.lease_ttl):
-        if result.status in (RunStatus.ERROR, RunStatus.BUSY):
-            raise JobFailed(f"flow {flow}: {result.error}")
+        _retry_unless_ended(flow, result)
 
 
 async def _notified_job(context: procrastinate.JobContext, flow: str) -> None:
@@ -268,8 +266,14 @@ async def _notified_job(context: procrastinate.JobContext, flow: str) -> None:
     if not notifications.open_notifications(flow, limit=1):
         return  # a job queued while the one before ran: that one took them all
     result = await process_work(flow, notifications)(state.runner(context.app))
+    _retry_unless_ended(flow, result)  # the notifications wait in the store meanwhile
+
+
+def _retry_unless_ended(flow: str, result: RunResult) -> None:
+    """A run that stopped on an error (a restarted PostgreSQL, BC unreachable) or found its
+    flow busy elsewhere fails its job, which Procrastinate tries again."""
     if result.status in (RunStatus.ERROR, RunStatus.BUSY):
-        raise JobFailed(f"flow {flow}: {result.error}")  # the notifications wait in the store
+        raise JobFailed(f"flow {flow}: {result.error}")
 
 
 def _configure_run(app: procrastinate.App, flow: str) -> Any:
@@ -579,13 +583,7 @@ class EngineClient:
 
     def defer_run(self, flow: str) -> bool:
         """Queue a run of `flow`; False when one is queued already (not started yet)."""
-        try:
-            _configure_run(self.app, flow).defer(flow=flow)
-        except procrastinate_errors.AlreadyEnqueued:
-            return False
-        except procrastinate_errors.ConnectorException as exc:
-            raise _explain(self.store.url, exc) from None
-        return True
+        return self._defer(_configure_run(self.app, flow), flow=flow)
 
     def defer_notified(self, flow: str) -> bool:
         """Queue a run of `flow` over the notifications BC sent that wait in the store (all of
@@ -593,20 +591,19 @@ class EngineClient:
         job = self.app.configure_task(
             NOTIFIED_TASK, lock=f"flow:{flow}", queueing_lock=f"notified:{flow}"
         )
-        try:
-            job.defer(flow=flow)
-        except procrastinate_errors.AlreadyEnqueued:
-            return False
-        except procrastinate_errors.ConnectorException as exc:
-            raise _explain(self.store.url, exc) from None
-        return True
+        return self._defer(job, flow=flow)
 
     def defer_retry(self, flow: str, task_ids: Sequence[int]) -> bool:
         """Queue a retry of tasks of `flow` (under the flow's Procrastinate lock)."""
+        job = self.app.configure_task(RETRY_TASK, lock=f"flow:{flow}")
+        return self._defer(job, flow=flow, task_ids=list(task_ids))
+
+    def _defer(self, job: Any, **arguments: Any) -> bool:
+        """Queue `job`; False when its queueing lock says one is queued already."""
         try:
-            self.app.configure_task(RETRY_TASK, lock=f"flow:{flow}").defer(
-                flow=flow, task_ids=list(task_ids)
-            )
+            job.defer(**arguments)
+        except procrastinate_errors.AlreadyEnqueued:
+            return False
         except procrastinate_errors.ConnectorException as exc:
             raise _explain(self.store.url, exc) from None
         return True

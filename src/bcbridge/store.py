@@ -1314,7 +1314,6 @@ class LeaseKeeper:
 
     def _beat(self) -> None:
         ttl = self.store.lease_ttl
-        deadline = time.monotonic() + ttl
         while not self._stopped.wait(ttl / 3):
             try:
                 asked = time.monotonic()  # held from here on: the renewal reaches the store later
@@ -1326,8 +1325,7 @@ class LeaseKeeper:
                     )
                     return
                 self._renewed_at = asked
-                deadline = time.monotonic() + ttl
             except StoreError as exc:  # e.g. locked for a moment: try again until it expires
-                if time.monotonic() >= deadline:
+                if time.monotonic() - self._renewed_at >= ttl:
                     self.problem = exc
                     return
