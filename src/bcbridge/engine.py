@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import socket
@@ -163,7 +164,7 @@ class WorkerState:
     # chunk does not pay a TLS handshake and a company lookup; set while the worker runs
     clients: _Clients | None = None
 
-    _stamp: tuple[int, int] | None = field(default=None, init=False, repr=False)
+    _stamp: bytes | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._stamp = _file_stamp(self.project)  # the project file's, as it was loaded
@@ -199,13 +200,13 @@ class WorkerState:
         log.info("%s changed: loaded again", path)
 
 
-def _file_stamp(project: ProjectConfig) -> tuple[int, int] | None:
-    """The (mtime, size) of the project's file; None when it has none."""
+def _file_stamp(project: ProjectConfig) -> bytes | None:
+    """The digest of the project file's content (a save in the same clock tick, of the same
+    size, still counts); None when it has none."""
     try:
-        info = Path(project.source).stat()
+        return hashlib.sha256(Path(project.source).read_bytes()).digest()
     except OSError:
         return None
-    return info.st_mtime_ns, info.st_size
 
 
 def make_app(store_url: str) -> procrastinate.App:

@@ -17,7 +17,14 @@ import sqlalchemy as sa
 from procrastinate.testing import InMemoryConnector
 
 from bcbridge.cli import main
-from bcbridge.engine import EngineClient, SplitRunner, _Chunk, ensure_schema, list_workers
+from bcbridge.engine import (
+    EngineClient,
+    SplitRunner,
+    WorkerState,
+    _Chunk,
+    ensure_schema,
+    list_workers,
+)
 from bcbridge.errors import ConfigError
 from bcbridge.flowconfig import load_project
 from bcbridge.flows import RunResult
@@ -163,4 +170,25 @@ def test_a_chunk_of_a_run_that_lost_the_flow_is_not_delivered(
         assert store.live_leases("copy#") == []  # the chunk's lease is given back
     finally:
         store.release_lease(lease)
+        store.close()
+
+
+@pytest.mark.postgres
+def test_a_worker_follows_its_project_file_and_keeps_the_last_good_one(
+    tmp_path: Path, postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A job takes the project as its file says now (the dashboard saved a fix); a file that
+    does not load leaves the last good project in use, with one warning."""
+    url = postgres.new_database()
+    path = engine_project(tmp_path, url, flows={"a": {"from": "in.jsonl", "to": "out.jsonl"}})
+    store = Store(url)
+    state = WorkerState(load_project(path), store)
+    app = procrastinate.App(connector=InMemoryConnector())
+    try:
+        engine_project(tmp_path, url, flows={"b": {"from": "in.jsonl", "to": "out.jsonl"}})
+        assert list(state.runner(app).project.flows) == ["b"]
+        path.write_text(path.read_text() + "flows: [not, a, mapping\n")
+        assert list(state.runner(app).project.flows) == ["b"]
+        assert "changed but does not load; jobs keep the last good one" in caplog.text
+    finally:
         store.close()
